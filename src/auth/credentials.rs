@@ -1,0 +1,209 @@
+//! Checking a login and password. `file`: argon2id hashes from a users file, verified on the
+//! blocking pool with bounded concurrency so a login storm cannot starve proxied traffic.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::config::{ConfigError, CredentialsConfig};
+use crate::error::GatewayError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    users: Vec<UserEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    login: String,
+    password_hash: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub login: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    password_hash: String,
+}
+
+/// The result of a password check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Valid { roles: Vec<String> },
+    Disabled,
+    Invalid,
+}
+
+pub struct Credentials {
+    users: HashMap<String, User>,
+    /// Verified against when the login is unknown, so both cases cost the same hashing time.
+    dummy_hash: String,
+}
+
+/// Bounds concurrent password hashing to half the cores (at least one).
+pub fn hashing_limit() -> Arc<Semaphore> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Arc::new(Semaphore::new((cores / 2).max(1)))
+}
+
+/// Login names must be usable as a header value (`X-Auth-Login`).
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c == ',')
+}
+
+impl Credentials {
+    pub fn load(cfg: &CredentialsConfig, file: &Path) -> Result<Self, ConfigError> {
+        match cfg.kind.as_str() {
+            "file" => {}
+            "http" => {
+                return Err(ConfigError::new(
+                    file,
+                    "credentials.kind",
+                    "\"http\" credentials are not available in this version; use \"file\"",
+                ));
+            }
+            other => {
+                return Err(ConfigError::new(file, "credentials.kind", format!("`{other}` is not \"file\" or \"http\"")));
+            }
+        }
+        let path = &cfg.users_file;
+        let err = |key: String, reason: String| ConfigError::new(path, key, reason);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(file, "credentials.users_file", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let parsed: UsersFile = toml::from_str(&text).map_err(|e| err(String::new(), e.message().trim().into()))?;
+        let mut users = HashMap::new();
+        let mut params = None;
+        for (i, u) in parsed.users.into_iter().enumerate() {
+            if !valid_name(&u.login) {
+                return Err(err(format!("users[{i}].login"), "empty, too long, or contains a control character or comma".into()));
+            }
+            if let Some(r) = u.roles.iter().find(|r| !valid_name(r)) {
+                return Err(err(format!("users[{i}].roles"), format!("role `{r}` is empty or contains a control character or comma")));
+            }
+            let phc = PasswordHash::new(&u.password_hash)
+                .map_err(|e| err(format!("users[{i}].password_hash"), format!("not a PHC string: {e}")))?;
+            if phc.algorithm.as_str() != "argon2id" {
+                return Err(err(format!("users[{i}].password_hash"), "must be an argon2id hash (bo-gateway hash-password)".into()));
+            }
+            if params.is_none() {
+                params = Params::try_from(&phc).ok();
+            }
+            if users.contains_key(&u.login) {
+                return Err(err(format!("users[{i}].login"), format!("duplicate login `{}`", u.login)));
+            }
+            users.insert(
+                u.login.clone(),
+                User { login: u.login, roles: u.roles, disabled: u.disabled, password_hash: u.password_hash },
+            );
+        }
+        let dummy_hash = hash_with(&random_password(), params.unwrap_or_default())
+            .map_err(|e| err(String::new(), format!("cannot compute the timing-equaliser hash: {e}")))?;
+        Ok(Self { users, dummy_hash })
+    }
+
+    pub fn user(&self, login: &str) -> Option<&User> {
+        self.users.get(login)
+    }
+
+    /// Synchronous and slow (argon2id): call through [`check_password`].
+    fn verify_blocking(&self, login: &str, password: &str) -> Verdict {
+        let (user, hash) = match self.users.get(login) {
+            Some(u) => (Some(u), u.password_hash.as_str()),
+            None => (None, self.dummy_hash.as_str()),
+        };
+        let ok = PasswordHash::new(hash)
+            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false);
+        match user {
+            Some(u) if ok && u.disabled => Verdict::Disabled,
+            Some(u) if ok => Verdict::Valid { roles: u.roles.clone() },
+            _ => Verdict::Invalid,
+        }
+    }
+}
+
+/// Checks a password on the blocking pool, at most `limit` at a time.
+pub async fn check_password(
+    creds: Arc<Credentials>,
+    limit: &Semaphore,
+    login: String,
+    password: String,
+) -> Result<Verdict, GatewayError> {
+    let _permit = limit
+        .acquire()
+        .await
+        .map_err(|_| GatewayError::CredentialsUnavailable("hashing pool closed".into()))?;
+    tokio::task::spawn_blocking(move || creds.verify_blocking(&login, &password))
+        .await
+        .map_err(|e| GatewayError::Internal(format!("password check failed: {e}")))
+}
+
+fn random_password() -> String {
+    crate::auth::tokens::random_token(24)
+}
+
+/// An argon2id PHC string with the recommended parameters (for `bo-gateway hash-password`).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    hash_with(password, Params::default())
+}
+
+fn hash_with(password: &str, params: Params) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| "no randomness".to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(users: &str) -> Result<Credentials, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        std::fs::write(&path, users).unwrap();
+        let cfg = CredentialsConfig { users_file: path, ..Default::default() };
+        Credentials::load(&cfg, Path::new("gateway.toml"))
+    }
+
+    #[test]
+    fn verdicts() {
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        let creds = load(&format!(
+            "[[users]]\nlogin = \"alice\"\npassword_hash = \"{h}\"\nroles = [\"admin\"]\n\
+             [[users]]\nlogin = \"bob\"\npassword_hash = \"{h}\"\ndisabled = true\n"
+        ))
+        .unwrap();
+        assert_eq!(creds.verify_blocking("alice", "s3cret"), Verdict::Valid { roles: vec!["admin".into()] });
+        assert_eq!(creds.verify_blocking("alice", "wrong"), Verdict::Invalid);
+        assert_eq!(creds.verify_blocking("nobody", "s3cret"), Verdict::Invalid);
+        assert_eq!(creds.verify_blocking("bob", "s3cret"), Verdict::Disabled);
+        assert_eq!(creds.verify_blocking("bob", "wrong"), Verdict::Invalid);
+    }
+
+    #[test]
+    fn bad_users_files_are_named() {
+        let e = load("[[users]]\nlogin = \"a\"\npassword_hash = \"plain\"\n").err().unwrap();
+        assert_eq!(e.key, "users[0].password_hash");
+        let e = load("[[users]]\nlogin = \"a\"\npassword_hash = \"x\"\nrole = []\n").err().unwrap();
+        assert!(e.reason.contains("unknown field"), "{}", e.reason);
+    }
+}

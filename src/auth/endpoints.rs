@@ -1,0 +1,365 @@
+//! The SPEC §1 endpoints: JSON in, JSON out, TraderEvolution's field names and error codes.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::credentials::{self, Verdict};
+use super::tokens::{self, Identity, issue_access, now_secs, random_token, token_hash};
+use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::runtime::{Runtime, validate_lifetimes};
+use crate::store::{ConnectorSettings, NewSession, Rotation, StoreError};
+
+/// JSON bodies of the auth endpoints are small; anything larger is refused unread.
+const MAX_JSON_BYTES: usize = 64 * 1024;
+const MAX_LOGIN_BYTES: usize = 256;
+const MAX_PASSWORD_BYTES: usize = 4096;
+/// Refresh tokens and OTTs are 43 characters; this leaves room without hashing megabytes.
+const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Token,
+    Refresh,
+    ExternalToken,
+    ExternalVerify,
+    Revoke,
+    Settings,
+}
+
+impl Endpoint {
+    /// The endpoint at `path` (already normalised), under `api_prefix`.
+    pub fn find(api_prefix: &str, path: &str) -> Option<Self> {
+        let rest = path.strip_prefix(api_prefix)?;
+        Some(match rest {
+            "/auth/token" => Self::Token,
+            "/auth/token/refresh" => Self::Refresh,
+            "/external/token" => Self::ExternalToken,
+            "/external/token/verify" => Self::ExternalVerify,
+            "/auth/token/revoke" => Self::Revoke,
+            "/connectors/settings" => Self::Settings,
+            _ => return None,
+        })
+    }
+
+    fn allows(self, m: &Method) -> Result<(), GatewayError> {
+        let (ok, allow) = match self {
+            Self::Refresh => (m == Method::GET, "GET"),
+            Self::Settings => (m == Method::GET || m == Method::PATCH, "GET, PATCH"),
+            _ => (m == Method::POST, "POST"),
+        };
+        if ok { Ok(()) } else { Err(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static(allow) }) }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenPair {
+    access_token: String,
+    access_token_life_time: u64,
+    refresh_token: String,
+    refresh_token_life_time: u64,
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    login: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+struct OttBody {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SettingsPatch {
+    access_token_life_time: Option<u64>,
+    refresh_token_life_time: Option<u64>,
+    one_time_token_life_time: Option<u64>,
+}
+
+pub async fn handle(
+    gw: &Gateway,
+    rt: &Runtime,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    client: IpAddr,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    endpoint.allows(req.method())?;
+    match endpoint {
+        Endpoint::Token => login(gw, rt, req, client).await,
+        Endpoint::Refresh => refresh(gw, rt, req).await,
+        Endpoint::ExternalToken => issue_ott(gw, rt, req).await,
+        Endpoint::ExternalVerify => verify_ott(gw, rt, req).await,
+        Endpoint::Revoke => revoke(gw, rt, req).await,
+        Endpoint::Settings => settings(gw, rt, req).await,
+    }
+}
+
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<GatewayBody>, GatewayError> {
+    let body = serde_json::to_vec(value).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, JSON_CONTENT_TYPE.clone());
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, GatewayError> {
+    match Limited::new(req.into_body(), MAX_JSON_BYTES).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::TooLarge),
+        Err(e) => Err(GatewayError::Malformed(format!("body: {e}"))),
+    }
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
+    serde_json::from_slice(bytes).map_err(|e| GatewayError::Malformed(format!("JSON: {e}")))
+}
+
+fn store_err(e: StoreError) -> GatewayError {
+    GatewayError::StoreUnavailable(e.to_string())
+}
+
+async fn lifetimes(gw: &Gateway, rt: &Runtime) -> Result<ConnectorSettings, GatewayError> {
+    Ok(gw.store.settings().await.map_err(store_err)?.unwrap_or(rt.default_lifetimes))
+}
+
+/// Starts a session: a session id, a refresh token (stored as its hash) and an access token.
+async fn start_session(gw: &Gateway, rt: &Runtime, login: &str, roles: &[String]) -> Result<TokenPair, GatewayError> {
+    let life = lifetimes(gw, rt).await?;
+    let now = now_secs();
+    let session = random_token(16);
+    let refresh = random_token(32);
+    let (access, exp) =
+        issue_access(&rt.keys, &rt.token_settings, login, roles, &session, life.access_token_life_time, now)?;
+    gw.store
+        .create_session(NewSession {
+            id: session,
+            login: login.to_string(),
+            refresh_hash: token_hash(&refresh),
+            refresh_expires: now + life.refresh_token_life_time,
+            access_expires: exp,
+        })
+        .await
+        .map_err(store_err)?;
+    Ok(TokenPair {
+        access_token: access,
+        access_token_life_time: life.access_token_life_time,
+        refresh_token: refresh,
+        refresh_token_life_time: life.refresh_token_life_time,
+    })
+}
+
+async fn login(gw: &Gateway, rt: &Runtime, req: Request<Incoming>, client: IpAddr) -> Result<Response<GatewayBody>, GatewayError> {
+    let body: LoginBody = parse_json(&read_body(req).await?)?;
+    if body.login.len() > MAX_LOGIN_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
+        return Err(GatewayError::Malformed("login or password too long".into()));
+    }
+    let limits = &rt.login_limits;
+    let login_key = format!("login:{}", body.login);
+    let addr_key = format!("addr:{client}");
+    let now = now_secs();
+    for (key, max) in [(&login_key, limits.per_login), (&addr_key, limits.per_address)] {
+        if max == 0 {
+            continue;
+        }
+        if let Some(f) = gw.store.login_failures(key, now).await.map_err(store_err)? {
+            if f.count >= max {
+                return Err(GatewayError::TooManyAttempts { retry_after_secs: f.resets_at.saturating_sub(now) });
+            }
+        }
+    }
+    let verdict =
+        credentials::check_password(rt.credentials.clone(), &gw.hashing, body.login.clone(), body.password).await?;
+    match verdict {
+        Verdict::Valid { roles } => {
+            gw.store.clear_login_failures(&login_key).await.map_err(store_err)?;
+            let pair = start_session(gw, rt, &body.login, &roles).await?;
+            tracing::info!(login = %body.login, %client, "login");
+            json_response(StatusCode::OK, &pair)
+        }
+        Verdict::Disabled => Err(GatewayError::UserDisabled),
+        Verdict::Invalid => {
+            for (key, max) in [(&login_key, limits.per_login), (&addr_key, limits.per_address)] {
+                if max > 0 {
+                    gw.store.record_login_failure(key, limits.window_secs, now).await.map_err(store_err)?;
+                }
+            }
+            tracing::info!(%client, "login failed");
+            Err(GatewayError::BadCredentials)
+        }
+    }
+}
+
+/// The refresh token from the `token` header, or `{"refreshToken"}` when the header is absent.
+async fn refresh_token_of(req: Request<Incoming>) -> Result<String, GatewayError> {
+    let mut values = req.headers().get_all("token").iter();
+    if let Some(v) = values.next() {
+        if values.next().is_some() {
+            return Err(GatewayError::Malformed("more than one token header".into()));
+        }
+        let t = v.to_str().map_err(|_| GatewayError::TokenInvalid("not ASCII"))?.trim();
+        if t.is_empty() {
+            return Err(GatewayError::TokenMissing);
+        }
+        return Ok(t.to_string());
+    }
+    let body = read_body(req).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::TokenMissing);
+    }
+    let b: RefreshBody = parse_json(&body)?;
+    if b.refresh_token.is_empty() {
+        return Err(GatewayError::TokenMissing);
+    }
+    Ok(b.refresh_token)
+}
+
+async fn refresh(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    let presented = refresh_token_of(req).await?;
+    if presented.len() > MAX_OPAQUE_TOKEN_BYTES {
+        return Err(GatewayError::TokenInvalid("too long"));
+    }
+    let life = lifetimes(gw, rt).await?;
+    let now = now_secs();
+    let next = random_token(32);
+    let access_exp = now + life.access_token_life_time;
+    let rotation = gw
+        .store
+        .rotate_refresh(&token_hash(&presented), &token_hash(&next), now + life.refresh_token_life_time, access_exp, now)
+        .await
+        .map_err(store_err)?;
+    let session = match rotation {
+        Rotation::Rotated(s) => s,
+        Rotation::Reused { session, revoked_until } => {
+            gw.revocations.revoke(&session, revoked_until + rt.token_settings.leeway_secs);
+            tracing::warn!(session = %session, "refresh token reused; session revoked");
+            return Err(GatewayError::TokenReused);
+        }
+        Rotation::Unknown => return Err(GatewayError::TokenInvalid("unknown refresh token")),
+    };
+    // Roles come from the users file as it is now: a user disabled or removed since login
+    // cannot keep refreshing.
+    let roles = match rt.credentials.user(&session.login) {
+        Some(u) if !u.disabled => u.roles.clone(),
+        found => {
+            if let Some(until) = gw.store.revoke_session(&session.id).await.map_err(store_err)? {
+                gw.revocations.revoke(&session.id, until + rt.token_settings.leeway_secs);
+            }
+            return Err(if found.is_some() { GatewayError::UserDisabled } else { GatewayError::TokenInvalid("user gone") });
+        }
+    };
+    let (access, _) =
+        issue_access(&rt.keys, &rt.token_settings, &session.login, &roles, &session.id, life.access_token_life_time, now)?;
+    json_response(
+        StatusCode::OK,
+        &TokenPair {
+            access_token: access,
+            access_token_life_time: life.access_token_life_time,
+            refresh_token: next,
+            refresh_token_life_time: life.refresh_token_life_time,
+        },
+    )
+}
+
+fn identity_of<'a>(auth: &'a tokens::Authenticated) -> Result<&'a Identity, GatewayError> {
+    auth.identity().ok_or(GatewayError::TokenMissing)
+}
+
+async fn issue_ott(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    let auth = gw.authenticate(rt, req.headers())?;
+    let id = identity_of(&auth)?;
+    let life = lifetimes(gw, rt).await?;
+    let ott = random_token(32);
+    gw.store
+        .put_ott(&token_hash(&ott), &id.login, now_secs() + life.one_time_token_life_time)
+        .await
+        .map_err(store_err)?;
+    json_response(StatusCode::OK, &serde_json::json!({ "token": ott, "lifeTime": life.one_time_token_life_time }))
+}
+
+async fn verify_ott(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    let body: OttBody = parse_json(&read_body(req).await?)?;
+    let invalid = || json_response(StatusCode::OK, &serde_json::json!({ "valid": false }));
+    if body.token.is_empty() || body.token.len() > MAX_OPAQUE_TOKEN_BYTES {
+        return invalid();
+    }
+    let Some(login) = gw.store.consume_ott(&token_hash(&body.token), now_secs()).await.map_err(store_err)? else {
+        return invalid();
+    };
+    let roles = match rt.credentials.user(&login) {
+        Some(u) if !u.disabled => u.roles.clone(),
+        _ => return invalid(),
+    };
+    let pair = start_session(gw, rt, &login, &roles).await?;
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "valid": true,
+            "login": login,
+            "accessToken": pair.access_token,
+            "accessTokenLifeTime": pair.access_token_life_time,
+            "refreshToken": pair.refresh_token,
+            "refreshTokenLifeTime": pair.refresh_token_life_time,
+        }),
+    )
+}
+
+async fn revoke(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    let auth = gw.authenticate(rt, req.headers())?;
+    let id = identity_of(&auth)?;
+    let until = gw.store.revoke_session(&id.session).await.map_err(store_err)?.unwrap_or(0).max(id.exp);
+    gw.revocations.revoke(&id.session, until + rt.token_settings.leeway_secs);
+    tracing::info!(login = %id.login, session = %id.session, "session revoked (logout)");
+    let mut resp = Response::new(crate::body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+async fn settings(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    let auth = gw.authenticate(rt, req.headers())?;
+    if !identity_of(&auth)?.has_role("admin") {
+        return Err(GatewayError::Forbidden("settings need role admin"));
+    }
+    let current = lifetimes(gw, rt).await?;
+    if req.method() == Method::GET {
+        return json_response(StatusCode::OK, &current);
+    }
+    let patch: SettingsPatch = parse_json(&read_body(req).await?)?;
+    let next = ConnectorSettings {
+        access_token_life_time: patch.access_token_life_time.unwrap_or(current.access_token_life_time),
+        refresh_token_life_time: patch.refresh_token_life_time.unwrap_or(current.refresh_token_life_time),
+        one_time_token_life_time: patch.one_time_token_life_time.unwrap_or(current.one_time_token_life_time),
+    };
+    validate_lifetimes(&next).map_err(|(field, why)| GatewayError::Malformed(format!("{field}: {why}")))?;
+    gw.store.put_settings(next).await.map_err(store_err)?;
+    tracing::info!(?next, "connector settings changed");
+    json_response(StatusCode::OK, &next)
+}
+
+/// `GET /.well-known/jwks.json`.
+pub fn jwks(rt: &Runtime, method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET, HEAD") });
+    }
+    let mut resp = Response::new(full(rt.keys.jwks.clone()));
+    let h: &mut HeaderMap = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, JSON_CONTENT_TYPE.clone());
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    Ok(resp)
+}

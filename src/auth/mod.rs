@@ -1,0 +1,10 @@
+//! Authentication: token keys, the Bearer check and its cache, credentials, and the SPEC §1
+//! endpoints.
+
+pub mod cache;
+pub mod credentials;
+pub mod endpoints;
+pub mod keys;
+pub mod tokens;
+
+pub use tokens::{Authenticated, Identity};

@@ -1,0 +1,272 @@
+//! Access tokens: issuing JWTs, the Bearer check, and the opaque refresh/one-time tokens.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use http::{HeaderMap, HeaderValue, header};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::cache::{Revocations, TokenCache};
+use super::keys::KeySet;
+use crate::error::GatewayError;
+use crate::store::TokenHash;
+
+/// Tokens longer than this are refused before any parsing (SPEC: 8 KiB).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub sid: String,
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// Who made a request, as proven by a verified token. Built only by the Bearer check (or
+/// explicitly as anonymous for a public route); this is what becomes the `X-Auth-*` headers.
+#[derive(Debug)]
+pub struct Identity {
+    pub login: String,
+    pub roles: Vec<String>,
+    pub session: String,
+    pub exp: u64,
+    pub login_header: HeaderValue,
+    pub roles_header: HeaderValue,
+    pub session_header: HeaderValue,
+}
+
+impl Identity {
+    fn new(claims: Claims) -> Result<Self, GatewayError> {
+        let hv = |s: &str| {
+            HeaderValue::from_bytes(s.as_bytes()).map_err(|_| GatewayError::TokenInvalid("claim not header-safe"))
+        };
+        Ok(Self {
+            login_header: hv(&claims.sub)?,
+            roles_header: hv(&claims.roles.join(","))?,
+            session_header: hv(&claims.sid)?,
+            login: claims.sub,
+            roles: claims.roles,
+            session: claims.sid,
+            exp: claims.exp,
+        })
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Authenticated(Option<Arc<Identity>>);
+
+impl Authenticated {
+    /// For `auth = "public"` routes: the request carries no identity.
+    pub fn anonymous() -> Self {
+        Self(None)
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.0.as_deref()
+    }
+}
+
+/// The fixed parts of token issuing and checking, from `[tokens]`.
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_secs: u64,
+    pub validation: Validation,
+}
+
+impl TokenSettings {
+    pub fn new(keys: &KeySet, issuer: String, audience: String, leeway_secs: u64) -> Self {
+        let mut validation = Validation::new(keys.algorithm);
+        validation.set_issuer(&[issuer.as_str()]);
+        validation.set_audience(&[audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = leeway_secs;
+        validation.validate_nbf = true;
+        Self { issuer, audience, leeway_secs, validation }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 256 random bits, base64url: refresh tokens, OTTs. 128 bits for ids (session, jti).
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = [0u8; 32];
+    let n = bytes.min(32);
+    // aws-lc's fill only fails if the OS has no randomness at all; nothing can be issued then.
+    if aws_lc_rs::rand::fill(&mut buf[..n]).is_err() {
+        panic!("operating system randomness unavailable");
+    }
+    B64.encode(&buf[..n])
+}
+
+/// What the store keeps instead of an opaque token.
+pub fn token_hash(token: &str) -> TokenHash {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Signs an access token. Returns the JWT and its `exp`.
+pub fn issue_access(
+    keys: &KeySet,
+    settings: &TokenSettings,
+    login: &str,
+    roles: &[String],
+    session: &str,
+    lifetime_secs: u64,
+    now: u64,
+) -> Result<(String, u64), GatewayError> {
+    let exp = now + lifetime_secs;
+    let claims = Claims {
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
+        sub: login.to_string(),
+        roles: roles.to_vec(),
+        sid: session.to_string(),
+        jti: random_token(16),
+        iat: now,
+        exp,
+    };
+    let mut header = Header::new(keys.algorithm);
+    header.kid = Some(keys.signing_kid.clone());
+    let jwt = jsonwebtoken::encode(&header, &claims, &keys.signing)
+        .map_err(|e| GatewayError::Internal(format!("signing failed: {e}")))?;
+    Ok((jwt, exp))
+}
+
+/// The token from `Authorization: Bearer <token>`. More than one Authorization header is refused
+/// (never "first wins"); a missing header or another scheme is `token.missing`.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Err(GatewayError::TokenMissing) };
+    if values.next().is_some() {
+        return Err(GatewayError::TokenInvalid("more than one Authorization header"));
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() < 7 || !bytes[..7].eq_ignore_ascii_case(b"bearer ") {
+        return Err(GatewayError::TokenMissing);
+    }
+    let token = trim_spaces(&bytes[7..]);
+    if token.is_empty() {
+        return Err(GatewayError::TokenMissing);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(GatewayError::TokenInvalid("token too large"));
+    }
+    if !token.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'=' | b'+' | b'/' | b'~')) {
+        return Err(GatewayError::TokenInvalid("characters outside token68"));
+    }
+    // token68 characters are ASCII, so this cannot fail.
+    std::str::from_utf8(token).map_err(|_| GatewayError::TokenInvalid("not ASCII"))
+}
+
+fn trim_spaces(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// The Bearer check: a cache hit costs a keyed hash, one map lookup and a revocation lookup;
+/// a miss verifies the signature and claims with the pinned algorithm, then fills the cache.
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    settings: &TokenSettings,
+    cache: &TokenCache,
+    revocations: &Revocations,
+    now: u64,
+) -> Result<Authenticated, GatewayError> {
+    let cache_key = cache.key(token);
+    if let Some(key) = cache_key.as_ref() {
+        if let Some(identity) = cache.get(key) {
+            if identity.exp.saturating_add(settings.leeway_secs) < now {
+                cache.remove(key);
+                return Err(GatewayError::TokenExpired);
+            }
+            if revocations.is_revoked(&identity.session, now) {
+                return Err(GatewayError::TokenInvalid("session revoked"));
+            }
+            return Ok(Authenticated(Some(identity)));
+        }
+    }
+    let identity = Arc::new(verify_signature(token, keys, settings)?);
+    if revocations.is_revoked(&identity.session, now) {
+        return Err(GatewayError::TokenInvalid("session revoked"));
+    }
+    if let Some(key) = cache_key {
+        cache.insert(key, identity.clone(), now);
+    }
+    Ok(Authenticated(Some(identity)))
+}
+
+pub fn verify_signature(token: &str, keys: &KeySet, settings: &TokenSettings) -> Result<Identity, GatewayError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| GatewayError::TokenInvalid("bad header"))?;
+    if header.alg != keys.algorithm {
+        return Err(GatewayError::TokenInvalid("algorithm not allowed"));
+    }
+    let kid = header.kid.as_deref().ok_or(GatewayError::TokenInvalid("no kid"))?;
+    let key = keys.find(kid).ok_or(GatewayError::TokenInvalid("unknown kid"))?;
+    let data = jsonwebtoken::decode::<Claims>(token, key, &settings.validation).map_err(|e| match e.kind() {
+        ErrorKind::ExpiredSignature => GatewayError::TokenExpired,
+        _ => GatewayError::TokenInvalid("verification failed"),
+    })?;
+    if data.claims.sub.is_empty() || data.claims.sid.is_empty() {
+        return Err(GatewayError::TokenInvalid("empty sub or sid"));
+    }
+    Identity::new(data.claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(&headers(&["Bearer abc.def"])).unwrap(), "abc.def");
+        assert_eq!(bearer_token(&headers(&["bearer   abc "])).unwrap(), "abc");
+        assert!(matches!(bearer_token(&headers(&[])), Err(GatewayError::TokenMissing)));
+        assert!(matches!(bearer_token(&headers(&["Basic YTpi"])), Err(GatewayError::TokenMissing)));
+        assert!(matches!(bearer_token(&headers(&["Bearer "])), Err(GatewayError::TokenMissing)));
+        assert!(matches!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Err(GatewayError::TokenInvalid(_))));
+        assert!(matches!(bearer_token(&headers(&["Bearer a b"])), Err(GatewayError::TokenInvalid(_))));
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        assert!(matches!(bearer_token(&headers(&[&big])), Err(GatewayError::TokenInvalid(_))));
+    }
+
+    #[test]
+    fn random_tokens_are_long_and_distinct() {
+        let a = random_token(32);
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, random_token(32));
+        assert_eq!(token_hash(&a), token_hash(&a));
+    }
+}

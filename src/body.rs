@@ -1,0 +1,87 @@
+//! Body types: what the gateway answers with, and the request body it streams upstream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+/// A response is either produced by the gateway (`Full`) or streamed from an upstream.
+/// An enum rather than a boxed body: no allocation per response.
+pub type GatewayBody = Either<Full<Bytes>, Incoming>;
+
+pub static JSON_CONTENT_TYPE: HeaderValue =
+    HeaderValue::from_static("application/json; charset=utf-8");
+
+pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
+    Either::Left(Full::new(bytes.into()))
+}
+
+pub fn empty() -> GatewayBody {
+    Either::Left(Full::new(Bytes::new()))
+}
+
+/// The client's request body on its way upstream, cut off past `max_body_bytes`.
+/// The flag tells the proxy, once the upstream call fails, that the cause was the limit (413).
+pub struct LimitedBody {
+    inner: Option<Incoming>,
+    remaining: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the configured limit")]
+pub struct BodyTooLarge;
+
+impl LimitedBody {
+    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+        Self { inner: Some(inner), remaining: limit, exceeded }
+    }
+
+    pub fn empty() -> Self {
+        Self { inner: None, remaining: 0, exceeded: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        this.exceeded.store(true, Ordering::Release);
+                        this.inner = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}

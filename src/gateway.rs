@@ -1,0 +1,100 @@
+//! `Gateway`: the state shared by every connection: the current `Runtime` snapshot, the store,
+//! the verified-token cache and revocations, and the draining flag.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use http::{HeaderMap, HeaderValue};
+use tokio::sync::Semaphore;
+
+use crate::auth::cache::{Revocations, TokenCache};
+use crate::auth::tokens::{self, Authenticated};
+use crate::error::GatewayError;
+use crate::runtime::Runtime;
+use crate::store::Store;
+
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    pub store: Arc<dyn Store>,
+    pub cache: TokenCache,
+    pub revocations: Revocations,
+    /// Bounds concurrent argon2 checks (see `credentials::hashing_limit`).
+    pub hashing: Arc<Semaphore>,
+    draining: AtomicBool,
+    request_prefix: u64,
+    request_seq: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(runtime: Runtime, store: Arc<dyn Store>) -> Arc<Self> {
+        let capacity = runtime.raw.tokens.cache_capacity;
+        let mut prefix = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut prefix);
+        let gw = Arc::new(Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            store,
+            cache: TokenCache::new(capacity),
+            revocations: Revocations::new(),
+            hashing: crate::auth::credentials::hashing_limit(),
+            draining: AtomicBool::new(false),
+            request_prefix: u64::from_le_bytes(prefix),
+            request_seq: AtomicU64::new(0),
+        });
+        for route in gw.runtime().routes.iter() {
+            crate::proxy::spawn_health_checks(&route.pool);
+        }
+        gw
+    }
+
+    /// The current snapshot; a request keeps the one it started with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The Bearer check of SPEC §2.
+    pub fn authenticate(&self, rt: &Runtime, headers: &HeaderMap) -> Result<Authenticated, GatewayError> {
+        let token = tokens::bearer_token(headers)?;
+        tokens::verify(token, &rt.keys, &rt.token_settings, &self.cache, &self.revocations, tokens::now_secs())
+    }
+
+    /// A fresh request id: a random per-process prefix and a counter, 32 hex digits.
+    pub fn new_request_id(&self) -> HeaderValue {
+        let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 32];
+        let hexd = b"0123456789abcdef";
+        for (i, v) in [self.request_prefix, seq].into_iter().enumerate() {
+            for j in 0..16 {
+                buf[i * 16 + j] = hexd[((v >> (60 - 4 * j)) & 0xf) as usize];
+            }
+        }
+        HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+    }
+
+    /// Background upkeep: expired cache entries, revocations and store entries.
+    pub fn spawn_housekeeping(self: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { return };
+                let now = tokens::now_secs();
+                gw.cache.purge_expired(now);
+                gw.revocations.purge_expired(now);
+                if let Err(e) = gw.store.purge_expired(now).await {
+                    tracing::warn!(error = %e, "store purge failed");
+                }
+            }
+        });
+    }
+}

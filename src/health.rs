@@ -1,0 +1,74 @@
+//! /healthz (liveness) and /readyz (readiness: not draining, store answering; SPEC §4).
+
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use serde::Serialize;
+
+use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::runtime::Runtime;
+
+const STORE_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Serialize)]
+struct Readiness<'a> {
+    status: &'static str,
+    draining: bool,
+    store: StoreState,
+    routes: Vec<RouteHealth<'a>>,
+}
+
+#[derive(Serialize)]
+struct StoreState {
+    kind: &'static str,
+    state: &'static str,
+}
+
+#[derive(Serialize)]
+struct RouteHealth<'a> {
+    name: &'a str,
+    healthy: usize,
+    total: usize,
+}
+
+fn check_method(method: &Method) -> Result<(), GatewayError> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET, HEAD") })
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response<GatewayBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, JSON_CONTENT_TYPE.clone());
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub fn healthz(method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
+    check_method(method)?;
+    Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()))
+}
+
+pub async fn readyz(gw: &Gateway, rt: &Runtime, method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
+    check_method(method)?;
+    let store_up = matches!(tokio::time::timeout(STORE_PING_TIMEOUT, gw.store.ping()).await, Ok(Ok(())));
+    let draining = gw.is_draining();
+    let ready = store_up && !draining;
+    let body = Readiness {
+        status: if draining { "draining" } else if ready { "ready" } else { "unready" },
+        draining,
+        store: StoreState { kind: gw.store.kind(), state: if store_up { "up" } else { "down" } },
+        routes: rt
+            .routes
+            .iter()
+            .map(|r| RouteHealth { name: &r.name, healthy: r.pool.healthy_count(), total: r.pool.upstreams.len() })
+            .collect(),
+    };
+    let text = serde_json::to_string(&body).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    Ok(json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, text))
+}

@@ -1,0 +1,218 @@
+//! The header rules of SPEC §2 for the request sent upstream and the response sent back.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::auth::Authenticated;
+
+pub static X_AUTH_LOGIN: HeaderName = HeaderName::from_static("x-auth-login");
+pub static X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
+pub static X_AUTH_SESSION: HeaderName = HeaderName::from_static("x-auth-session");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus the legacy ones proxies still see.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+/// Header names compared as an upstream framework might see them: case-insensitive, with `_`
+/// the same as `-` (CGI-style servers map both to the same variable).
+fn starts_like(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.bytes().zip(prefix.bytes()).all(|(a, b)| {
+            let a = if a == b'_' { b'-' } else { a.to_ascii_lowercase() };
+            a == b
+        })
+}
+
+fn same_like(name: &str, other: &str) -> bool {
+    name.len() == other.len() && starts_like(name, other)
+}
+
+/// Identity and forwarding headers the gateway owns: whatever the client sent under these
+/// names (in any spelling) is dropped before the gateway sets its own.
+fn is_gateway_owned(name: &str) -> bool {
+    starts_like(name, "x-auth-")
+        || starts_like(name, "x-forwarded-")
+        || same_like(name, "x-request-id")
+        || same_like(name, "x-real-ip")
+        || same_like(name, "forwarded")
+}
+
+/// Removes hop-by-hop headers and any header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        for token in v.to_str().unwrap_or("").split(',') {
+            if let Ok(n) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                named.push(n);
+            }
+        }
+    }
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(*n);
+    }
+}
+
+/// What the request carried that the gateway keeps, read before anything is stripped.
+pub struct Forwarding {
+    pub peer: IpAddr,
+    pub trusted_peer: bool,
+    pub proto: &'static str,
+    pub host: Option<HeaderValue>,
+    pub request_id: HeaderValue,
+}
+
+/// Rewrites the client's headers into the upstream request's (SPEC §2).
+pub fn prepare_upstream_request(
+    headers: &mut HeaderMap,
+    fwd: &Forwarding,
+    auth: &Authenticated,
+    forward_authorization: bool,
+    upstream_host: &HeaderValue,
+    extra: &[(HeaderName, HeaderValue)],
+    upgrade: Option<HeaderValue>,
+) {
+    // Read what a trusted proxy told us before stripping: a `Connection: x-forwarded-for` must
+    // not make us lose the chain we are about to extend.
+    let xff = if fwd.trusted_peer { joined(headers, &X_FORWARDED_FOR) } else { None };
+    let xfp = if fwd.trusted_peer { headers.get(&X_FORWARDED_PROTO).cloned() } else { None };
+    let xfh = if fwd.trusted_peer { headers.get(&X_FORWARDED_HOST).cloned() } else { None };
+
+    strip_hop_by_hop(headers);
+    let owned: Vec<HeaderName> = headers.keys().filter(|n| is_gateway_owned(n.as_str())).cloned().collect();
+    for n in owned {
+        headers.remove(n);
+    }
+    if !forward_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+
+    if let Some(id) = auth.identity() {
+        headers.insert(X_AUTH_LOGIN.clone(), id.login_header.clone());
+        headers.insert(X_AUTH_ROLES.clone(), id.roles_header.clone());
+        headers.insert(X_AUTH_SESSION.clone(), id.session_header.clone());
+    }
+    let peer = fwd.peer.to_string();
+    let chain = match xff {
+        Some(prev) => format!("{prev}, {peer}"),
+        None => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), xfp.unwrap_or(HeaderValue::from_static(fwd.proto)));
+    if let Some(h) = xfh.or_else(|| fwd.host.clone()) {
+        headers.insert(X_FORWARDED_HOST.clone(), h);
+    }
+    headers.insert(X_REQUEST_ID.clone(), fwd.request_id.clone());
+    headers.insert(header::HOST, upstream_host.clone());
+    for (name, value) in extra {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some(proto) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto);
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let s = v.to_str().ok()?.trim();
+        if s.is_empty() {
+            continue;
+        }
+        match out.as_mut() {
+            Some(o) => {
+                o.push_str(", ");
+                o.push_str(s);
+            }
+            None => out = Some(s.to_string()),
+        }
+    }
+    out
+}
+
+/// The client address as seen through trusted proxies: the right-most address in
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_address(headers: &HeaderMap, peer: IpAddr, is_trusted: impl Fn(IpAddr) -> bool) -> IpAddr {
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut addr = peer;
+    let all: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in all.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                addr = ip;
+                if !is_trusted(ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_names_in_any_spelling() {
+        for n in ["x-auth-login", "x_auth_login", "x-auth_roles", "x-forwarded-for", "x_forwarded_host", "x-request-id", "x_request_id", "forwarded"] {
+            assert!(is_gateway_owned(n), "{n}");
+        }
+        for n in ["x-authorization", "accept", "x-requested-with"] {
+            assert!(!is_gateway_owned(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn client_address_through_trusted_proxies() {
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.2"));
+        assert_eq!(client_address(&h, "10.0.0.1".parse().unwrap(), trusted), "2.2.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(client_address(&h, "3.3.3.3".parse().unwrap(), trusted), "3.3.3.3".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,0 +1,126 @@
+//! Forwarding a request to its route's upstream: headers, streaming, timeouts, upgrades.
+
+mod headers;
+mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+pub use headers::{Forwarding, X_REQUEST_ID, client_address, is_hop_by_hop, strip_hop_by_hop};
+pub use upstream::{Balance, Upstream, UpstreamPool, spawn_health_checks};
+
+use crate::auth::Authenticated;
+use crate::body::{GatewayBody, LimitedBody};
+use crate::error::GatewayError;
+use crate::routes::Route;
+
+/// Sends `req` to one of the route's upstreams and streams the answer back.
+pub async fn forward(
+    route: &Route,
+    auth: &Authenticated,
+    fwd: &Forwarding,
+    mut req: Request<Incoming>,
+    path: &str,
+    max_body_bytes: u64,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| GatewayError::Malformed("bad Content-Length".into()))?;
+        if len > max_body_bytes {
+            return Err(GatewayError::TooLarge);
+        }
+    }
+    let upgrade = upgrade_protocol(&req);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+    let upstream = route.pool.pick();
+    let (mut parts, body) = req.into_parts();
+    let target = route.upstream_path(path);
+    let mut uri = String::with_capacity(upstream.base_path.len() + target.len() + 64);
+    uri.push_str(upstream.scheme.as_str());
+    uri.push_str("://");
+    uri.push_str(upstream.authority.as_str());
+    uri.push_str(&upstream.base_path);
+    uri.push_str(target);
+    if let Some(q) = parts.uri.query() {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    parts.uri = Uri::try_from(uri).map_err(|e| GatewayError::Malformed(format!("upstream uri: {e}")))?;
+    parts.version = Version::HTTP_11;
+    headers::prepare_upstream_request(
+        &mut parts.headers,
+        fwd,
+        auth,
+        route.forward_authorization,
+        &upstream.host_header,
+        &route.upstream_headers,
+        upgrade,
+    );
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let up_req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, exceeded.clone()));
+
+    let _in_flight = upstream.start_request();
+    let result = tokio::time::timeout(route.timeout, route.pool.client.request(up_req)).await;
+    let mut resp = match result {
+        Err(_) => {
+            tracing::warn!(route = %route.name, upstream = %upstream.url, "upstream timed out");
+            return Err(GatewayError::UpstreamTimeout);
+        }
+        Ok(Err(e)) => {
+            if exceeded.load(Ordering::Acquire) {
+                return Err(GatewayError::TooLarge);
+            }
+            if e.is_connect() {
+                upstream.record_connect(false);
+            }
+            tracing::warn!(route = %route.name, upstream = %upstream.url, error = %e, "upstream request failed");
+            return Err(GatewayError::UpstreamUnavailable(e.to_string()));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    upstream.record_connect(true);
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(GatewayError::UpstreamUnavailable("101 without an upgrade request".into()));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, crate::body::empty()));
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    Ok(resp.map(Either::Right))
+}
+
+/// The protocol of an HTTP/1.1 `Upgrade` request (`Connection: upgrade` + `Upgrade: x`).
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let wants = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants { req.headers().get(header::UPGRADE).cloned() } else { None }
+}

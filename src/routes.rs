@@ -1,0 +1,232 @@
+//! Path normalisation and route matching (host, longest prefix on a segment boundary, method).
+//! The one normalised path is used to match, to authorise and to forward (SPEC §2).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::error::GatewayError;
+use crate::proxy::UpstreamPool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    Public,
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    /// Normalised, without a trailing slash (except the root "/").
+    pub prefix: String,
+    /// Lower-case, without port; `None` fits any host.
+    pub host: Option<String>,
+    /// `None`: every method.
+    pub methods: Option<Vec<Method>>,
+    pub allow_header: HeaderValue,
+    pub auth: AuthMode,
+    pub strip_prefix: bool,
+    pub forward_authorization: bool,
+    pub timeout: std::time::Duration,
+    pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    pub pool: Arc<UpstreamPool>,
+}
+
+impl Route {
+    /// The path sent upstream: the normalised path, minus the prefix when `strip_prefix`.
+    pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
+        if !self.strip_prefix || self.prefix == "/" {
+            return path;
+        }
+        match &path[self.prefix.len().min(path.len())..] {
+            "" => "/",
+            rest => rest,
+        }
+    }
+}
+
+pub struct RouteTable {
+    /// Sorted by prefix length, longest first, so the first fit is the longest match.
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Self { routes }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    /// Among routes whose host fits, the longest prefix wins; then its methods are checked.
+    pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Result<&Route, GatewayError> {
+        let host = host.map(host_without_port);
+        let route = self
+            .routes
+            .iter()
+            .find(|r| {
+                r.host.as_deref().is_none_or(|h| host.is_some_and(|req| req.eq_ignore_ascii_case(h)))
+                    && prefix_matches(&r.prefix, path)
+            })
+            .ok_or(GatewayError::NoRoute)?;
+        match &route.methods {
+            Some(allowed) if !allowed.contains(method) => {
+                Err(GatewayError::MethodNotAllowed { allow: route.allow_header.clone() })
+            }
+            _ => Ok(route),
+        }
+    }
+}
+
+/// `/api` matches `/api` and `/api/x`, never `/apix`.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || (path.starts_with(prefix)
+            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+/// `Host` without its port; IPv6 literals keep their brackets.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Normalises a request path: decodes percent-encoded unreserved characters, resolves `.` and
+/// `..`, collapses duplicate slashes. Refuses (`request.malformed`) encoded `/`, `\` or NUL, a
+/// literal `\`, bad percent-encoding, and `..` that would climb above the root.
+/// Already-normal paths (the common case) are returned borrowed.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, GatewayError> {
+    let bad = |why: &str| GatewayError::Malformed(format!("path: {why}"));
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return Err(bad("must start with /"));
+    }
+    let simple = !b.iter().any(|&c| c == b'%' || c == b'\\')
+        && !path.contains("//")
+        && !path.contains("/.");
+    if simple {
+        return Ok(Cow::Borrowed(path));
+    }
+    // 1. Percent-decoding of unreserved characters only; other escapes stay, upper-cased.
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => return Err(bad("backslash")),
+            b'%' => {
+                let (Some(h), Some(l)) = (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex))
+                else {
+                    return Err(bad("bad percent-encoding"));
+                };
+                let v = h << 4 | l;
+                match v {
+                    b'/' | b'\\' | 0 => return Err(bad("encoded /, \\ or NUL")),
+                    v if is_unreserved(v) => decoded.push(v as char),
+                    v => {
+                        decoded.push('%');
+                        decoded.push(char::from(b"0123456789ABCDEF"[usize::from(v >> 4)]));
+                        decoded.push(char::from(b"0123456789ABCDEF"[usize::from(v & 15)]));
+                    }
+                }
+                i += 3;
+            }
+            c => {
+                decoded.push(c as char);
+                i += 1;
+            }
+        }
+    }
+    // 2. Dot segments and empty segments.
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for seg in decoded.split('/').skip(1) {
+        trailing_slash = false;
+        match seg {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(bad("climbs above the root"));
+                }
+                trailing_slash = true;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> Result<String, ()> {
+        normalize_path(p).map(|c| c.into_owned()).map_err(|_| ())
+    }
+
+    #[test]
+    fn normalises() {
+        assert_eq!(n("/api/x").unwrap(), "/api/x");
+        assert_eq!(n("/").unwrap(), "/");
+        assert_eq!(n("//api").unwrap(), "/api");
+        assert_eq!(n("/api//x").unwrap(), "/api/x");
+        assert_eq!(n("/./api").unwrap(), "/api");
+        assert_eq!(n("/api/../public").unwrap(), "/public");
+        assert_eq!(n("/api/%2e%2e/public").unwrap(), "/public");
+        assert_eq!(n("/api/.%2e/").unwrap(), "/");
+        assert_eq!(n("/api/x/").unwrap(), "/api/x/");
+        assert_eq!(n("/a/b/..").unwrap(), "/a/");
+        assert_eq!(n("/%61pi").unwrap(), "/api");
+        assert_eq!(n("/a%20b").unwrap(), "/a%20b");
+        assert_eq!(n("/a%3fb").unwrap(), "/a%3Fb");
+        assert_eq!(n("/public;x/../api").unwrap(), "/api");
+    }
+
+    #[test]
+    fn refuses() {
+        for p in ["/a%2Fb", "/a%2fb", "/a%5Cb", "/a\\b", "/a%00b", "/..", "/a/../..", "/%2e%2e/x", "/a%zz", "/a%2", "api", "*"] {
+            assert!(n(p).is_err(), "{p} accepted");
+        }
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/x"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(!prefix_matches("/public", "/public;x"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn hosts_lose_their_port() {
+        assert_eq!(host_without_port("Example.com:8443"), "Example.com");
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
+    }
+}

@@ -1,0 +1,135 @@
+//! The HTTP service of one request: request id, path normalisation, dispatch to health, auth
+//! endpoints or a route, and the access log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+
+use crate::auth::Authenticated;
+use crate::auth::endpoints::{self, Endpoint};
+use crate::body::GatewayBody;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::health;
+use crate::proxy::{self, Forwarding, X_REQUEST_ID};
+use crate::routes::{AuthMode, normalize_path};
+use crate::runtime::Runtime;
+
+/// What the listener knows about a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Main,
+    Admin,
+}
+
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: ConnInfo,
+    listener: Listener,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, std::convert::Infallible> {
+    let started = Instant::now();
+    let rt = gw.runtime();
+    let trusted = rt.is_trusted(conn.peer.ip());
+    let request_id = match req.headers().get(&X_REQUEST_ID) {
+        Some(id) if trusted && valid_request_id(id) => id.clone(),
+        _ => gw.new_request_id(),
+    };
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_owned();
+    let mut route_name: Option<Arc<str>> = None;
+    let result = match listener {
+        Listener::Main => dispatch(&gw, &rt, conn, trusted, &request_id, req, &mut route_name).await,
+        Listener::Admin => admin(&gw, &rt, req).await,
+    };
+    let mut resp = result.unwrap_or_else(|e| {
+        if e.status().is_server_error() {
+            tracing::warn!(error = %e, "request failed");
+        } else {
+            tracing::debug!(error = %e, "request refused");
+        }
+        e.into_response()
+    });
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    tracing::info!(
+        target: "access",
+        request_id = ?request_id,
+        client = %conn.peer,
+        method = %method,
+        path = %raw_path,
+        route = route_name.as_deref().unwrap_or("-"),
+        status = resp.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+    );
+    Ok(resp)
+}
+
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+async fn admin(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    match req.uri().path() {
+        "/healthz" => health::healthz(req.method()),
+        "/readyz" => health::readyz(gw, rt, req.method()).await,
+        _ => Err(GatewayError::NoRoute),
+    }
+}
+
+async fn dispatch(
+    gw: &Gateway,
+    rt: &Runtime,
+    conn: ConnInfo,
+    trusted: bool,
+    request_id: &HeaderValue,
+    req: Request<Incoming>,
+    route_name: &mut Option<Arc<str>>,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    // A clone of the URI (reference-counted, no copy) so the normalised path can outlive `req`.
+    let uri = req.uri().clone();
+    let path = normalize_path(uri.path())?;
+    match path.as_ref() {
+        "/healthz" => return health::healthz(req.method()),
+        "/readyz" => return health::readyz(gw, rt, req.method()).await,
+        "/.well-known/jwks.json" => return endpoints::jwks(rt, req.method()),
+        _ => {}
+    }
+    if let Some(ep) = Endpoint::find(&rt.api_prefix, &path) {
+        let client = proxy::client_address(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip));
+        return endpoints::handle(gw, rt, ep, req, client).await;
+    }
+    let host = request_host(&req);
+    let route = rt.routes.find(host.as_ref().and_then(|h| h.to_str().ok()), &path, req.method())?;
+    *route_name = Some(route.name.clone());
+    let auth = match route.auth {
+        AuthMode::Required => gw.authenticate(rt, req.headers())?,
+        AuthMode::Public => Authenticated::anonymous(),
+    };
+    let fwd = Forwarding {
+        peer: conn.peer.ip(),
+        trusted_peer: trusted,
+        proto: if conn.tls { "https" } else { "http" },
+        host,
+        request_id: request_id.clone(),
+    };
+    proxy::forward(route, &auth, &fwd, req, &path, rt.max_body_bytes).await
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form) or the Host header.
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(a) = req.uri().authority() {
+        return HeaderValue::from_str(a.as_str()).ok();
+    }
+    req.headers().get(header::HOST).cloned()
+}

@@ -1,0 +1,116 @@
+//! The state behind sessions: refresh tokens, one-time tokens, revocations, connector settings
+//! and login-failure counters. The atomicity of each method is part of its contract; the
+//! conformance tests (`tests/store_conformance.rs`) are written once against this trait.
+
+mod memory;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+
+/// A token as the store knows it: the SHA-256 of the opaque string. Plain tokens are never stored.
+pub type TokenHash = [u8; 32];
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A session the store knows, as returned by a successful rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    pub login: String,
+}
+
+/// Everything needed to start a session: its id, owner and first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub login: String,
+    pub refresh_hash: TokenHash,
+    /// Unix seconds.
+    pub refresh_expires: u64,
+    /// Unix seconds: the `exp` of the access token issued with it.
+    pub access_expires: u64,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live; it is now spent and `next` replaces it.
+    Rotated(SessionInfo),
+    /// The token had already been spent: the session is now revoked. `revoked_until` is the
+    /// latest `exp` of any access token issued in it (unix seconds).
+    Reused { session: String, revoked_until: u64 },
+    /// Unknown, expired, or its session was logged out.
+    Unknown,
+}
+
+/// The connector settings of SPEC §1, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectorSettings {
+    pub access_token_life_time: u64,
+    pub refresh_token_life_time: u64,
+    pub one_time_token_life_time: u64,
+}
+
+/// A failure counter: how many failures inside the current window, and when the window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureCount {
+    pub count: u32,
+    /// Unix seconds.
+    pub resets_at: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is ("memory", "file", "redis"), for readiness reports.
+    fn kind(&self) -> &'static str;
+
+    async fn create_session(&self, session: NewSession) -> Result<(), StoreError>;
+
+    /// Spends `presented` and, if it was live and its session is not revoked, records `next` as
+    /// the session's refresh token. Atomic: of any number of concurrent calls with the same
+    /// `presented`, at most one returns `Rotated`. Presenting a spent token revokes its session.
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        refresh_expires: u64,
+        access_expires: u64,
+        now: u64,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Revokes a session and spends its refresh token. Returns the latest access-token `exp`
+    /// issued in it (for the verified-token cache), or `None` if the session is unknown.
+    async fn revoke_session(&self, session: &str) -> Result<Option<u64>, StoreError>;
+
+    async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError>;
+
+    /// Removes the OTT and returns its login if it was live. Atomic: at most one caller gets it.
+    async fn consume_ott(&self, hash: &TokenHash, now: u64) -> Result<Option<String>, StoreError>;
+
+    async fn settings(&self) -> Result<Option<ConnectorSettings>, StoreError>;
+    async fn put_settings(&self, settings: ConnectorSettings) -> Result<(), StoreError>;
+
+    /// The current failure count for `key`, if its window is still open.
+    async fn login_failures(&self, key: &str, now: u64) -> Result<Option<FailureCount>, StoreError>;
+    /// Adds one failure for `key`, opening a window of `window_secs` if none is open.
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        window_secs: u64,
+        now: u64,
+    ) -> Result<FailureCount, StoreError>;
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Cheap liveness probe for /readyz.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Drops entries whose time has passed. Returns how many were removed.
+    async fn purge_expired(&self, now: u64) -> Result<usize, StoreError>;
+}
