@@ -15,8 +15,7 @@ use hyper::body::Incoming;
 /// An enum rather than a boxed body: no allocation per response.
 pub type GatewayBody = Either<Full<Bytes>, Incoming>;
 
-pub static JSON_CONTENT_TYPE: HeaderValue =
-    HeaderValue::from_static("application/json; charset=utf-8");
+pub static JSON_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
 
 pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
     Either::Left(Full::new(bytes.into()))

@@ -49,8 +49,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            BadCredentials | UserDisabled | TokenMissing | TokenInvalid(_) | TokenExpired
-            | TokenReused => StatusCode::UNAUTHORIZED,
+            BadCredentials | UserDisabled | TokenMissing | TokenInvalid(_) | TokenExpired | TokenReused => {
+                StatusCode::UNAUTHORIZED
+            }
             TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Malformed(_) => StatusCode::BAD_REQUEST,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -123,9 +124,7 @@ impl GatewayError {
             GatewayError::TokenMissing => {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            GatewayError::TokenInvalid(_)
-            | GatewayError::TokenExpired
-            | GatewayError::TokenReused => {
+            GatewayError::TokenInvalid(_) | GatewayError::TokenExpired | GatewayError::TokenReused => {
                 h.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
@@ -187,8 +186,8 @@ mod tests {
         assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
         let r = GatewayError::TooManyAttempts { retry_after_secs: 42 }.into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "42");
-        let r = GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET, POST") }
-            .into_response();
+        let r =
+            GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET, POST") }.into_response();
         assert_eq!(r.headers()[header::ALLOW], "GET, POST");
     }
 }

@@ -63,7 +63,14 @@ impl Gateway {
     /// The Bearer check of SPEC §2.
     pub fn authenticate(&self, rt: &Runtime, headers: &HeaderMap) -> Result<Authenticated, GatewayError> {
         let token = tokens::bearer_token(headers)?;
-        tokens::verify(token, &rt.keys, &rt.token_settings, &self.cache, &self.revocations, tokens::now_secs())
+        tokens::verify(
+            token,
+            &rt.keys,
+            &rt.token_settings,
+            &self.cache,
+            &self.revocations,
+            tokens::now_secs(),
+        )
     }
 
     /// A fresh request id: a random per-process prefix and a counter, 32 hex digits.

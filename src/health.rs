@@ -54,19 +54,33 @@ pub fn healthz(method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
     Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()))
 }
 
-pub async fn readyz(gw: &Gateway, rt: &Runtime, method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
+pub async fn readyz(
+    gw: &Gateway,
+    rt: &Runtime,
+    method: &Method,
+) -> Result<Response<GatewayBody>, GatewayError> {
     check_method(method)?;
     let store_up = matches!(tokio::time::timeout(STORE_PING_TIMEOUT, gw.store.ping()).await, Ok(Ok(())));
     let draining = gw.is_draining();
     let ready = store_up && !draining;
     let body = Readiness {
-        status: if draining { "draining" } else if ready { "ready" } else { "unready" },
+        status: if draining {
+            "draining"
+        } else if ready {
+            "ready"
+        } else {
+            "unready"
+        },
         draining,
         store: StoreState { kind: gw.store.kind(), state: if store_up { "up" } else { "down" } },
         routes: rt
             .routes
             .iter()
-            .map(|r| RouteHealth { name: &r.name, healthy: r.pool.healthy_count(), total: r.pool.upstreams.len() })
+            .map(|r| RouteHealth {
+                name: &r.name,
+                healthy: r.pool.healthy_count(),
+                total: r.pool.upstreams.len(),
+            })
             .collect(),
     };
     let text = serde_json::to_string(&body).map_err(|e| GatewayError::Internal(e.to_string()))?;

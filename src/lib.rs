@@ -4,6 +4,7 @@
 //! [`auth`] endpoints, or [`routes`] → Bearer check ([`auth::tokens`]) → [`proxy`] → upstream.
 //! [`runtime::Runtime`] is the validated config snapshot; [`gateway::Gateway`] the shared state.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
 pub mod body;
@@ -67,7 +68,9 @@ pub enum StartError {
 async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, StartError> {
     match addr {
         None => Ok(None),
-        Some(addr) => TcpListener::bind(addr).await.map(Some).map_err(|source| StartError::Bind { addr, source }),
+        Some(addr) => {
+            TcpListener::bind(addr).await.map(Some).map_err(|source| StartError::Bind { addr, source })
+        }
     }
 }
 

@@ -27,14 +27,15 @@ pub struct Accept {
 
 /// Accepts connections until `stop` fires; each connection is registered with `conns` so the
 /// caller can drain them once every accept loop has returned.
-pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationToken, conns: Arc<GracefulShutdown>) {
+pub async fn accept_loop(
+    accept: Accept,
+    gw: Arc<Gateway>,
+    stop: CancellationToken,
+    conns: Arc<GracefulShutdown>,
+) {
     let rt = gw.runtime();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(rt.header_read_timeout)
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(rt.header_read_timeout).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(rt.idle_timeout));
     let builder = Arc::new(builder);
     loop {
@@ -58,11 +59,15 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
         let kind = accept.kind;
         tokio::spawn(async move {
             match tls {
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve(tls_stream, peer, true, kind, gw, &builder, watcher).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve(tls_stream, peer, true, kind, gw, &builder, watcher).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
                 None => serve(stream, peer, false, kind, gw, &builder, watcher).await,
             }
         });

@@ -11,7 +11,11 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "bo-gateway", version, about = "Authenticating TLS gateway for TraderEvolution BackOffice REST services")]
+#[command(
+    name = "bo-gateway",
+    version,
+    about = "Authenticating TLS gateway for TraderEvolution BackOffice REST services"
+)]
 struct Cli {
     /// Config file (TOML).
     #[arg(long, env = "BO_GATEWAY_CONFIG", default_value = "config/gateway.toml", global = true)]
@@ -40,9 +44,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("BO_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init(),
+        LogFormat::Text => logs.with_ansi(ansi).init(),
+        LogFormat::Json => logs.json().init(),
     }
     match cli.command {
         Some(Command::HashPassword) => hash_password(),
@@ -122,7 +128,8 @@ fn serve(config: PathBuf) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         std::future::pending::<()>().await;
         return;

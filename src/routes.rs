@@ -46,13 +46,16 @@ impl Route {
 }
 
 pub struct RouteTable {
-    /// Sorted by prefix length, longest first, so the first fit is the longest match.
+    /// Sorted by prefix length, longest first (host-specific before host-less at equal length), so
+    /// the first fit is the best match.
     routes: Vec<Route>,
 }
 
 impl RouteTable {
     pub fn new(mut routes: Vec<Route>) -> Self {
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by(|a, b| {
+            b.prefix.len().cmp(&a.prefix.len()).then_with(|| b.host.is_some().cmp(&a.host.is_some()))
+        });
         Self { routes }
     }
 
@@ -83,8 +86,7 @@ impl RouteTable {
 /// `/api` matches `/api` and `/api/x`, never `/apix`.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix == "/"
-        || (path.starts_with(prefix)
-            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+        || (path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
 /// `Host` without its port; IPv6 literals keep their brackets.
@@ -118,9 +120,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, GatewayError> {
     if b.first() != Some(&b'/') {
         return Err(bad("must start with /"));
     }
-    let simple = !b.iter().any(|&c| c == b'%' || c == b'\\')
-        && !path.contains("//")
-        && !path.contains("/.");
+    let simple = !b.iter().any(|&c| c == b'%' || c == b'\\') && !path.contains("//") && !path.contains("/.");
     if simple {
         return Ok(Cow::Borrowed(path));
     }
@@ -131,7 +131,8 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, GatewayError> {
         match b[i] {
             b'\\' => return Err(bad("backslash")),
             b'%' => {
-                let (Some(h), Some(l)) = (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex))
+                let (Some(h), Some(l)) =
+                    (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex))
                 else {
                     return Err(bad("bad percent-encoding"));
                 };
@@ -209,7 +210,20 @@ mod tests {
 
     #[test]
     fn refuses() {
-        for p in ["/a%2Fb", "/a%2fb", "/a%5Cb", "/a\\b", "/a%00b", "/..", "/a/../..", "/%2e%2e/x", "/a%zz", "/a%2", "api", "*"] {
+        for p in [
+            "/a%2Fb",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a\\b",
+            "/a%00b",
+            "/..",
+            "/a/../..",
+            "/%2e%2e/x",
+            "/a%zz",
+            "/a%2",
+            "api",
+            "*",
+        ] {
             assert!(n(p).is_err(), "{p} accepted");
         }
     }

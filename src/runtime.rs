@@ -83,7 +83,12 @@ impl Runtime {
         let api_prefix = match s.api_prefix.trim_end_matches('/') {
             "" => String::new(),
             p if p.starts_with('/') && normalize_path(p).is_ok_and(|n| n == p) => p.to_string(),
-            p => return Err(err("server.api_prefix", format!("`{p}` must be a normalised path starting with /"))),
+            p => {
+                return Err(err(
+                    "server.api_prefix",
+                    format!("`{p}` must be a normalised path starting with /"),
+                ));
+            }
         };
         let trusted_proxies = s
             .trusted_proxies
@@ -97,10 +102,9 @@ impl Runtime {
         if s.max_body_bytes == 0 {
             return Err(err("server.max_body_bytes", "must be greater than 0".into()));
         }
-        for (key, d) in [
-            ("server.header_read_timeout", s.header_read_timeout),
-            ("server.idle_timeout", s.idle_timeout),
-        ] {
+        for (key, d) in
+            [("server.header_read_timeout", s.header_read_timeout), ("server.idle_timeout", s.idle_timeout)]
+        {
             if d.0.is_zero() {
                 return Err(err(key, "must be greater than 0".into()));
             }
@@ -134,7 +138,10 @@ impl Runtime {
         match raw.store.kind.as_str() {
             "memory" => {}
             "file" | "redis" => {
-                return Err(err("store.kind", format!("\"{}\" is not available in this version; use \"memory\"", raw.store.kind)));
+                return Err(err(
+                    "store.kind",
+                    format!("\"{}\" is not available in this version; use \"memory\"", raw.store.kind),
+                ));
             }
             other => return Err(err("store.kind", format!("`{other}` is not memory, file or redis"))),
         }
@@ -154,7 +161,10 @@ impl Runtime {
                 return Err(err(&format!("routes[{i}].name"), format!("duplicate route name `{}`", r.name)));
             }
             if routes[..i].iter().any(|o| o.prefix == r.prefix && o.host == r.host) {
-                return Err(err(&format!("routes[{i}].prefix"), format!("another route has prefix `{}` and the same host", r.prefix)));
+                return Err(err(
+                    &format!("routes[{i}].prefix"),
+                    format!("another route has prefix `{}` and the same host", r.prefix),
+                ));
             }
         }
 
@@ -209,7 +219,10 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         p => {
             let p = p.trim_end_matches('/');
             if !p.starts_with('/') || normalize_path(p).map_or(true, |n| n != p) {
-                return Err(err("prefix", format!("`{}` must be a normalised path starting with /", r.prefix)));
+                return Err(err(
+                    "prefix",
+                    format!("`{}` must be a normalised path starting with /", r.prefix),
+                ));
             }
             p.to_string()
         }
@@ -224,7 +237,10 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         let mut ms = Vec::new();
         for m in &r.methods {
             let up = m.to_ascii_uppercase();
-            ms.push(Method::from_bytes(up.as_bytes()).map_err(|_| err("methods", format!("`{m}` is not a method")))?);
+            ms.push(
+                Method::from_bytes(up.as_bytes())
+                    .map_err(|_| err("methods", format!("`{m}` is not a method")))?,
+            );
         }
         Some(ms)
     };
@@ -250,9 +266,16 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         .upstreams
         .iter()
         .enumerate()
-        .map(|(j, u)| Upstream::parse(u).map_err(|why| ConfigError::new(path, format!("routes[{i}].upstreams[{j}]"), why)))
+        .map(|(j, u)| {
+            Upstream::parse(u)
+                .map_err(|why| ConfigError::new(path, format!("routes[{i}].upstreams[{j}]"), why))
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    for (k, d) in [("connect_timeout", r.connect_timeout), ("timeout", r.timeout), ("health_check.interval", r.health_check.interval)] {
+    for (k, d) in [
+        ("connect_timeout", r.connect_timeout),
+        ("timeout", r.timeout),
+        ("health_check.interval", r.health_check.interval),
+    ] {
         if d.0.is_zero() {
             return Err(err(k, "must be greater than 0".into()));
         }
@@ -265,12 +288,15 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
     let mut upstream_headers = Vec::new();
     for (name, value) in &r.upstream_headers {
         let hk = format!("upstream_headers.{name}");
-        let hname = HeaderName::from_bytes(name.as_bytes()).map_err(|_| err(&hk, "not a header name".into()))?;
+        let hname =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| err(&hk, "not a header name".into()))?;
         if crate::proxy::is_hop_by_hop(&hname) || hname == http::header::HOST {
             return Err(err(&hk, "hop-by-hop headers and Host cannot be set".into()));
         }
         let text = match value.strip_prefix("env:") {
-            Some(var) => std::env::var(var).map_err(|_| err(&hk, format!("environment variable {var} is not set")))?,
+            Some(var) => {
+                std::env::var(var).map_err(|_| err(&hk, format!("environment variable {var} is not set")))?
+            }
             None => value.clone(),
         };
         let hvalue = HeaderValue::from_str(&text).map_err(|_| err(&hk, "value is not header-safe".into()))?;

@@ -79,7 +79,11 @@ fn valid_request_id(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-async fn admin(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+async fn admin(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, GatewayError> {
     match req.uri().path() {
         "/healthz" => health::healthz(req.method()),
         "/readyz" => health::readyz(gw, rt, req.method()).await,

@@ -55,7 +55,8 @@ pub fn server_config(cfg: &TlsConfig, file: &Path) -> Result<Arc<ServerConfig>, 
 
 fn generate_self_signed(cfg: &TlsConfig) -> Result<(), String> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| format!("certificate generation failed: {e}"))?;
+    let ck = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("certificate generation failed: {e}"))?;
     // Key first: a cert without its key is useless, a key without its cert is regenerated.
     let _ = std::fs::remove_file(&cfg.key);
     let _ = std::fs::remove_file(&cfg.cert);
@@ -63,7 +64,8 @@ fn generate_self_signed(cfg: &TlsConfig) -> Result<(), String> {
     if let Some(dir) = cfg.cert.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    std::fs::write(&cfg.cert, ck.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cfg.cert.display()))?;
+    std::fs::write(&cfg.cert, ck.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cfg.cert.display()))?;
     tracing::warn!(cert = %cfg.cert.display(), "generated a self-signed development certificate");
     Ok(())
 }

@@ -76,7 +76,11 @@ impl Credentials {
                 ));
             }
             other => {
-                return Err(ConfigError::new(file, "credentials.kind", format!("`{other}` is not \"file\" or \"http\"")));
+                return Err(ConfigError::new(
+                    file,
+                    "credentials.kind",
+                    format!("`{other}` is not \"file\" or \"http\""),
+                ));
             }
         }
         let path = &cfg.users_file;
@@ -84,20 +88,30 @@ impl Credentials {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(file, "credentials.users_file", format!("cannot read {}: {e}", path.display()))
         })?;
-        let parsed: UsersFile = toml::from_str(&text).map_err(|e| err(String::new(), e.message().trim().into()))?;
+        let parsed: UsersFile =
+            toml::from_str(&text).map_err(|e| err(String::new(), e.message().trim().into()))?;
         let mut users = HashMap::new();
         let mut params = None;
         for (i, u) in parsed.users.into_iter().enumerate() {
             if !valid_name(&u.login) {
-                return Err(err(format!("users[{i}].login"), "empty, too long, or contains a control character or comma".into()));
+                return Err(err(
+                    format!("users[{i}].login"),
+                    "empty, too long, or contains a control character or comma".into(),
+                ));
             }
             if let Some(r) = u.roles.iter().find(|r| !valid_name(r)) {
-                return Err(err(format!("users[{i}].roles"), format!("role `{r}` is empty or contains a control character or comma")));
+                return Err(err(
+                    format!("users[{i}].roles"),
+                    format!("role `{r}` is empty or contains a control character or comma"),
+                ));
             }
             let phc = PasswordHash::new(&u.password_hash)
                 .map_err(|e| err(format!("users[{i}].password_hash"), format!("not a PHC string: {e}")))?;
             if phc.algorithm.as_str() != "argon2id" {
-                return Err(err(format!("users[{i}].password_hash"), "must be an argon2id hash (bo-gateway hash-password)".into()));
+                return Err(err(
+                    format!("users[{i}].password_hash"),
+                    "must be an argon2id hash (bo-gateway hash-password)".into(),
+                ));
             }
             if params.is_none() {
                 params = Params::try_from(&phc).ok();
@@ -159,6 +173,12 @@ fn random_password() -> String {
 /// An argon2id PHC string with the recommended parameters (for `bo-gateway hash-password`).
 pub fn hash_password(password: &str) -> Result<String, String> {
     hash_with(password, Params::default())
+}
+
+/// An argon2id PHC string with explicit costs (memory in KiB, iterations, lanes): for tests and
+/// benchmarks that need cheap hashes, or operators who tune the cost.
+pub fn hash_password_with(password: &str, m_kib: u32, t: u32, p: u32) -> Result<String, String> {
+    hash_with(password, Params::new(m_kib, t, p, None).map_err(|e| e.to_string())?)
 }
 
 fn hash_with(password: &str, params: Params) -> Result<String, String> {

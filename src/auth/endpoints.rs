@@ -54,7 +54,11 @@ impl Endpoint {
             Self::Settings => (m == Method::GET || m == Method::PATCH, "GET, PATCH"),
             _ => (m == Method::POST, "POST"),
         };
-        if ok { Ok(()) } else { Err(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static(allow) }) }
+        if ok {
+            Ok(())
+        } else {
+            Err(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static(allow) })
+        }
     }
 }
 
@@ -110,7 +114,10 @@ pub async fn handle(
     }
 }
 
-pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<GatewayBody>, GatewayError> {
+pub fn json_response<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let body = serde_json::to_vec(value).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
@@ -140,7 +147,12 @@ async fn lifetimes(gw: &Gateway, rt: &Runtime) -> Result<ConnectorSettings, Gate
 }
 
 /// Starts a session: a session id, a refresh token (stored as its hash) and an access token.
-async fn start_session(gw: &Gateway, rt: &Runtime, login: &str, roles: &[String]) -> Result<TokenPair, GatewayError> {
+async fn start_session(
+    gw: &Gateway,
+    rt: &Runtime,
+    login: &str,
+    roles: &[String],
+) -> Result<TokenPair, GatewayError> {
     let life = lifetimes(gw, rt).await?;
     let now = now_secs();
     let session = random_token(16);
@@ -165,7 +177,12 @@ async fn start_session(gw: &Gateway, rt: &Runtime, login: &str, roles: &[String]
     })
 }
 
-async fn login(gw: &Gateway, rt: &Runtime, req: Request<Incoming>, client: IpAddr) -> Result<Response<GatewayBody>, GatewayError> {
+async fn login(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<Incoming>,
+    client: IpAddr,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let body: LoginBody = parse_json(&read_body(req).await?)?;
     if body.login.len() > MAX_LOGIN_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
         return Err(GatewayError::Malformed("login or password too long".into()));
@@ -180,12 +197,15 @@ async fn login(gw: &Gateway, rt: &Runtime, req: Request<Incoming>, client: IpAdd
         }
         if let Some(f) = gw.store.login_failures(key, now).await.map_err(store_err)? {
             if f.count >= max {
-                return Err(GatewayError::TooManyAttempts { retry_after_secs: f.resets_at.saturating_sub(now) });
+                return Err(GatewayError::TooManyAttempts {
+                    retry_after_secs: f.resets_at.saturating_sub(now),
+                });
             }
         }
     }
     let verdict =
-        credentials::check_password(rt.credentials.clone(), &gw.hashing, body.login.clone(), body.password).await?;
+        credentials::check_password(rt.credentials.clone(), &gw.hashing, body.login.clone(), body.password)
+            .await?;
     match verdict {
         Verdict::Valid { roles } => {
             gw.store.clear_login_failures(&login_key).await.map_err(store_err)?;
@@ -230,7 +250,11 @@ async fn refresh_token_of(req: Request<Incoming>) -> Result<String, GatewayError
     Ok(b.refresh_token)
 }
 
-async fn refresh(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+async fn refresh(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let presented = refresh_token_of(req).await?;
     if presented.len() > MAX_OPAQUE_TOKEN_BYTES {
         return Err(GatewayError::TokenInvalid("too long"));
@@ -241,7 +265,13 @@ async fn refresh(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<R
     let access_exp = now + life.access_token_life_time;
     let rotation = gw
         .store
-        .rotate_refresh(&token_hash(&presented), &token_hash(&next), now + life.refresh_token_life_time, access_exp, now)
+        .rotate_refresh(
+            &token_hash(&presented),
+            &token_hash(&next),
+            now + life.refresh_token_life_time,
+            access_exp,
+            now,
+        )
         .await
         .map_err(store_err)?;
     let session = match rotation {
@@ -261,11 +291,22 @@ async fn refresh(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<R
             if let Some(until) = gw.store.revoke_session(&session.id).await.map_err(store_err)? {
                 gw.revocations.revoke(&session.id, until + rt.token_settings.leeway_secs);
             }
-            return Err(if found.is_some() { GatewayError::UserDisabled } else { GatewayError::TokenInvalid("user gone") });
+            return Err(if found.is_some() {
+                GatewayError::UserDisabled
+            } else {
+                GatewayError::TokenInvalid("user gone")
+            });
         }
     };
-    let (access, _) =
-        issue_access(&rt.keys, &rt.token_settings, &session.login, &roles, &session.id, life.access_token_life_time, now)?;
+    let (access, _) = issue_access(
+        &rt.keys,
+        &rt.token_settings,
+        &session.login,
+        &roles,
+        &session.id,
+        life.access_token_life_time,
+        now,
+    )?;
     json_response(
         StatusCode::OK,
         &TokenPair {
@@ -277,11 +318,15 @@ async fn refresh(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<R
     )
 }
 
-fn identity_of<'a>(auth: &'a tokens::Authenticated) -> Result<&'a Identity, GatewayError> {
+fn identity_of(auth: &tokens::Authenticated) -> Result<&Identity, GatewayError> {
     auth.identity().ok_or(GatewayError::TokenMissing)
 }
 
-async fn issue_ott(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+async fn issue_ott(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     let id = identity_of(&auth)?;
     let life = lifetimes(gw, rt).await?;
@@ -290,16 +335,24 @@ async fn issue_ott(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result
         .put_ott(&token_hash(&ott), &id.login, now_secs() + life.one_time_token_life_time)
         .await
         .map_err(store_err)?;
-    json_response(StatusCode::OK, &serde_json::json!({ "token": ott, "lifeTime": life.one_time_token_life_time }))
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "token": ott, "lifeTime": life.one_time_token_life_time }),
+    )
 }
 
-async fn verify_ott(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+async fn verify_ott(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let body: OttBody = parse_json(&read_body(req).await?)?;
     let invalid = || json_response(StatusCode::OK, &serde_json::json!({ "valid": false }));
     if body.token.is_empty() || body.token.len() > MAX_OPAQUE_TOKEN_BYTES {
         return invalid();
     }
-    let Some(login) = gw.store.consume_ott(&token_hash(&body.token), now_secs()).await.map_err(store_err)? else {
+    let Some(login) = gw.store.consume_ott(&token_hash(&body.token), now_secs()).await.map_err(store_err)?
+    else {
         return invalid();
     };
     let roles = match rt.credentials.user(&login) {
@@ -320,7 +373,11 @@ async fn verify_ott(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Resul
     )
 }
 
-async fn revoke(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+async fn revoke(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     let id = identity_of(&auth)?;
     let until = gw.store.revoke_session(&id.session).await.map_err(store_err)?.unwrap_or(0).max(id.exp);
@@ -331,7 +388,11 @@ async fn revoke(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Re
     Ok(resp)
 }
 
-async fn settings(gw: &Gateway, rt: &Runtime, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+async fn settings(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     if !identity_of(&auth)?.has_role("admin") {
         return Err(GatewayError::Forbidden("settings need role admin"));

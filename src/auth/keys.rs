@@ -75,8 +75,8 @@ impl KeySet {
         let mut verify = vec![current];
         for (i, path) in cfg.previous_keys.iter().enumerate() {
             let key = format!("tokens.previous_keys[{i}]");
-            let data = std::fs::read(path)
-                .map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
+            let data =
+                std::fs::read(path).map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
             let vk = if algorithm == Algorithm::HS256 {
                 let secret = trim_secret(&data);
                 check_secret_len(secret).map_err(|e| err(&key, e))?;
@@ -122,18 +122,23 @@ fn load_secret(cfg: &TokensConfig, file: &Path) -> Result<Vec<u8>, ConfigError> 
     let has_file = !cfg.secret_file.as_os_str().is_empty();
     let has_env = !cfg.secret_env.is_empty();
     let secret = match (has_file, has_env) {
-        (true, true) => return Err(err("tokens.secret_env", "set secret_file or secret_env, not both".into())),
+        (true, true) => {
+            return Err(err("tokens.secret_env", "set secret_file or secret_env, not both".into()));
+        }
         (false, false) => {
             return Err(err("tokens.secret_file", "HS256 needs secret_file or secret_env".into()));
         }
         (false, true) => std::env::var(&cfg.secret_env)
-            .map_err(|_| err("tokens.secret_env", format!("environment variable {} is not set", cfg.secret_env)))?
+            .map_err(|_| {
+                err("tokens.secret_env", format!("environment variable {} is not set", cfg.secret_env))
+            })?
             .into_bytes(),
         (true, false) => {
             let path = &cfg.secret_file;
             if cfg.generate_signing_key && !path.exists() {
                 let mut raw = [0u8; 48];
-                aws_lc_rs::rand::fill(&mut raw).map_err(|_| err("tokens.secret_file", "no randomness".into()))?;
+                aws_lc_rs::rand::fill(&mut raw)
+                    .map_err(|_| err("tokens.secret_file", "no randomness".into()))?;
                 write_private(path, format!("{}\n", B64.encode(raw)).as_bytes())
                     .map_err(|e| err("tokens.secret_file", e))?;
             }
@@ -266,7 +271,8 @@ fn previous_key(alg: Algorithm, pem: &[u8]) -> Result<VerifyKey, String> {
         Algorithm::EdDSA if der.len() == 44 => PublicParts::Ed(der[12..].to_vec()),
         Algorithm::ES256 if der.len() == 91 => PublicParts::Ec(der[26..].to_vec()),
         Algorithm::RS256 => {
-            let pk = aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|e| format!("not an RSA public key: {e}"))?;
+            let pk = aws_lc_rs::rsa::PublicKey::from_der(der)
+                .map_err(|e| format!("not an RSA public key: {e}"))?;
             PublicParts::Rsa {
                 n: pk.modulus().big_endian_without_leading_zero().to_vec(),
                 e: pk.exponent().big_endian_without_leading_zero().to_vec(),

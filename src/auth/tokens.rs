@@ -46,7 +46,8 @@ pub struct Identity {
 impl Identity {
     fn new(claims: Claims) -> Result<Self, GatewayError> {
         let hv = |s: &str| {
-            HeaderValue::from_bytes(s.as_bytes()).map_err(|_| GatewayError::TokenInvalid("claim not header-safe"))
+            HeaderValue::from_bytes(s.as_bytes())
+                .map_err(|_| GatewayError::TokenInvalid("claim not header-safe"))
         };
         Ok(Self {
             login_header: hv(&claims.sub)?,
@@ -99,9 +100,7 @@ impl TokenSettings {
 }
 
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// 256 random bits, base64url: refresh tokens, OTTs. 128 bits for ids (session, jti).
@@ -170,7 +169,10 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(GatewayError::TokenInvalid("token too large"));
     }
-    if !token.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'=' | b'+' | b'/' | b'~')) {
+    if !token
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'=' | b'+' | b'/' | b'~'))
+    {
         return Err(GatewayError::TokenInvalid("characters outside token68"));
     }
     // token68 characters are ASCII, so this cannot fail.
@@ -220,17 +222,22 @@ pub fn verify(
     Ok(Authenticated(Some(identity)))
 }
 
-pub fn verify_signature(token: &str, keys: &KeySet, settings: &TokenSettings) -> Result<Identity, GatewayError> {
+pub fn verify_signature(
+    token: &str,
+    keys: &KeySet,
+    settings: &TokenSettings,
+) -> Result<Identity, GatewayError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| GatewayError::TokenInvalid("bad header"))?;
     if header.alg != keys.algorithm {
         return Err(GatewayError::TokenInvalid("algorithm not allowed"));
     }
     let kid = header.kid.as_deref().ok_or(GatewayError::TokenInvalid("no kid"))?;
     let key = keys.find(kid).ok_or(GatewayError::TokenInvalid("unknown kid"))?;
-    let data = jsonwebtoken::decode::<Claims>(token, key, &settings.validation).map_err(|e| match e.kind() {
-        ErrorKind::ExpiredSignature => GatewayError::TokenExpired,
-        _ => GatewayError::TokenInvalid("verification failed"),
-    })?;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, key, &settings.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => GatewayError::TokenExpired,
+            _ => GatewayError::TokenInvalid("verification failed"),
+        })?;
     if data.claims.sub.is_empty() || data.claims.sid.is_empty() {
         return Err(GatewayError::TokenInvalid("empty sub or sid"));
     }
@@ -256,7 +263,10 @@ mod tests {
         assert!(matches!(bearer_token(&headers(&[])), Err(GatewayError::TokenMissing)));
         assert!(matches!(bearer_token(&headers(&["Basic YTpi"])), Err(GatewayError::TokenMissing)));
         assert!(matches!(bearer_token(&headers(&["Bearer "])), Err(GatewayError::TokenMissing)));
-        assert!(matches!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Err(GatewayError::TokenInvalid(_))));
+        assert!(matches!(
+            bearer_token(&headers(&["Bearer a", "Bearer b"])),
+            Err(GatewayError::TokenInvalid(_))
+        ));
         assert!(matches!(bearer_token(&headers(&["Bearer a b"])), Err(GatewayError::TokenInvalid(_))));
         let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
         assert!(matches!(bearer_token(&headers(&[&big])), Err(GatewayError::TokenInvalid(_))));

@@ -325,8 +325,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = RawConfig::parse(Path::new("g.toml"), "[server]\nlisten = \"x\"\nlisten_adr = 1\n")
-            .unwrap_err();
+        let err =
+            RawConfig::parse(Path::new("g.toml"), "[server]\nlisten = \"x\"\nlisten_adr = 1\n").unwrap_err();
         assert_eq!(err.key, "server.listen_adr");
         assert!(err.reason.contains("unknown field"), "{}", err.reason);
         assert!(err.to_string().starts_with("g.toml: key `server.listen_adr`"));

@@ -186,7 +186,16 @@ mod tests {
 
     #[test]
     fn owned_names_in_any_spelling() {
-        for n in ["x-auth-login", "x_auth_login", "x-auth_roles", "x-forwarded-for", "x_forwarded_host", "x-request-id", "x_request_id", "forwarded"] {
+        for n in [
+            "x-auth-login",
+            "x_auth_login",
+            "x-auth_roles",
+            "x-forwarded-for",
+            "x_forwarded_host",
+            "x-request-id",
+            "x_request_id",
+            "forwarded",
+        ] {
             assert!(is_gateway_owned(n), "{n}");
         }
         for n in ["x-authorization", "accept", "x-requested-with"] {
@@ -212,7 +221,13 @@ mod tests {
         let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.2"));
-        assert_eq!(client_address(&h, "10.0.0.1".parse().unwrap(), trusted), "2.2.2.2".parse::<IpAddr>().unwrap());
-        assert_eq!(client_address(&h, "3.3.3.3".parse().unwrap(), trusted), "3.3.3.3".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_address(&h, "10.0.0.1".parse().unwrap(), trusted),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address(&h, "3.3.3.3".parse().unwrap(), trusted),
+            "3.3.3.3".parse::<IpAddr>().unwrap()
+        );
     }
 }

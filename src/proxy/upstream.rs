@@ -199,7 +199,9 @@ pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
             let Some(pool) = weak.upgrade() else { return };
             for up in &pool.upstreams {
                 let uri = format!("{}://{}{}{}", up.scheme, up.authority, up.base_path, path);
-                let Ok(req) = Request::get(uri).header(http::header::HOST, up.host_header.clone()).body(LimitedBody::empty())
+                let Ok(req) = Request::get(uri)
+                    .header(http::header::HOST, up.host_header.clone())
+                    .body(LimitedBody::empty())
                 else {
                     continue;
                 };

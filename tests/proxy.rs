@@ -1,0 +1,336 @@
+//! SPEC §2: the Bearer check, routing, header rules, streaming, limits and upstream failures.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+async fn echo(gw: &Gateway, req: reqwest::RequestBuilder) -> Value {
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", gw.https);
+    r.json().await.unwrap()
+}
+
+fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
+    echo["headers"][name][0].as_str()
+}
+
+#[tokio::test]
+async fn identity_headers_are_set_and_spoofed_ones_never_arrive() {
+    let up = upstream::start("bo").await;
+    let gw = Gateway::start(Setup::routes(route("bo", "/api", &up.url(), ""))).await;
+    let token = gw.access_token(ADMIN).await;
+    let e = echo(
+        &gw,
+        gw.client
+            .get(gw.url("/api/accounts?x=1"))
+            .bearer_auth(&token)
+            .header("X-Auth-Login", "mallory")
+            .header("x_auth_login", "mallory")
+            .header("X-AUTH-ROLES", "root")
+            .header("X-Auth_Session", "s")
+            .header("X-Forwarded-For", "6.6.6.6")
+            .header("X-Forwarded-Host", "evil")
+            .header("X-Request-Id", "spoofed")
+            .header("Forwarded", "for=6.6.6.6"),
+    )
+    .await;
+    assert_eq!(e["uri"], "/api/accounts?x=1");
+    assert_eq!(e["headers"]["x-auth-login"], serde_json::json!([ADMIN.0]));
+    assert_eq!(header(&e, "x-auth-roles"), Some("admin,trader"));
+    assert_eq!(header(&e, "x-auth-session"), Some(claims(&token)["sid"].as_str().unwrap()));
+    for spoof in ["x_auth_login", "x-auth_session", "forwarded"] {
+        assert!(e["headers"].get(spoof).is_none(), "{spoof} reached the upstream: {e}");
+    }
+    assert_eq!(header(&e, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(header(&e, "x-forwarded-proto"), Some("https"));
+    assert_eq!(header(&e, "x-forwarded-host"), Some(gw.https.to_string().as_str()));
+    assert_ne!(header(&e, "x-request-id"), Some("spoofed"));
+    assert!(
+        e["headers"].get("authorization").is_none(),
+        "Authorization forwarded without forward_authorization"
+    );
+    assert_eq!(header(&e, "host"), Some(up.addr.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn request_id_is_the_same_upstream_and_to_the_client() {
+    let up = upstream::start("bo").await;
+    let gw = Gateway::start(Setup::routes(route("bo", "/api", &up.url(), ""))).await;
+    let token = gw.access_token(TRADER).await;
+    let r = gw.client.get(gw.url("/api/x")).bearer_auth(&token).send().await.unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(header(&e, "x-request-id"), Some(id.as_str()));
+    assert_eq!(id.len(), 32);
+}
+
+#[tokio::test]
+async fn trusted_proxies_keep_their_forwarding_headers() {
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        server: "trusted_proxies = [\"127.0.0.1/32\"]".into(),
+        routes: route("bo", "/api", &up.url(), ""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    let token = gw.access_token(TRADER).await;
+    let e = echo(
+        &gw,
+        gw.client
+            .get(gw.url("/api/x"))
+            .bearer_auth(&token)
+            .header("X-Forwarded-For", "203.0.113.9")
+            .header("X-Forwarded-Proto", "http")
+            .header("X-Request-Id", "lb-abc-123"),
+    )
+    .await;
+    assert_eq!(header(&e, "x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(header(&e, "x-forwarded-proto"), Some("http"));
+    assert_eq!(header(&e, "x-request-id"), Some("lb-abc-123"));
+}
+
+#[tokio::test]
+async fn forward_authorization_and_upstream_headers() {
+    let up = upstream::start("bo").await;
+    // Cargo sets CARGO_PKG_NAME for the test process: an environment value the config can name.
+    let expected = std::env::var("CARGO_PKG_NAME").unwrap();
+    let routes = route("fwd", "/fwd", &up.url(), "forward_authorization = true")
+        + &route(
+            "svc",
+            "/svc",
+            &up.url(),
+            "upstream_headers = { X-Service-Token = \"env:CARGO_PKG_NAME\", X-Static = \"v1\" }",
+        );
+    let gw = Gateway::start(Setup::routes(routes)).await;
+    let token = gw.access_token(TRADER).await;
+    let e = echo(&gw, gw.client.get(gw.url("/fwd/x")).bearer_auth(&token)).await;
+    assert_eq!(header(&e, "authorization"), Some(format!("Bearer {token}").as_str()));
+    let e =
+        echo(&gw, gw.client.get(gw.url("/svc/x")).bearer_auth(&token).header("X-Service-Token", "client"))
+            .await;
+    assert_eq!(e["headers"]["x-service-token"], serde_json::json!([expected]));
+    assert_eq!(header(&e, "x-static"), Some("v1"));
+    assert!(e["headers"].get("authorization").is_none());
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_both_ways() {
+    let up = upstream::start("bo").await;
+    let gw = Gateway::start(Setup::routes(route("bo", "/api", &up.url(), ""))).await;
+    let token = gw.access_token(TRADER).await;
+    let req = format!(
+        "GET /api/hop HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Connection: keep-alive, X-Secret, close\r\nX-Secret: 1\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\n\
+         Proxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n"
+    );
+    let resp = gw.raw(req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let e: Value = serde_json::from_str(body.trim()).unwrap_or_else(|_| panic!("{resp}"));
+    for gone in ["x-secret", "keep-alive", "te", "proxy-authorization", "proxy-connection"] {
+        assert!(e["headers"].get(gone).is_none(), "{gone} reached the upstream: {e}");
+    }
+    assert_eq!(header(&e, "x-kept"), Some("yes"));
+    let head = resp[..resp.find("\r\n\r\n").unwrap()].to_ascii_lowercase();
+    assert!(!head.contains("keep-alive: timeout=5"), "upstream Keep-Alive leaked: {head}");
+    assert!(!head.contains("proxy-authenticate"), "{head}");
+}
+
+#[tokio::test]
+async fn bearer_check_outcomes() {
+    let up = upstream::start("bo").await;
+    let gw = Gateway::start(Setup::routes(route("bo", "/api", &up.url(), ""))).await;
+    let r = gw.client.get(gw.url("/api/x")).send().await.unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(error_code(r).await, (401, "token.missing".into()));
+    let r = gw.client.get(gw.url("/api/x")).header("Authorization", "Basic YTpi").send().await.unwrap();
+    assert_eq!(error_code(r).await, (401, "token.missing".into()));
+    for bad in ["garbage", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."] {
+        let r = gw.client.get(gw.url("/api/x")).bearer_auth(bad).send().await.unwrap();
+        assert_eq!(error_code(r).await, (401, "token.invalid".into()), "{bad}");
+    }
+    let token = gw.access_token(TRADER).await;
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let r = gw.client.get(gw.url("/api/x")).bearer_auth(&tampered).send().await.unwrap();
+    assert_eq!(error_code(r).await, (401, "token.invalid".into()));
+    assert_eq!(up.hits(), 0, "nothing unauthenticated reached the upstream");
+}
+
+#[tokio::test]
+async fn public_routes_need_no_token_and_carry_no_identity() {
+    let up = upstream::start("bo").await;
+    let routes =
+        route("pub", "/public", &up.url(), "auth = \"public\"") + &route("bo", "/api", &up.url(), "");
+    let gw = Gateway::start(Setup::routes(routes)).await;
+    let e = echo(&gw, gw.client.get(gw.url("/public/info")).header("X-Auth-Login", "mallory")).await;
+    assert!(e["headers"].get("x-auth-login").is_none(), "{e}");
+    // Normalisation happens before the route is chosen: climbing out of /public lands on /api.
+    let r = gw.client.get(gw.url("/public/%2e%2e/api/x")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (401, "token.missing".into()));
+    let r = gw.client.get(gw.url("/public%2F..%2Fapi")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (400, "request.malformed".into()));
+}
+
+#[tokio::test]
+async fn routing_by_prefix_host_and_method() {
+    let a = upstream::start("a").await;
+    let b = upstream::start("b").await;
+    let c = upstream::start("c").await;
+    let routes = route("a", "/api", &a.url(), "auth = \"public\"")
+        + &route("b", "/api/orders", &b.url(), "auth = \"public\"\nmethods = [\"GET\", \"POST\"]")
+        + &route("c", "/api", &c.url(), "auth = \"public\"\nhost = \"Reports.Example\"")
+        + &route("strip", "/strip", &a.url(), "auth = \"public\"\nstrip_prefix = true");
+    let gw = Gateway::start(Setup::routes(routes)).await;
+    let e = echo(&gw, gw.client.get(gw.url("/api/x"))).await;
+    assert_eq!(e["upstream"], "a");
+    let e = echo(&gw, gw.client.get(gw.url("/api/orders/7"))).await;
+    assert_eq!(e["upstream"], "b");
+    let r = gw.client.get(gw.url("/apix")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (404, "route.none".into()));
+    let r = gw.client.delete(gw.url("/api/orders/7")).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(error_code(r).await, (405, "method.not_allowed".into()));
+    let resp =
+        gw.raw(b"GET /api/x HTTP/1.1\r\nHost: reports.example:8443\r\nConnection: close\r\n\r\n").await;
+    assert!(resp.contains("\"upstream\":\"c\""), "{resp}");
+    let e = echo(&gw, gw.client.get(gw.url("/strip/inner?q=1"))).await;
+    assert_eq!(e["uri"], "/inner?q=1");
+    let e = echo(&gw, gw.client.get(gw.url("/strip"))).await;
+    assert_eq!(e["uri"], "/");
+}
+
+#[tokio::test]
+async fn round_robin_spreads_over_upstreams() {
+    let a = upstream::start("a").await;
+    let b = upstream::start("b").await;
+    let routes = format!(
+        "[[routes]]\nname = \"rr\"\nprefix = \"/\"\nauth = \"public\"\nupstreams = [\"{}\", \"{}\"]\n",
+        a.url(),
+        b.url()
+    );
+    let gw = Gateway::start(Setup::routes(routes)).await;
+    for _ in 0..10 {
+        echo(&gw, gw.client.get(gw.url("/x"))).await;
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 5));
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let slow = upstream::start("slow").await;
+    let routes = route("down", "/down", &format!("http://{closed}"), "auth = \"public\"")
+        + &route("slow", "/slow", &slow.url(), "auth = \"public\"\ntimeout = \"300ms\"");
+    let gw = Gateway::start(Setup::routes(routes)).await;
+    let r = gw.client.get(gw.url("/down/x")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (502, "upstream.unavailable".into()));
+    let r = gw.client.get(gw.url("/slow?ms=2000")).send().await.unwrap();
+    assert_eq!(error_code(r).await, (504, "upstream.timeout".into()));
+    // The gateway itself stays healthy and the connection reusable.
+    assert_eq!(gw.client.get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+    let ready: Value = gw.client.get(gw.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert!(ready["routes"].as_array().unwrap().iter().any(|r| r["name"] == "down"));
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_and_under_it_stream_through() {
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        server: "max_body_bytes = 1048576".into(),
+        routes: route("bo", "/api", &up.url(), "auth = \"public\""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    let r = gw.client.post(gw.url("/api/upload")).body(vec![b'a'; 1_048_577]).send().await.unwrap();
+    assert_eq!(error_code(r).await, (413, "request.too_large".into()));
+    // Chunked (no Content-Length): cut off while streaming.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![b'b'; 64 * 1024])).collect();
+    let stream = futures_stream(chunks);
+    let r =
+        gw.client.post(gw.url("/api/upload")).body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();
+    assert_eq!(error_code(r).await, (413, "request.too_large".into()));
+    let e = echo(&gw, gw.client.post(gw.url("/api/upload")).body(vec![b'c'; 1_000_000])).await;
+    assert_eq!(e["body_len"], 1_000_000);
+    let r = gw.client.get(gw.url("/api/bytes?n=5000000")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 5_000_000, "downloads are not limited");
+}
+
+fn futures_stream(
+    items: Vec<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    struct S(std::vec::IntoIter<Result<Vec<u8>, std::io::Error>>);
+    impl futures_core::Stream for S {
+        type Item = Result<Vec<u8>, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    S(items.into_iter())
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_and_proxied_over_http1() {
+    let up = upstream::start("bo").await;
+    let gw = Gateway::start(Setup::routes(route("bo", "/api", &up.url(), ""))).await;
+    let token = gw.access_token(TRADER).await;
+    let h2 = gw.http2_client();
+    let r = h2.get(gw.url("/api/x")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(header(&e, "x-auth-login"), Some(TRADER.0));
+    assert_eq!(header(&e, "x-forwarded-host"), Some(gw.https.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn plain_listener_serves_behind_a_tls_terminating_balancer() {
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        server: "plain_listen = \"127.0.0.1:0\"".into(),
+        routes: route("bo", "/api", &up.url(), "auth = \"public\""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    let plain = gw.plain.unwrap();
+    let e: Value = reqwest::get(format!("http://{plain}/api/x")).await.unwrap().json().await.unwrap();
+    assert_eq!(header(&e, "x-forwarded-proto"), Some("http"));
+}
+
+#[tokio::test]
+async fn readiness_turns_503_on_shutdown_while_in_flight_requests_finish() {
+    let up = upstream::start("slow").await;
+    let setup = Setup {
+        server: "shutdown_grace = \"5s\"".into(),
+        routes: route("slow", "/slow", &up.url(), "auth = \"public\""),
+        ..Default::default()
+    };
+    let mut gw = Gateway::start(setup).await;
+    let ready = gw.client.get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let in_flight = tokio::spawn(gw.client.get(gw.url("/slow?ms=800")).send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let running = gw.running.take().unwrap();
+    running.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = reqwest::get(gw.admin_url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "draining");
+    assert_eq!(v["store"]["state"], "up");
+    assert!(tokio::net::TcpStream::connect(gw.https).await.is_err(), "main listener still accepting");
+    let done = in_flight.await.unwrap().unwrap();
+    assert_eq!(done.status(), 200, "in-flight request was cut");
+    tokio::time::timeout(Duration::from_secs(5), running.wait()).await.unwrap();
+}

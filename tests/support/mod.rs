@@ -1,0 +1,219 @@
+//! Shared test helpers: a real gateway (real TLS, ephemeral ports) in front of real in-process
+//! upstreams, and clients that speak to it.
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use bo_gateway::{Running, Runtime};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const ADMIN: (&str, &str) = ("alice", "alice-password");
+pub const TRADER: (&str, &str) = ("bob", "bob-password");
+pub const DISABLED: (&str, &str) = ("carol", "carol-password");
+
+/// Cheap argon2id hashes (1 MiB, 1 pass) so tests log in fast; the shipped users use the
+/// recommended cost.
+fn cheap_hash(password: &str) -> String {
+    bo_gateway::auth::credentials::hash_password_with(password, 1024, 1, 1).unwrap()
+}
+
+fn users_toml() -> &'static str {
+    static USERS: OnceLock<String> = OnceLock::new();
+    USERS.get_or_init(|| {
+        format!(
+            "[[users]]\nlogin = \"{}\"\npassword_hash = \"{}\"\nroles = [\"admin\", \"trader\"]\n\n\
+             [[users]]\nlogin = \"{}\"\npassword_hash = \"{}\"\nroles = [\"trader\"]\n\n\
+             [[users]]\nlogin = \"{}\"\npassword_hash = \"{}\"\nroles = [\"trader\"]\ndisabled = true\n",
+            ADMIN.0,
+            cheap_hash(ADMIN.1),
+            TRADER.0,
+            cheap_hash(TRADER.1),
+            DISABLED.0,
+            cheap_hash(DISABLED.1)
+        )
+    })
+}
+
+/// The parts of a test config; each string is TOML lines appended to its table.
+#[derive(Default, Clone)]
+pub struct Setup {
+    pub server: String,
+    pub tls: String,
+    pub tokens: String,
+    pub login_limits: String,
+    /// Whole `[[routes]]` tables.
+    pub routes: String,
+}
+
+impl Setup {
+    pub fn routes(routes: impl Into<String>) -> Self {
+        Self { routes: routes.into(), ..Default::default() }
+    }
+}
+
+/// A `[[routes]]` table in front of `upstream`.
+pub fn route(name: &str, prefix: &str, upstream: &str, extra: &str) -> String {
+    format!("[[routes]]\nname = \"{name}\"\nprefix = \"{prefix}\"\nupstreams = [\"{upstream}\"]\n{extra}\n")
+}
+
+pub struct Gateway {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub plain: Option<SocketAddr>,
+    pub client: reqwest::Client,
+    pub cert_pem: Vec<u8>,
+}
+
+pub fn write_config(dir: &Path, setup: &Setup) -> PathBuf {
+    let d = dir.display();
+    std::fs::write(dir.join("users.toml"), users_toml()).unwrap();
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+{server}
+
+[tls]
+cert = "{d}/gateway.crt"
+key = "{d}/gateway.key"
+generate_self_signed = true
+{tls}
+
+[tokens]
+signing_key = "{d}/signing.pem"
+generate_signing_key = true
+{tokens}
+
+[credentials]
+kind = "file"
+users_file = "{d}/users.toml"
+
+[login_limits]
+{login_limits}
+
+{routes}
+"#,
+        server = setup.server,
+        tls = setup.tls,
+        tokens = setup.tokens,
+        login_limits = setup.login_limits,
+        routes = setup.routes,
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Gateway {
+    pub async fn start(setup: Setup) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), &setup);
+        let runtime = Runtime::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
+        let running = bo_gateway::start(runtime).await.unwrap();
+        let cert_pem = std::fs::read(dir.path().join("gateway.crt")).unwrap();
+        let client = client_for(&cert_pem, false);
+        Self {
+            https: running.https_addr.unwrap(),
+            admin: running.admin_addr.unwrap(),
+            plain: running.plain_addr,
+            running: Some(running),
+            dir,
+            client,
+            cert_pem,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{}", self.https, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn http2_client(&self) -> reqwest::Client {
+        client_for(&self.cert_pem, true)
+    }
+
+    pub fn gateway(&self) -> &Arc<bo_gateway::Gateway> {
+        &self.running.as_ref().unwrap().gateway
+    }
+
+    /// Logs in and returns the token pair as JSON.
+    pub async fn login(&self, user: (&str, &str)) -> Value {
+        let r = self
+            .client
+            .post(self.url("/auth/token"))
+            .json(&serde_json::json!({"login": user.0, "password": user.1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login of {}", user.0);
+        r.json().await.unwrap()
+    }
+
+    pub async fn access_token(&self, user: (&str, &str)) -> String {
+        self.login(user).await["accessToken"].as_str().unwrap().to_string()
+    }
+
+    /// A raw HTTP/1.1 exchange over TLS: writes `request` as is and reads until the server
+    /// closes or `read_for` elapses. For framing tests a normal client would refuse to send.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        raw_tls(self.https, &self.cert_pem, request).await
+    }
+}
+
+pub fn client_for(cert_pem: &[u8], http2: bool) -> reqwest::Client {
+    let cert = reqwest::Certificate::from_pem(cert_pem).unwrap();
+    let b = reqwest::Client::builder().tls_certs_only([cert]).pool_max_idle_per_host(8);
+    let b = if http2 { b.http2_prior_knowledge() } else { b.http1_only() };
+    b.build().unwrap()
+}
+
+pub fn tls_connector(cert_pem: &[u8]) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(bo_gateway::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+pub async fn raw_tls(addr: SocketAddr, cert_pem: &[u8], request: &[u8]) -> String {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tls_connector(cert_pem).connect(name, tcp).await.unwrap();
+    tls.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The JSON error code of an error response.
+pub async fn error_code(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, v["errors"][0].as_str().unwrap_or("<none>").to_string())
+}
+
+/// The claims of a JWT (payload decoded, not verified).
+pub fn claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
