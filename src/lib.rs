@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,9 @@ pub use runtime::Runtime;
 use crate::listener::{Accept, accept_loop};
 use crate::server::Listener;
 use crate::store::{MemoryStore, Store};
+
+/// The admin listener serves probes and scrapes, not clients: a small fixed cap is plenty.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 /// A gateway that is serving: its bound addresses, its state, and the handle to stop it.
 pub struct Running {
@@ -84,6 +88,8 @@ pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
     let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
     let (https_addr, plain_addr, admin_addr) = (local(&https), local(&plain), local(&admin));
     let tls = runtime.tls.clone();
+    let main_slots = Arc::new(Semaphore::new(runtime.max_connections));
+    let admin_slots = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     let grace = runtime.shutdown_grace;
     let gw = Gateway::new(runtime, store);
     gw.spawn_housekeeping(Duration::from_secs(30));
@@ -96,15 +102,15 @@ pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
     let mut loops = Vec::new();
     if let Some(l) = https {
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        let a = Accept { listener: l, tls: acceptor, kind: Listener::Main };
+        let a = Accept { listener: l, tls: acceptor, kind: Listener::Main, slots: main_slots.clone() };
         loops.push(tokio::spawn(accept_loop(a, gw.clone(), main_stop.clone(), main_conns.clone())));
     }
     if let Some(l) = plain {
-        let a = Accept { listener: l, tls: None, kind: Listener::Main };
+        let a = Accept { listener: l, tls: None, kind: Listener::Main, slots: main_slots.clone() };
         loops.push(tokio::spawn(accept_loop(a, gw.clone(), main_stop.clone(), main_conns.clone())));
     }
     let admin_loop = admin.map(|l| {
-        let a = Accept { listener: l, tls: None, kind: Listener::Admin };
+        let a = Accept { listener: l, tls: None, kind: Listener::Admin, slots: admin_slots };
         tokio::spawn(accept_loop(a, gw.clone(), admin_stop.clone(), admin_conns.clone()))
     });
 

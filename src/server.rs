@@ -117,7 +117,13 @@ async fn dispatch(
     let route = rt.routes.find(host.as_ref().and_then(|h| h.to_str().ok()), &path, req.method())?;
     *route_name = Some(route.name.clone());
     let auth = match route.auth {
-        AuthMode::Required => gw.authenticate(rt, req.headers())?,
+        AuthMode::Required => {
+            // A token in two places is ambiguous: refuse rather than pick one.
+            if req.headers().contains_key("token") {
+                return Err(GatewayError::TokenInvalid("token header on a Bearer route"));
+            }
+            gw.authenticate(rt, req.headers())?
+        }
         AuthMode::Public => Authenticated::anonymous(),
     };
     let fwd = Forwarding {

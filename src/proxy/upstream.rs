@@ -186,6 +186,18 @@ impl UpstreamPool {
     }
 }
 
+impl UpstreamPool {
+    /// Another upstream than `not` for a retry: the next healthy one after it, else the next.
+    pub fn pick_other(&self, not: &Upstream) -> &Upstream {
+        let ups = &self.upstreams;
+        let i = ups.iter().position(|u| std::ptr::eq(u, not)).unwrap_or(0);
+        (1..ups.len())
+            .map(|k| &ups[(i + k) % ups.len()])
+            .find(|u| u.is_healthy())
+            .unwrap_or(&ups[(i + 1) % ups.len()])
+    }
+}
+
 /// Runs the active health checks of a pool until the pool is dropped (e.g. replaced by a reload).
 pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
     let Some(path) = pool.health_path.clone() else { return };
