@@ -34,7 +34,12 @@ pub struct Accept {
 
 /// Accepts connections until `stop` fires; each connection is registered with `conns` so the
 /// caller can drain them once every accept loop has returned.
-pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationToken, conns: Arc<GracefulShutdown>) {
+pub async fn accept_loop(
+    accept: Accept,
+    gw: Arc<Gateway>,
+    stop: CancellationToken,
+    conns: Arc<GracefulShutdown>,
+) {
     let rt = gw.runtime();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -80,11 +85,13 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
             let _slot = slot;
             let conn = Conn { peer, kind, gw, idle, watcher };
             match tls {
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => conn.serve(tls_stream, true, &builder).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => conn.serve(tls_stream, true, &builder).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
                 None => conn.serve(stream, false, &builder).await,
             }
         });
@@ -118,7 +125,8 @@ impl Conn {
             }
         });
         let io = ActivityIo { inner: io, activity: activity.clone() };
-        let conn = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+        let conn =
+            watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
         tokio::pin!(conn);
         loop {
             let deadline = activity.idle_deadline(idle);
@@ -197,7 +205,11 @@ struct ActivityIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {

@@ -56,8 +56,10 @@ pub async fn forward(
     );
     // One retry on another upstream, only when nothing can have been sent: a connect failure of
     // an idempotent request without a body. The copy is made only when a retry is possible.
-    let retry = (route.pool.upstreams.len() > 1 && is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
-        .then(|| (parts.method.clone(), parts.headers.clone(), parts.uri.query().map(str::to_owned)));
+    let retry = (route.pool.upstreams.len() > 1
+        && is_idempotent(&parts.method)
+        && http_body::Body::is_end_stream(&body))
+    .then(|| (parts.method.clone(), parts.headers.clone(), parts.uri.query().map(str::to_owned)));
     parts.uri = upstream_uri(first, target, parts.uri.query())?;
     let exceeded = Arc::new(AtomicBool::new(false));
     let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, exceeded.clone()));
@@ -107,7 +109,11 @@ enum Failure {
 }
 
 /// One attempt against one upstream, bounded by the route's timeout; feeds passive health.
-async fn send(route: &Route, upstream: &Upstream, req: Request<LimitedBody>) -> Result<Response<Incoming>, Failure> {
+async fn send(
+    route: &Route,
+    upstream: &Upstream,
+    req: Request<LimitedBody>,
+) -> Result<Response<Incoming>, Failure> {
     let _in_flight = upstream.start_request();
     match tokio::time::timeout(route.timeout, route.pool.client.request(req)).await {
         Err(_) => {

@@ -177,11 +177,15 @@ impl UpstreamPool {
                     .find(|u| u.is_healthy())
                     .unwrap_or(&ups[start % ups.len()])
             }
-            Balance::LeastRequests => ups
-                .iter()
-                .filter(|u| u.is_healthy())
-                .min_by_key(|u| u.in_flight.load(Ordering::Relaxed))
-                .unwrap_or_else(|| &ups[self.next.fetch_add(1, Ordering::Relaxed) % ups.len()]),
+            Balance::LeastRequests => {
+                // Scan from a rotating start so ties do not always favour the first upstream.
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..ups.len())
+                    .map(|i| &ups[(start + i) % ups.len()])
+                    .filter(|u| u.is_healthy())
+                    .min_by_key(|u| u.in_flight.load(Ordering::Relaxed))
+                    .unwrap_or(&ups[start % ups.len()])
+            }
         }
     }
 }
