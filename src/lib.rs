@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod runtime;

@@ -112,6 +112,7 @@ impl Conn {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Conn { peer, kind, gw, idle, watcher } = self;
+        let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
         let activity = Arc::new(Activity::new());
         let info = ConnInfo { peer, tls };
         let act = activity.clone();
@@ -146,6 +147,22 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+/// Counts a main-listener connection in the open-connections gauge while it lives.
+struct OpenConnection(Arc<crate::metrics::Metrics>);
+
+impl OpenConnection {
+    fn new(m: Arc<crate::metrics::Metrics>) -> Self {
+        m.open_connections.fetch_add(1, Ordering::Relaxed);
+        Self(m)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -335,5 +335,6 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         timeout: r.timeout.0,
         upstream_headers,
         pool: Arc::new(pool),
+        stats: std::sync::OnceLock::new(),
     })
 }

@@ -1,7 +1,7 @@
 //! The verified-token cache and the revoked-session set, both consulted on every Bearer check.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -13,6 +13,8 @@ pub struct TokenCache {
     map: DashMap<[u8; 32], Arc<Identity>>,
     capacity: usize,
     hash_key: [u8; 32],
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl TokenCache {
@@ -22,7 +24,17 @@ impl TokenCache {
         // Without OS randomness the gateway cannot issue tokens either; a fixed key only weakens
         // collision resistance against a chosen key, not the 256-bit hash itself.
         let _ = aws_lc_rs::rand::fill(&mut hash_key);
-        Self { map: DashMap::new(), capacity, hash_key }
+        Self { map: DashMap::new(), capacity, hash_key, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+    }
+
+    /// Hits and misses since start (a miss is a signature verification).
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+
+    pub fn count(&self, hit: bool) {
+        let c = if hit { &self.hits } else { &self.misses };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn capacity(&self) -> usize {

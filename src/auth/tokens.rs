@@ -77,6 +77,10 @@ impl Authenticated {
     pub fn identity(&self) -> Option<&Identity> {
         self.0.as_deref()
     }
+
+    pub fn identity_arc(&self) -> Option<Arc<Identity>> {
+        self.0.clone()
+    }
 }
 
 /// The fixed parts of token issuing and checking, from `[tokens]`.
@@ -202,6 +206,7 @@ pub fn verify(
     let cache_key = cache.key(token);
     if let Some(key) = cache_key.as_ref() {
         if let Some(identity) = cache.get(key) {
+            cache.count(true);
             if identity.exp.saturating_add(settings.leeway_secs) < now {
                 cache.remove(key);
                 return Err(GatewayError::TokenExpired);
@@ -212,6 +217,7 @@ pub fn verify(
             return Ok(Authenticated(Some(identity)));
         }
     }
+    cache.count(false);
     let identity = Arc::new(verify_signature(token, keys, settings)?);
     if revocations.is_revoked(&identity.session, now) {
         return Err(GatewayError::TokenInvalid("session revoked"));

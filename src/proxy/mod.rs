@@ -27,6 +27,7 @@ pub async fn forward(
     mut req: Request<Incoming>,
     path: &str,
     max_body_bytes: u64,
+    served_by: &mut Option<Arc<str>>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: u64 = len
@@ -63,6 +64,7 @@ pub async fn forward(
     parts.uri = upstream_uri(first, target, parts.uri.query())?;
     let exceeded = Arc::new(AtomicBool::new(false));
     let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, exceeded.clone()));
+    *served_by = Some(first.url.clone());
     let mut result = send(route, first, req).await;
     if let (Err(Failure::Connect(_)), Some((method, mut headers, query))) = (&result, retry) {
         let second = route.pool.pick_other(first);
@@ -72,6 +74,7 @@ pub async fn forward(
         *req.method_mut() = method;
         *req.uri_mut() = upstream_uri(second, target, query.as_deref())?;
         *req.headers_mut() = headers;
+        *served_by = Some(second.url.clone());
         result = send(route, second, req).await;
     }
     let mut resp = match result {
@@ -115,7 +118,12 @@ async fn send(
     req: Request<LimitedBody>,
 ) -> Result<Response<Incoming>, Failure> {
     let _in_flight = upstream.start_request();
-    match tokio::time::timeout(route.timeout, route.pool.client.request(req)).await {
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(route.timeout, route.pool.client.request(req)).await;
+    if let Some(stats) = route.stats.get() {
+        stats.upstream_latency.observe(started.elapsed());
+    }
+    match result {
         Err(_) => {
             tracing::warn!(route = %route.name, upstream = %upstream.url, "upstream timed out");
             Err(Failure::Timeout)

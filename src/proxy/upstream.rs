@@ -26,7 +26,7 @@ pub enum Balance {
 }
 
 pub struct Upstream {
-    pub url: String,
+    pub url: Arc<str>,
     pub scheme: Scheme,
     pub authority: Authority,
     /// The upstream URL's own path, without a trailing slash ("" for none).
@@ -57,7 +57,7 @@ impl Upstream {
         let base_path = uri.path().trim_end_matches('/').to_string();
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         Ok(Self {
-            url: url.to_string(),
+            url: url.into(),
             scheme,
             authority,
             base_path,

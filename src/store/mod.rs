@@ -3,11 +3,13 @@
 //! conformance tests (`tests/store_conformance.rs`) are written once against this trait.
 
 mod memory;
+mod metered;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
+pub use metered::MeteredStore;
 
 /// A token as the store knows it: the SHA-256 of the opaque string. Plain tokens are never stored.
 pub type TokenHash = [u8; 32];
