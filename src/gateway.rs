@@ -50,6 +50,15 @@ impl Gateway {
         gw
     }
 
+    /// Puts a new snapshot in service. Requests already running keep the one they loaded.
+    /// Verified tokens are forgotten: the new snapshot's keys may no longer accept them.
+    pub fn swap(&self, runtime: Runtime) {
+        self.install(&runtime);
+        self.cache.set_capacity(runtime.raw.tokens.cache_capacity);
+        self.runtime.store(Arc::new(runtime));
+        self.cache.clear();
+    }
+
     /// Readies a snapshot for serving: binds each route to its (long-lived) metrics and starts
     /// the active health checks of its pools.
     fn install(&self, rt: &Runtime) {

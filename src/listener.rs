@@ -11,36 +11,69 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
 use crate::server::{self, ConnInfo, Listener};
 
+/// The connections of a set of listeners, and the signal that asks them to finish: on it, each
+/// connection completes its in-flight requests and closes (HTTP/1: after the current response;
+/// HTTP/2: GOAWAY).
+#[derive(Default)]
+pub struct Drain {
+    signal: CancellationToken,
+    live: AtomicUsize,
+    gone: Notify,
+}
+
+impl Drain {
+    /// Asks every connection to finish, then waits until none is left.
+    pub async fn drain(&self) {
+        self.signal.cancel();
+        loop {
+            let notified = self.gone.notified();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn enter(self: &Arc<Self>) -> Live {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Live(self.clone())
+    }
+}
+
+struct Live(Arc<Drain>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.gone.notify_waiters();
+        }
+    }
+}
+
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Accept {
     pub listener: TcpListener,
-    pub tls: Option<TlsAcceptor>,
+    /// Whether connections start with a TLS handshake (the certificate comes from the runtime
+    /// snapshot current at accept time, so a reload changes it without rebinding).
+    pub tls: bool,
     pub kind: Listener,
     /// Shared by the listeners of one kind: past its permits, new connections are refused.
     pub slots: Arc<Semaphore>,
 }
 
-/// Accepts connections until `stop` fires; each connection is registered with `conns` so the
-/// caller can drain them once every accept loop has returned.
-pub async fn accept_loop(
-    accept: Accept,
-    gw: Arc<Gateway>,
-    stop: CancellationToken,
-    conns: Arc<GracefulShutdown>,
-) {
-    let rt = gw.runtime();
+/// The HTTP settings of a snapshot: built per connection, so a reload applies to new ones.
+fn http_builder(rt: &crate::runtime::Runtime) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -54,8 +87,12 @@ pub async fn accept_loop(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(rt.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(rt.idle_timeout));
-    let builder = Arc::new(builder);
-    let idle = rt.idle_timeout;
+    builder
+}
+
+/// Accepts connections until `stop` fires; each connection is counted in `conns` so the caller
+/// can drain them.
+pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationToken, conns: Arc<Drain>) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -76,23 +113,23 @@ pub async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
-        let builder = builder.clone();
-        let watcher = conns.watcher();
-        let tls = accept.tls.clone();
-        let kind = accept.kind;
+        let rt = gw.runtime();
+        let builder = http_builder(&rt);
+        let acceptor = if accept.tls { rt.tls.clone().map(TlsAcceptor::from) } else { None };
+        let idle = rt.idle_timeout;
+        drop(rt);
+        let conn = Conn { peer, kind: accept.kind, gw: gw.clone(), idle, drain: conns.clone(), live: conns.enter() };
+        let wants_tls = accept.tls;
         tokio::spawn(async move {
             let _slot = slot;
-            let conn = Conn { peer, kind, gw, idle, watcher };
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => conn.serve(tls_stream, true, &builder).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-                None => conn.serve(stream, false, &builder).await,
+            match (wants_tls, acceptor) {
+                (true, Some(acceptor)) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => conn.serve(tls_stream, true, &builder).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+                (true, None) => tracing::warn!(%peer, "no TLS configuration; connection dropped"),
+                (false, _) => conn.serve(stream, false, &builder).await,
             }
         });
     }
@@ -103,7 +140,8 @@ struct Conn {
     kind: Listener,
     gw: Arc<Gateway>,
     idle: Duration,
-    watcher: Watcher,
+    drain: Arc<Drain>,
+    live: Live,
 }
 
 impl Conn {
@@ -111,7 +149,7 @@ impl Conn {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { peer, kind, gw, idle, watcher } = self;
+        let Conn { peer, kind, gw, idle, drain, live: _live } = self;
         let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
         let activity = Arc::new(Activity::new());
         let info = ConnInfo { peer, tls };
@@ -126,17 +164,21 @@ impl Conn {
             }
         });
         let io = ActivityIo { inner: io, activity: activity.clone() };
-        let conn =
-            watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
+        let mut draining = false;
         loop {
             let deadline = activity.idle_deadline(idle);
             tokio::select! {
-                r = &mut conn => {
+                r = conn.as_mut() => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                     return;
+                }
+                _ = drain.signal.cancelled(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     if activity.is_idle(idle) {

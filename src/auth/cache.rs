@@ -11,7 +11,7 @@ use super::tokens::Identity;
 /// The key is random per process, so nobody can aim a token at another token's slot.
 pub struct TokenCache {
     map: DashMap<[u8; 32], Arc<Identity>>,
-    capacity: usize,
+    capacity: AtomicUsize,
     hash_key: [u8; 32],
     hits: AtomicU64,
     misses: AtomicU64,
@@ -24,7 +24,7 @@ impl TokenCache {
         // Without OS randomness the gateway cannot issue tokens either; a fixed key only weakens
         // collision resistance against a chosen key, not the 256-bit hash itself.
         let _ = aws_lc_rs::rand::fill(&mut hash_key);
-        Self { map: DashMap::new(), capacity, hash_key, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        Self { map: DashMap::new(), capacity: AtomicUsize::new(capacity), hash_key, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
     /// Hits and misses since start (a miss is a signature verification).
@@ -38,7 +38,11 @@ impl TokenCache {
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity, Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -51,7 +55,7 @@ impl TokenCache {
 
     /// The cache slot of `token`, or `None` when the cache is off.
     pub fn key(&self, token: &str) -> Option<[u8; 32]> {
-        (self.capacity > 0).then(|| *blake3::keyed_hash(&self.hash_key, token.as_bytes()).as_bytes())
+        (self.capacity() > 0).then(|| *blake3::keyed_hash(&self.hash_key, token.as_bytes()).as_bytes())
     }
 
     pub fn get(&self, key: &[u8; 32]) -> Option<Arc<Identity>> {
@@ -63,7 +67,7 @@ impl TokenCache {
     }
 
     pub fn insert(&self, key: [u8; 32], identity: Arc<Identity>, now: u64) {
-        if self.map.len() >= self.capacity {
+        if self.map.len() >= self.capacity() {
             self.make_room(now);
         }
         self.map.insert(key, identity);
@@ -73,11 +77,11 @@ impl TokenCache {
     /// inserts stay cheap. Evicted tokens are simply verified again on their next use.
     fn make_room(&self, now: u64) {
         self.purge_expired(now);
-        if self.map.len() < self.capacity {
+        if self.map.len() < self.capacity() {
             return;
         }
         let victims: Vec<[u8; 32]> =
-            self.map.iter().take((self.capacity / 8).max(1)).map(|e| *e.key()).collect();
+            self.map.iter().take((self.capacity() / 8).max(1)).map(|e| *e.key()).collect();
         for k in victims {
             self.map.remove(&k);
         }
