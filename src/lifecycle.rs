@@ -118,7 +118,8 @@ pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
     shared.gw.spawn_housekeeping(Duration::from_secs(30));
     let loops: Vec<Loop> = bound.into_iter().map(|(slot, addr, l)| shared.spawn(slot, addr, l)).collect();
     let addr_of = |s: Slot| loops.iter().find(|l| l.slot == s).map(|l| l.bound);
-    let (https_addr, plain_addr, admin_addr) = (addr_of(Slot::Https), addr_of(Slot::Plain), addr_of(Slot::Admin));
+    let (https_addr, plain_addr, admin_addr) =
+        (addr_of(Slot::Https), addr_of(Slot::Plain), addr_of(Slot::Admin));
     *shared.loops.lock().await = loops;
 
     let shutdown = CancellationToken::new();

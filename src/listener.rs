@@ -118,16 +118,19 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
         let acceptor = if accept.tls { rt.tls.clone().map(TlsAcceptor::from) } else { None };
         let idle = rt.idle_timeout;
         drop(rt);
-        let conn = Conn { peer, kind: accept.kind, gw: gw.clone(), idle, drain: conns.clone(), live: conns.enter() };
+        let conn =
+            Conn { peer, kind: accept.kind, gw: gw.clone(), idle, drain: conns.clone(), live: conns.enter() };
         let wants_tls = accept.tls;
         tokio::spawn(async move {
             let _slot = slot;
             match (wants_tls, acceptor) {
-                (true, Some(acceptor)) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => conn.serve(tls_stream, true, &builder).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
+                (true, Some(acceptor)) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => conn.serve(tls_stream, true, &builder).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
                 (true, None) => tracing::warn!(%peer, "no TLS configuration; connection dropped"),
                 (false, _) => conn.serve(stream, false, &builder).await,
             }

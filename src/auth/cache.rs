@@ -24,7 +24,13 @@ impl TokenCache {
         // Without OS randomness the gateway cannot issue tokens either; a fixed key only weakens
         // collision resistance against a chosen key, not the 256-bit hash itself.
         let _ = aws_lc_rs::rand::fill(&mut hash_key);
-        Self { map: DashMap::new(), capacity: AtomicUsize::new(capacity), hash_key, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        Self {
+            map: DashMap::new(),
+            capacity: AtomicUsize::new(capacity),
+            hash_key,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     /// Hits and misses since start (a miss is a signature verification).

@@ -48,6 +48,8 @@ pub struct Setup {
     pub login_limits: String,
     /// Whole `[[routes]]` tables.
     pub routes: String,
+    /// File name (in the test's folder) of the signing key; "signing.pem" when empty.
+    pub signing_key: String,
 }
 
 impl Setup {
@@ -88,7 +90,7 @@ generate_self_signed = true
 {tls}
 
 [tokens]
-signing_key = "{d}/signing.pem"
+signing_key = "{d}/{key}"
 generate_signing_key = true
 {tokens}
 
@@ -106,6 +108,7 @@ users_file = "{d}/users.toml"
         tokens = setup.tokens,
         login_limits = setup.login_limits,
         routes = setup.routes,
+        key = if setup.signing_key.is_empty() { "signing.pem" } else { &setup.signing_key },
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();
