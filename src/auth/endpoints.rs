@@ -302,8 +302,8 @@ async fn refresh(
     };
     // Roles come from the users file as it is now: a user disabled or removed since login
     // cannot keep refreshing.
-    let roles = match rt.credentials.user(&session.login) {
-        Some(u) if !u.disabled => u.roles.clone(),
+    let roles = match rt.credentials.account(&session.login) {
+        Some(a) if !a.disabled => a.roles,
         found => {
             if let Some(until) = gw.store.revoke_session(&session.id).await.map_err(store_err)? {
                 gw.revocations.revoke(&session.id, until + rt.token_settings.leeway_secs);
@@ -375,8 +375,8 @@ async fn verify_ott(
     else {
         return invalid();
     };
-    let roles = match rt.credentials.user(&login) {
-        Some(u) if !u.disabled => u.roles.clone(),
+    let roles = match rt.credentials.account(&login) {
+        Some(a) if !a.disabled => a.roles,
         _ => return invalid(),
     };
     let pair = start_session(gw, rt, &login, &roles).await?;

@@ -48,6 +48,8 @@ pub struct Setup {
     pub login_limits: String,
     /// Whole `[[routes]]` tables.
     pub routes: String,
+    /// The body of `[credentials]`; the users file of the test users when empty.
+    pub credentials: String,
     /// File name (in the test's folder) of the signing key; "signing.pem" when empty.
     pub signing_key: String,
 }
@@ -95,8 +97,7 @@ generate_signing_key = true
 {tokens}
 
 [credentials]
-kind = "file"
-users_file = "{d}/users.toml"
+{credentials}
 
 [login_limits]
 {login_limits}
@@ -108,6 +109,11 @@ users_file = "{d}/users.toml"
         tokens = setup.tokens,
         login_limits = setup.login_limits,
         routes = setup.routes,
+        credentials = if setup.credentials.is_empty() {
+            format!("kind = \"file\"\nusers_file = \"{d}/users.toml\"")
+        } else {
+            setup.credentials.clone()
+        },
         key = if setup.signing_key.is_empty() { "signing.pem" } else { &setup.signing_key },
     );
     let path = dir.join("gateway.toml");
