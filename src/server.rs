@@ -19,6 +19,21 @@ use crate::proxy::{self, Forwarding, X_REQUEST_ID};
 use crate::routes::{AuthMode, normalize_path};
 use crate::runtime::Runtime;
 
+/// Every endpoint the gateway answers itself: path (auth paths under `api_prefix`), methods,
+/// and whether it is on the admin listener only. `docs/openapi.yaml` must describe exactly these.
+pub const OWN_ENDPOINTS: &[(&str, &[&str], bool)] = &[
+    ("/auth/token", &["POST"], false),
+    ("/auth/token/refresh", &["GET"], false),
+    ("/external/token", &["POST"], false),
+    ("/external/token/verify", &["POST"], false),
+    ("/auth/token/revoke", &["POST"], false),
+    ("/connectors/settings", &["GET", "PATCH"], false),
+    ("/.well-known/jwks.json", &["GET"], false),
+    ("/healthz", &["GET"], false),
+    ("/readyz", &["GET"], false),
+    ("/metrics", &["GET"], true),
+];
+
 /// What the listener knows about a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
