@@ -15,7 +15,7 @@ use crate::error::GatewayError;
 
 /// A verification key, ready to use.
 pub enum Verifier {
-    Public(ParsedPublicKey),
+    Public(Box<ParsedPublicKey>),
     Hmac(aws_lc_rs::hmac::Key),
 }
 
@@ -135,7 +135,7 @@ pub fn verify(
     }
     let aud_ok = match &c.aud {
         Audience::One(a) => *a == settings.audience,
-        Audience::Many(list) => list.iter().any(|a| *a == settings.audience),
+        Audience::Many(list) => list.contains(&settings.audience),
     };
     if !aud_ok {
         return Err(invalid("audience"));
