@@ -29,7 +29,7 @@ impl Verifier {
             _ => return Err("not an asymmetric algorithm".into()),
         };
         ParsedPublicKey::new(algorithm, public)
-            .map(Self::Public)
+            .map(|k| Self::Public(Box::new(k)))
             .map_err(|e| format!("unusable public key: {e}"))
     }
 
