@@ -15,8 +15,8 @@ use crate::error::GatewayError;
 
 /// A verification key, ready to use.
 pub enum Verifier {
-    Public(Box<ParsedPublicKey>),
-    Hmac(aws_lc_rs::hmac::Key),
+    Public(ParsedPublicKey),
+    Hmac(Box<aws_lc_rs::hmac::Key>),
 }
 
 impl Verifier {
@@ -29,12 +29,12 @@ impl Verifier {
             _ => return Err("not an asymmetric algorithm".into()),
         };
         ParsedPublicKey::new(algorithm, public)
-            .map(|k| Self::Public(Box::new(k)))
+            .map(Self::Public)
             .map_err(|e| format!("unusable public key: {e}"))
     }
 
     pub fn hmac(secret: &[u8]) -> Self {
-        Self::Hmac(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret))
+        Self::Hmac(Box::new(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret)))
     }
 
     fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
