@@ -97,7 +97,20 @@ fn serve(config: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One worker: a single-threaded runtime (no work-stealing machinery, no cross-thread
+    // wake-ups), like nginx's single worker. More: the multi-threaded scheduler.
+    let workers = match runtime.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let tokio = match builder.enable_all().build() {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Concurrent client connections on the main listeners; past it new ones are refused.
     pub max_connections: usize,
+    /// Async worker threads; 0 = one per available core. 1 runs a single-threaded runtime.
+    pub worker_threads: usize,
     pub header_read_timeout: ConfigDuration,
     pub idle_timeout: ConfigDuration,
     pub shutdown_grace: ConfigDuration,
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_connections: 10_000,
+            worker_threads: 0,
             header_read_timeout: ConfigDuration::secs(10),
             idle_timeout: ConfigDuration::secs(60),
             shutdown_grace: ConfigDuration::secs(30),
