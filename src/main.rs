@@ -118,6 +118,15 @@ fn serve(config: PathBuf) -> ExitCode {
         }
     };
     tokio.block_on(async move {
+        // Handlers first: a SIGHUP that arrives as soon as we announce serving must reload,
+        // not kill the process (its default action).
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let running = match bo_gateway::start(runtime).await {
             Ok(r) => r,
             Err(e) => {
@@ -132,31 +141,40 @@ fn serve(config: PathBuf) -> ExitCode {
             config = %config.display(),
             "bo-gateway serving"
         );
-        serve_signals(&running).await;
+        signals.serve(&running).await;
         running.shutdown();
         running.wait().await;
         ExitCode::SUCCESS
     })
 }
 
-/// SIGHUP reloads; SIGTERM or SIGINT returns (and the caller drains).
-async fn serve_signals(running: &bo_gateway::Running) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return tracing::info!("SIGTERM received"),
-            _ = int.recv() => return tracing::info!("SIGINT received"),
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP received: reloading");
-                if let Err(e) = running.reload().await {
-                    tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// SIGHUP reloads; SIGTERM or SIGINT returns (and the caller drains).
+    async fn serve(mut self, running: &bo_gateway::Running) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return tracing::info!("SIGTERM received"),
+                _ = self.int.recv() => return tracing::info!("SIGINT received"),
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading");
+                    if let Err(e) = running.reload().await {
+                        tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
+                    }
                 }
             }
         }
