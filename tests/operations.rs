@@ -196,3 +196,65 @@ async fn sighup_reloads_and_sigterm_under_load_drains_cleanly() {
     assert_eq!(failed_in_flight.load(Ordering::Relaxed), 0, "in-flight requests failed during the drain");
     assert!(tokio::net::TcpStream::connect(bin.https).await.is_err(), "still accepting after exit");
 }
+
+#[tokio::test]
+async fn reload_picks_up_users_and_certificate_and_keeps_websockets() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    // A WebSocket echo upstream.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() {
+                        let _ = ws.send(m).await;
+                    }
+                }
+            });
+        }
+    });
+    let setup = Setup::routes(route("ws", "/ws", &format!("http://{ws_addr}"), "auth = \"public\""));
+    let gw = Gateway::start(setup.clone()).await;
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    let tls = tls_connector(&gw.cert_pem)
+        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let req = format!("wss://localhost:{}/ws", gw.https.port()).into_client_request().unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+
+    // New certificate (regenerated), and a user the old snapshot did not know.
+    std::fs::remove_file(gw.dir.path().join("gateway.crt")).unwrap();
+    std::fs::remove_file(gw.dir.path().join("gateway.key")).unwrap();
+    let users = gw.dir.path().join("users.toml");
+    write_config(gw.dir.path(), &setup);
+    let hash = bo_gateway::auth::credentials::hash_password_with("dave-password", 1024, 1, 1).unwrap();
+    let mut text = std::fs::read_to_string(&users).unwrap();
+    text += &format!("\n[[users]]\nlogin = \"dave\"\npassword_hash = \"{hash}\"\n");
+    std::fs::write(&users, text).unwrap();
+    gw.running.as_ref().unwrap().reload().await.unwrap();
+
+    // The WebSocket opened before the reload still works.
+    ws.send(Message::text("after reload")).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back.into_text().unwrap().as_str(), "after reload");
+
+    // New connections get the new certificate: the old one no longer validates them.
+    let new_cert = std::fs::read(gw.dir.path().join("gateway.crt")).unwrap();
+    assert_ne!(new_cert, gw.cert_pem);
+    let fresh = client_for(&new_cert, false);
+    let r = fresh
+        .post(gw.url("/auth/token"))
+        .json(&serde_json::json!({"login": "dave", "password": "dave-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "user added by the reload cannot log in");
+    let stale = client_for(&gw.cert_pem, false);
+    assert!(stale.get(gw.url("/healthz")).send().await.is_err(), "old certificate still served");
+}
