@@ -35,7 +35,6 @@ pub use runtime::Runtime;
 
 use crate::listener::{Accept, accept_loop};
 use crate::server::Listener;
-use crate::store::{MemoryStore, Store};
 
 /// A gateway that is serving: its bound addresses, its state, and the handle to stop it.
 pub struct Running {
@@ -63,6 +62,8 @@ impl Running {
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{}: cannot open the store: {source}", .config.display())]
+    Store { config: std::path::PathBuf, source: store::StoreError },
 }
 
 async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, StartError> {
@@ -77,7 +78,9 @@ async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, StartErro
 /// Binds the listeners of `runtime` and starts serving. Port 0 binds an ephemeral port; the
 /// bound addresses are in the returned [`Running`].
 pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let store = store::open(&runtime.raw.store)
+        .await
+        .map_err(|source| StartError::Store { config: runtime.source.clone(), source })?;
     let https = bind(runtime.listen.https).await?;
     let plain = bind(runtime.listen.plain).await?;
     let admin = bind(runtime.listen.admin).await?;
@@ -87,6 +90,7 @@ pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
     let grace = runtime.shutdown_grace;
     let gw = Gateway::new(runtime, store);
     gw.spawn_housekeeping(Duration::from_secs(30));
+    gw.spawn_revocation_sync(Duration::from_secs(1));
 
     let shutdown = CancellationToken::new();
     let main_stop = CancellationToken::new();
