@@ -3,77 +3,40 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+use support::binary::Served;
 use support::{ADMIN, Setup, TRADER, error_code, route, upstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bo-gateway");
 
-struct Served {
-    child: Child,
-    base: String,
-    client: reqwest::Client,
+trait Calls {
+    async fn refresh(&self, rt: &Value) -> reqwest::Response;
+    async fn verify(&self, ott: &str) -> Value;
+    async fn call(&self, at: &Value) -> u16;
 }
 
-/// Starts the binary and waits for its "bo-gateway serving" line to learn its HTTPS port.
-fn serve(config: &Path, dir: &Path) -> Served {
-    let mut child = Command::new(BIN)
-        .args(["--log-format", "json", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let https = loop {
-        let line = lines.next().expect("gateway exited before serving").unwrap();
-        if line.contains("bo-gateway serving") {
-            let v: Value = serde_json::from_str(&line).unwrap();
-            let s = v["fields"]["https"].as_str().unwrap().to_string();
-            break s.trim_start_matches("Some(").trim_end_matches(')').to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let cert = std::fs::read(dir.join("gateway.crt")).unwrap();
-    Served { child, base: format!("https://{https}"), client: support::client_for(&cert, false) }
-}
-
-impl Served {
-    async fn login(&self, user: (&str, &str)) -> Value {
-        let r = self
-            .client
-            .post(format!("{}/auth/token", self.base))
-            .json(&serde_json::json!({"login": user.0, "password": user.1}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json().await.unwrap()
-    }
-
+impl Calls for Served {
     async fn refresh(&self, rt: &Value) -> reqwest::Response {
-        let url = format!("{}/auth/token/refresh", self.base);
+        let url = self.url("/auth/token/refresh");
         self.client.get(url).header("token", rt.as_str().unwrap()).send().await.unwrap()
     }
 
     async fn verify(&self, ott: &str) -> Value {
-        let url = format!("{}/external/token/verify", self.base);
+        let url = self.url("/external/token/verify");
         let r = self.client.post(url).json(&serde_json::json!({ "token": ott })).send().await.unwrap();
         r.json().await.unwrap()
     }
 
     async fn call(&self, at: &Value) -> u16 {
-        let r =
-            self.client.get(format!("{}/api/x", self.base)).bearer_auth(at.as_str().unwrap()).send().await;
+        let r = self.client.get(self.url("/api/x")).bearer_auth(at.as_str().unwrap()).send().await;
         r.unwrap().status().as_u16()
     }
+}
 
-    fn kill_9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL: no shutdown code runs
-        self.child.wait().unwrap();
-    }
+fn serve(config: &Path, dir: &Path) -> Served {
+    support::binary::serve(BIN, config, dir, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

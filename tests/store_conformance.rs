@@ -119,6 +119,40 @@ async fn expiry(store: Arc<dyn Store>) {
     );
 }
 
+/// More entries than one purge step looks at (the file store purges in bounded steps): every
+/// expired one goes, every live one stays.
+async fn purge_keeps_the_live(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..5_000u32 {
+        let s = store.clone();
+        tasks.spawn(async move {
+            let mut hash = [7u8; 32];
+            hash[..4].copy_from_slice(&i.to_le_bytes());
+            let expires = if i % 1_000 == 0 { now + 500 } else { now + 5 };
+            s.put_ott(&hash, "alice", expires).await.unwrap();
+            let id = format!("p{i}");
+            hash[4] = 8;
+            let mut new = session(&id, hash, now);
+            new.refresh_expires = expires;
+            new.access_expires = expires;
+            s.create_session(new).await.unwrap();
+        });
+    }
+    tasks.join_all().await;
+    store.purge_expired(now + 100).await.unwrap();
+    for i in [0u32, 1, 999, 1_000, 2_047, 2_048, 4_000, 4_999] {
+        let mut hash = [7u8; 32];
+        hash[..4].copy_from_slice(&i.to_le_bytes());
+        let live = i % 1_000 == 0;
+        let got = store.consume_ott(&hash, now + 100).await.unwrap();
+        assert_eq!(got.is_some(), live, "ott {i}");
+        hash[4] = 8;
+        let r = store.rotate_refresh(&hash, &h(200), now + 600, now + 600, now + 100).await.unwrap();
+        assert_eq!(matches!(r, Rotation::Rotated(_)), live, "session {i}: {r:?}");
+    }
+}
+
 async fn ott_single_use(store: Arc<dyn Store>) {
     let now = 1_000;
     store.put_ott(&h(30), "bob", now + 30).await.unwrap();
@@ -191,6 +225,7 @@ all_backends!(
     rotation_and_reuse,
     rotation_is_atomic,
     expiry,
+    purge_keeps_the_live,
     ott_single_use,
     revocation,
     settings_and_counters

@@ -111,3 +111,37 @@ fn store_keys_are_checked_with_the_config() {
         assert!(err.contains(key), "{store}: {err}");
     }
 }
+
+/// `rediss://`: the server's certificate is checked against the system roots, which
+/// `SSL_CERT_FILE` replaces here (hence the real binary: the tests never set environment
+/// variables in-process). Without the CA the store stays down; with it, logins work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_checks_the_certificate_and_works_with_a_trusted_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((redis, ca)) = OwnRedis::start_tls(dir.path()).await else { return };
+    let bin = env!("CARGO_BIN_EXE_bo-gateway");
+    let store = format!("kind = \"redis\"\nurl = \"rediss://localhost:{}\"\n", redis.port);
+    let config = support::write_config(dir.path(), &Setup { store, ..Default::default() });
+
+    let untrusted = support::binary::serve(bin, &config, dir.path(), &[]);
+    let r = untrusted
+        .client
+        .post(untrusted.url("/auth/token"))
+        .json(&serde_json::json!({"login": TRADER.0, "password": TRADER.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (503, "store.unavailable".into()), "an unknown issuer is refused");
+    drop(untrusted);
+
+    let trusted = support::binary::serve(bin, &config, dir.path(), &[("SSL_CERT_FILE", &ca)]);
+    let pair = trusted.login(TRADER).await;
+    let r = trusted
+        .client
+        .get(trusted.url("/auth/token/refresh"))
+        .header("token", pair["refreshToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

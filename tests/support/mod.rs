@@ -2,6 +2,7 @@
 //! upstreams, and clients that speak to it.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod redis;
 pub mod upstream;
 

@@ -73,6 +73,8 @@ pub async fn cleanup(url: &str, prefix: &str) {
 /// A private `redis-server` on a free port, killed (by its PID) on drop.
 pub struct OwnRedis {
     pub port: u16,
+    /// Server arguments beyond port and persistence (TLS files).
+    tls: Vec<String>,
     child: Option<Child>,
 }
 
@@ -87,9 +89,46 @@ impl OwnRedis {
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Self { port, child: None };
+        let mut r = Self { port, tls: Vec::new(), child: None };
         r.restart().await;
         Some(r)
+    }
+
+    /// A TLS-only server (`rediss://localhost:PORT`) whose certificate is signed by a fresh CA;
+    /// returns it and the CA's PEM file (written into `dir`).
+    pub async fn start_tls(dir: &std::path::Path) -> Option<(Self, std::path::PathBuf)> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let mut r = Self::start().await?;
+        r.stop();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(vec![]).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let (ca_file, cert_file, key_file) =
+            (dir.join("redis-ca.pem"), dir.join("redis.crt"), dir.join("redis.key"));
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let path = |p: &std::path::Path| p.display().to_string();
+        r.tls = vec![
+            "--tls-port".into(),
+            r.port.to_string(),
+            "--tls-cert-file".into(),
+            path(&cert_file),
+            "--tls-key-file".into(),
+            path(&key_file),
+            "--tls-ca-cert-file".into(),
+            path(&ca_file),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        r.restart().await;
+        Some((r, ca_file))
     }
 
     pub fn url(&self) -> String {
@@ -99,8 +138,10 @@ impl OwnRedis {
     /// Starts the server (again) on the same port and waits until it answers.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
+        let port = if self.tls.is_empty() { self.port.to_string() } else { "0".into() };
         let child = Command::new(redis_server())
-            .args(["--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--port", &port, "--save", "", "--appendonly", "no"])
+            .args(&self.tls)
             .args(["--bind", "127.0.0.1", "--daemonize", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -108,9 +149,18 @@ impl OwnRedis {
             .unwrap_or_else(|e| panic!("cannot run redis-server ({e}); apt-get install redis-server"));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(&self.url()).await {
+        while !self.answers().await {
             assert!(Instant::now() < deadline, "redis-server on port {} never answered", self.port);
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn answers(&self) -> bool {
+        if self.tls.is_empty() {
+            ping(&self.url()).await
+        } else {
+            // Without trusting the test CA in-process, an accepted connection is the best sign.
+            tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok()
         }
     }
 
