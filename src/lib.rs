@@ -90,7 +90,7 @@ pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
     let grace = runtime.shutdown_grace;
     let gw = Gateway::new(runtime, store);
     gw.spawn_housekeeping(Duration::from_secs(30));
-    gw.spawn_revocation_sync(Duration::from_secs(1));
+    gw.spawn_revocation_sync(Duration::from_millis(500));
 
     let shutdown = CancellationToken::new();
     let main_stop = CancellationToken::new();

@@ -137,3 +137,28 @@ async fn settings_changed_on_a_apply_on_b() {
     assert_eq!(p.b.login(TRADER).await["accessTokenLifeTime"], 600, "B issues with A's setting");
     p.finish().await;
 }
+
+/// A revocation whose pub/sub message was lost (written straight into the revoked set, never
+/// published) still reaches B through the periodic resync, within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missed_message_cannot_keep_a_revoked_token_alive() {
+    let Some(p) = two_replicas().await else { return };
+    let access = p.b.access_token(TRADER).await;
+    assert_eq!(call(&p.b, &access).await, 200);
+    let claims = support::claims(&access);
+    let client = redis::Client::open(p.url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{}revoked", p.prefix))
+        .arg(claims["exp"].as_u64().unwrap())
+        .arg(claims["sid"].as_str().unwrap())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let revoked_at = Instant::now();
+    while call(&p.b, &access).await != 401 {
+        assert!(revoked_at.elapsed() < Duration::from_secs(1), "resync did not catch the revocation");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.finish().await;
+}

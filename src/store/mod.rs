@@ -5,7 +5,7 @@
 //! Revocations reach other replicas in two ways, and the gateway needs both: a store that is
 //! shared ([`RedisStore`]) pushes each revocation as it happens through
 //! [`Store::revocation_feed`] (Redis pub/sub: milliseconds), and the gateway re-reads every live
-//! revocation with [`Store::live_revocations`] once a second, so a message lost while the
+//! revocation with [`Store::live_revocations`] every 500 ms, so a message lost while the
 //! subscriber was reconnecting cannot keep a revoked token alive for longer than that.
 //! Revocations made by this process are also put straight into the gateway's own set by the
 //! endpoint that made them.
