@@ -74,6 +74,38 @@ async fn redis_down_means_503_store_unavailable_cached_tokens_flow_and_it_recove
     assert_eq!(r.unwrap().status(), 200);
 }
 
+/// A Redis that accepts but never answers (SIGSTOP) must not hang requests: every store call
+/// is bounded, so the endpoints answer 503 within about 1.5 s, and all is well after SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_redis_fails_fast_and_recovers() {
+    let Some(redis) = OwnRedis::start().await else { return };
+    let gw = Gateway::start(Setup {
+        store: format!("kind = \"redis\"\nurl = \"{}\"\n", redis.url()),
+        ..Default::default()
+    })
+    .await;
+    gw.login(TRADER).await;
+    redis.pause(true);
+    let t = Instant::now();
+    assert_eq!(gw.client.get(gw.admin_url("/readyz")).send().await.unwrap().status(), 503);
+    let login = gw
+        .client
+        .post(gw.url("/auth/token"))
+        .json(&serde_json::json!({"login": TRADER.0, "password": TRADER.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(login).await, (503, "store.unavailable".into()));
+    assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
+    redis.pause(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.client.get(gw.admin_url("/readyz")).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "not ready again after Redis resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.login(TRADER).await;
+}
+
 #[test]
 fn an_unwritable_file_store_is_a_clear_start_up_error() {
     let bin = env!("CARGO_BIN_EXE_bo-gateway");

@@ -164,6 +164,13 @@ impl OwnRedis {
         }
     }
 
+    /// SIGSTOP / SIGCONT: a Redis that keeps its connections open but never answers.
+    pub fn pause(&self, paused: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sig = if paused { "-STOP" } else { "-CONT" };
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
