@@ -72,6 +72,15 @@ async fn redis_down_means_503_store_unavailable_cached_tokens_flow_and_it_recove
     let fresh = gw.login(TRADER).await;
     let r = gw.client.get(gw.url("/api/x")).bearer_auth(fresh["accessToken"].as_str().unwrap()).send().await;
     assert_eq!(r.unwrap().status(), 200);
+    // Scripts are loaded again by themselves (EVALSHA falls back to EVAL on the new server).
+    let r = gw
+        .client
+        .get(gw.url("/auth/token/refresh"))
+        .header("token", fresh["refreshToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 /// A Redis that accepts but never answers (SIGSTOP) must not hang requests: every store call
