@@ -11,12 +11,14 @@ use tokio::sync::Semaphore;
 use crate::auth::cache::{Revocations, TokenCache};
 use crate::auth::tokens::{self, Authenticated};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use crate::store::Store;
+use crate::store::{MeteredStore, Store};
 
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
     pub cache: TokenCache,
     pub revocations: Revocations,
     /// Bounds concurrent argon2 checks (see `credentials::hashing_limit`).
@@ -31,9 +33,12 @@ impl Gateway {
         let capacity = runtime.raw.tokens.cache_capacity;
         let mut prefix = [0u8; 8];
         let _ = aws_lc_rs::rand::fill(&mut prefix);
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
         let gw = Arc::new(Self {
             runtime: ArcSwap::from_pointee(runtime),
             store,
+            metrics,
             cache: TokenCache::new(capacity),
             revocations: Revocations::new(),
             hashing: crate::auth::credentials::hashing_limit(),
@@ -41,10 +46,26 @@ impl Gateway {
             request_prefix: u64::from_le_bytes(prefix),
             request_seq: AtomicU64::new(0),
         });
-        for route in gw.runtime().routes.iter() {
+        gw.install(&gw.runtime());
+        gw
+    }
+
+    /// Puts a new snapshot in service. Requests already running keep the one they loaded.
+    /// Verified tokens are forgotten: the new snapshot's keys may no longer accept them.
+    pub fn swap(&self, runtime: Runtime) {
+        self.install(&runtime);
+        self.cache.set_capacity(runtime.raw.tokens.cache_capacity);
+        self.runtime.store(Arc::new(runtime));
+        self.cache.clear();
+    }
+
+    /// Readies a snapshot for serving: binds each route to its (long-lived) metrics and starts
+    /// the active health checks of its pools.
+    fn install(&self, rt: &Runtime) {
+        for route in rt.routes.iter() {
+            let _ = route.stats.set(self.metrics.route(&route.name));
             crate::proxy::spawn_health_checks(&route.pool);
         }
-        gw
     }
 
     /// The current snapshot; a request keeps the one it started with.
@@ -62,15 +83,18 @@ impl Gateway {
 
     /// The Bearer check of SPEC §2.
     pub fn authenticate(&self, rt: &Runtime, headers: &HeaderMap) -> Result<Authenticated, GatewayError> {
-        let token = tokens::bearer_token(headers)?;
-        tokens::verify(
-            token,
-            &rt.keys,
-            &rt.token_settings,
-            &self.cache,
-            &self.revocations,
-            tokens::now_secs(),
-        )
+        let result = tokens::bearer_token(headers).and_then(|token| {
+            tokens::verify(
+                token,
+                &rt.keys,
+                &rt.token_settings,
+                &self.cache,
+                &self.revocations,
+                tokens::now_secs(),
+            )
+        });
+        self.metrics.auth.add(result.as_ref().map_or_else(|e| e.code(), |_| "ok"));
+        result
     }
 
     /// A fresh request id: a random per-process prefix and a counter, 32 hex digits.

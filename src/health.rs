@@ -86,3 +86,13 @@ pub async fn readyz(
     let text = serde_json::to_string(&body).map_err(|e| GatewayError::Internal(e.to_string()))?;
     Ok(json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, text))
 }
+
+/// `GET /metrics` (admin listener only): Prometheus text format 0.0.4.
+pub fn metrics(gw: &std::sync::Arc<Gateway>, method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
+    check_method(method)?;
+    let text = crate::metrics::render(gw).map_err(|e| GatewayError::Internal(format!("metrics: {e}")))?;
+    let mut resp = Response::new(full(text));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(resp)
+}

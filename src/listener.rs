@@ -1,43 +1,98 @@
-//! Binding, accepting, TLS, and the graceful drain of connections.
+//! Binding, accepting, TLS, connection limits, idle timeouts and the graceful drain.
 
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
 use crate::server::{self, ConnInfo, Listener};
 
+/// The connections of a set of listeners, and the signal that asks them to finish: on it, each
+/// connection completes its in-flight requests and closes (HTTP/1: after the current response;
+/// HTTP/2: GOAWAY).
+#[derive(Default)]
+pub struct Drain {
+    signal: CancellationToken,
+    live: AtomicUsize,
+    gone: Notify,
+}
+
+impl Drain {
+    /// Asks every connection to finish, then waits until none is left.
+    pub async fn drain(&self) {
+        self.signal.cancel();
+        loop {
+            let notified = self.gone.notified();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn enter(self: &Arc<Self>) -> Live {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Live(self.clone())
+    }
+}
+
+struct Live(Arc<Drain>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.gone.notify_waiters();
+        }
+    }
+}
+
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Accept {
     pub listener: TcpListener,
-    pub tls: Option<TlsAcceptor>,
+    /// Whether connections start with a TLS handshake (the certificate comes from the runtime
+    /// snapshot current at accept time, so a reload changes it without rebinding).
+    pub tls: bool,
     pub kind: Listener,
+    /// Shared by the listeners of one kind: past its permits, new connections are refused.
+    pub slots: Arc<Semaphore>,
 }
 
-/// Accepts connections until `stop` fires; each connection is registered with `conns` so the
-/// caller can drain them once every accept loop has returned.
-pub async fn accept_loop(
-    accept: Accept,
-    gw: Arc<Gateway>,
-    stop: CancellationToken,
-    conns: Arc<GracefulShutdown>,
-) {
-    let rt = gw.runtime();
+/// The HTTP settings of a snapshot: built per connection, so a reload applies to new ones.
+fn http_builder(rt: &crate::runtime::Runtime) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(rt.header_read_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(rt.idle_timeout));
-    let builder = Arc::new(builder);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(rt.header_read_timeout)
+        .max_buf_size(rt.max_header_bytes)
+        .max_headers(rt.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(rt.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(rt.idle_timeout));
+    builder
+}
+
+/// Accepts connections until `stop` fires; each connection is counted in `conns` so the caller
+/// can drain them.
+pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationToken, conns: Arc<Drain>) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -51,44 +106,211 @@ pub async fn accept_loop(
                 }
             },
         };
+        let Ok(slot) = accept.slots.clone().try_acquire_owned() else {
+            // Refusing costs nothing; serving would let a flood exhaust memory.
+            tracing::debug!(%peer, "connection limit reached; refused");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
-        let builder = builder.clone();
-        let watcher = conns.watcher();
-        let tls = accept.tls.clone();
-        let kind = accept.kind;
+        let rt = gw.runtime();
+        let builder = http_builder(&rt);
+        let acceptor = if accept.tls { rt.tls.clone().map(TlsAcceptor::from) } else { None };
+        let idle = rt.idle_timeout;
+        drop(rt);
+        let conn =
+            Conn { peer, kind: accept.kind, gw: gw.clone(), idle, drain: conns.clone(), live: conns.enter() };
+        let wants_tls = accept.tls;
         tokio::spawn(async move {
-            match tls {
-                Some(acceptor) => {
+            let _slot = slot;
+            match (wants_tls, acceptor) {
+                (true, Some(acceptor)) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            serve(tls_stream, peer, true, kind, gw, &builder, watcher).await
-                        }
+                        Ok(Ok(tls_stream)) => conn.serve(tls_stream, true, &builder).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve(stream, peer, false, kind, gw, &builder, watcher).await,
+                (true, None) => tracing::warn!(%peer, "no TLS configuration; connection dropped"),
+                (false, _) => conn.serve(stream, false, &builder).await,
             }
         });
     }
 }
 
-async fn serve<IO>(
-    io: IO,
+struct Conn {
     peer: SocketAddr,
-    tls: bool,
     kind: Listener,
     gw: Arc<Gateway>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let conn_info = ConnInfo { peer, tls };
-    let service = service_fn(move |req| server::handle(gw.clone(), conn_info, kind, req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    idle: Duration,
+    drain: Arc<Drain>,
+    live: Live,
+}
+
+impl Conn {
+    async fn serve<IO>(self, io: IO, tls: bool, builder: &auto::Builder<TokioExecutor>)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn { peer, kind, gw, idle, drain, live: _live } = self;
+        let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
+        let activity = Arc::new(Activity::new());
+        let info = ConnInfo { peer, tls };
+        let act = activity.clone();
+        let service = service_fn(move |req| {
+            let gw = gw.clone();
+            let busy = act.enter();
+            async move {
+                let resp = server::handle(gw, info, kind, req).await;
+                drop(busy);
+                resp
+            }
+        });
+        let io = ActivityIo { inner: io, activity: activity.clone() };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let mut draining = false;
+        loop {
+            let deadline = activity.idle_deadline(idle);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = drain.signal.cancelled(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if activity.is_idle(idle) {
+                        // No request in flight and no byte either way: drop the connection.
+                        tracing::debug!(%peer, "idle timeout");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts a main-listener connection in the open-connections gauge while it lives.
+struct OpenConnection(Arc<crate::metrics::Metrics>);
+
+impl OpenConnection {
+    fn new(m: Arc<crate::metrics::Metrics>) -> Self {
+        m.open_connections.fetch_add(1, Ordering::Relaxed);
+        Self(m)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+/// When a connection last moved a byte, and how many requests it has in flight.
+struct Activity {
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { last_ms: AtomicU64::new(now_ms()), in_flight: AtomicUsize::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn enter(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        epoch() + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)) >= idle.as_millis() as u64
+    }
+}
+
+/// A request in flight on its connection; the connection is not idle until it is dropped.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// The connection's IO, noting the time of every successful read or write.
+struct ActivityIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -119,23 +119,33 @@ fn serve(config: PathBuf) -> ExitCode {
             config = %config.display(),
             "bo-gateway serving"
         );
-        wait_for_signal().await;
+        serve_signals(&running).await;
         running.shutdown();
         running.wait().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// SIGHUP reloads; SIGTERM or SIGINT returns (and the caller drains).
+async fn serve_signals(running: &bo_gateway::Running) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
     else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         std::future::pending::<()>().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM received"),
+            _ = int.recv() => return tracing::info!("SIGINT received"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading");
+                if let Err(e) = running.reload().await {
+                    tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
+                }
+            }
+        }
     }
 }

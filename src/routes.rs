@@ -30,6 +30,8 @@ pub struct Route {
     pub timeout: std::time::Duration,
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
     pub pool: Arc<UpstreamPool>,
+    /// Set when the snapshot is installed, shared with the same-named route of later snapshots.
+    pub stats: std::sync::OnceLock<Arc<crate::metrics::RouteStats>>,
 }
 
 impl Route {
@@ -119,6 +121,11 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, GatewayError> {
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {
         return Err(bad("must start with /"));
+    }
+    // A request target is visible ASCII (RFC 9112); hyper already enforces this, but the
+    // function must not depend on its caller for that.
+    if !b.iter().all(|c| (0x21..=0x7e).contains(c)) {
+        return Err(bad("characters outside visible ASCII"));
     }
     let simple = !b.iter().any(|&c| c == b'%' || c == b'\\') && !path.contains("//") && !path.contains("/.");
     if simple {

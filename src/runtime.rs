@@ -37,6 +37,9 @@ pub struct Runtime {
     pub api_prefix: String,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: u64,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -101,6 +104,13 @@ impl Runtime {
             .collect::<Result<Vec<_>, _>>()?;
         if s.max_body_bytes == 0 {
             return Err(err("server.max_body_bytes", "must be greater than 0".into()));
+        }
+        if s.max_header_bytes < 8192 {
+            return Err(err("server.max_header_bytes", "must be at least 8192".into()));
+        }
+        if s.max_headers == 0 || s.max_connections == 0 {
+            let key = if s.max_headers == 0 { "server.max_headers" } else { "server.max_connections" };
+            return Err(err(key, "must be greater than 0".into()));
         }
         for (key, d) in
             [("server.header_read_timeout", s.header_read_timeout), ("server.idle_timeout", s.idle_timeout)]
@@ -184,6 +194,9 @@ impl Runtime {
             api_prefix,
             trusted_proxies,
             max_body_bytes: s.max_body_bytes,
+            max_header_bytes: s.max_header_bytes,
+            max_headers: s.max_headers,
+            max_connections: s.max_connections,
             header_read_timeout: s.header_read_timeout.0,
             idle_timeout: s.idle_timeout.0,
             shutdown_grace: s.shutdown_grace.0,
@@ -328,5 +341,6 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         timeout: r.timeout.0,
         upstream_headers,
         pool: Arc::new(pool),
+        stats: std::sync::OnceLock::new(),
     })
 }

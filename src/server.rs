@@ -8,15 +8,31 @@ use std::time::Instant;
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
-use crate::auth::Authenticated;
 use crate::auth::endpoints::{self, Endpoint};
+use crate::auth::{Authenticated, Identity};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::health;
+use crate::metrics::RouteStats;
 use crate::proxy::{self, Forwarding, X_REQUEST_ID};
 use crate::routes::{AuthMode, normalize_path};
 use crate::runtime::Runtime;
+
+/// Every endpoint the gateway answers itself: path (auth paths under `api_prefix`), methods,
+/// and whether it is on the admin listener only. `docs/openapi.yaml` must describe exactly these.
+pub const OWN_ENDPOINTS: &[(&str, &[&str], bool)] = &[
+    ("/auth/token", &["POST"], false),
+    ("/auth/token/refresh", &["GET"], false),
+    ("/external/token", &["POST"], false),
+    ("/external/token/verify", &["POST"], false),
+    ("/auth/token/revoke", &["POST"], false),
+    ("/connectors/settings", &["GET", "PATCH"], false),
+    ("/.well-known/jwks.json", &["GET"], false),
+    ("/healthz", &["GET"], false),
+    ("/readyz", &["GET"], false),
+    ("/metrics", &["GET"], true),
+];
 
 /// What the listener knows about a connection.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +46,17 @@ pub struct ConnInfo {
 pub enum Listener {
     Main,
     Admin,
+}
+
+/// What one request did, for its access-log line and metrics.
+#[derive(Default)]
+pub struct Trail {
+    pub route: Option<Arc<str>>,
+    pub stats: Option<Arc<RouteStats>>,
+    pub upstream: Option<Arc<str>>,
+    pub identity: Option<Arc<Identity>>,
+    /// The normalised path, when normalising changed it.
+    pub normalised: Option<String>,
 }
 
 pub async fn handle(
@@ -46,30 +73,38 @@ pub async fn handle(
         _ => gw.new_request_id(),
     };
     let method = req.method().clone();
-    let raw_path = req.uri().path().to_owned();
-    let mut route_name: Option<Arc<str>> = None;
+    let uri = req.uri().clone();
+    let mut trail = Trail::default();
     let result = match listener {
-        Listener::Main => dispatch(&gw, &rt, conn, trusted, &request_id, req, &mut route_name).await,
+        Listener::Main => dispatch(&gw, &rt, conn, trusted, &request_id, req, &mut trail).await,
         Listener::Admin => admin(&gw, &rt, req).await,
     };
     let mut resp = result.unwrap_or_else(|e| {
         if e.status().is_server_error() {
-            tracing::warn!(error = %e, "request failed");
+            tracing::warn!(request_id = ?request_id, error = %e, "request failed");
         } else {
-            tracing::debug!(error = %e, "request refused");
+            tracing::debug!(request_id = ?request_id, error = %e, "request refused");
         }
         e.into_response()
     });
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    if listener == Listener::Main {
+        trail.stats.as_deref().unwrap_or(&gw.metrics.gateway).record(&method, status, took);
+    }
     tracing::info!(
         target: "access",
         request_id = ?request_id,
         client = %conn.peer,
         method = %method,
-        path = %raw_path,
-        route = route_name.as_deref().unwrap_or("-"),
-        status = resp.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
+        path = trail.normalised.as_deref().unwrap_or(uri.path()),
+        route = trail.route.as_deref().unwrap_or("-"),
+        status,
+        bytes = http_body::Body::size_hint(resp.body()).exact(),
+        micros = took.as_micros() as u64,
+        upstream = trail.upstream.as_deref(),
+        login = trail.identity.as_deref().map(|i| i.login.as_str()),
     );
     Ok(resp)
 }
@@ -80,13 +115,14 @@ fn valid_request_id(v: &HeaderValue) -> bool {
 }
 
 async fn admin(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     rt: &Runtime,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     match req.uri().path() {
         "/healthz" => health::healthz(req.method()),
         "/readyz" => health::readyz(gw, rt, req.method()).await,
+        "/metrics" => health::metrics(gw, req.method()),
         _ => Err(GatewayError::NoRoute),
     }
 }
@@ -98,11 +134,14 @@ async fn dispatch(
     trusted: bool,
     request_id: &HeaderValue,
     req: Request<Incoming>,
-    route_name: &mut Option<Arc<str>>,
+    trail: &mut Trail,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     // A clone of the URI (reference-counted, no copy) so the normalised path can outlive `req`.
     let uri = req.uri().clone();
     let path = normalize_path(uri.path())?;
+    if let std::borrow::Cow::Owned(p) = &path {
+        trail.normalised = Some(p.clone());
+    }
     match path.as_ref() {
         "/healthz" => return health::healthz(req.method()),
         "/readyz" => return health::readyz(gw, rt, req.method()).await,
@@ -115,9 +154,18 @@ async fn dispatch(
     }
     let host = request_host(&req);
     let route = rt.routes.find(host.as_ref().and_then(|h| h.to_str().ok()), &path, req.method())?;
-    *route_name = Some(route.name.clone());
+    trail.route = Some(route.name.clone());
+    trail.stats = route.stats.get().cloned();
     let auth = match route.auth {
-        AuthMode::Required => gw.authenticate(rt, req.headers())?,
+        AuthMode::Required => {
+            // A token in two places is ambiguous: refuse rather than pick one.
+            if req.headers().contains_key("token") {
+                return Err(GatewayError::TokenInvalid("token header on a Bearer route"));
+            }
+            let auth = gw.authenticate(rt, req.headers())?;
+            trail.identity = auth.identity_arc();
+            auth
+        }
         AuthMode::Public => Authenticated::anonymous(),
     };
     let fwd = Forwarding {
@@ -127,7 +175,7 @@ async fn dispatch(
         host,
         request_id: request_id.clone(),
     };
-    proxy::forward(route, &auth, &fwd, req, &path, rt.max_body_bytes).await
+    proxy::forward(route, &auth, &fwd, req, &path, rt.max_body_bytes, &mut trail.upstream).await
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or the Host header.

@@ -463,3 +463,43 @@ async fn api_prefix_moves_the_endpoints() {
     assert_eq!(error_code(r).await, (404, "route.none".into()));
     assert_eq!(gw.client.get(gw.url("/.well-known/jwks.json")).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn every_supported_algorithm_issues_and_verifies() {
+    let up = upstream::start("bo").await;
+    for (alg, extra, kty) in [
+        ("ES256", "", Some("EC")),
+        ("RS256", "", Some("RSA")),
+        ("HS256", "secret_file = \"{dir}/hs256.secret\"", None),
+        ("EdDSA", "", Some("OKP")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens =
+            format!("algorithm = \"{alg}\"\n{}", extra.replace("{dir}", &dir.path().display().to_string()));
+        let gw = Gateway::start(Setup {
+            tokens,
+            routes: route("bo", "/api", &up.url(), ""),
+            ..Default::default()
+        })
+        .await;
+        let access = gw.access_token(TRADER).await;
+        let header: Value = {
+            use base64::Engine;
+            let h = access.split('.').next().unwrap();
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap())
+                .unwrap()
+        };
+        assert_eq!(header["alg"], alg);
+        assert_eq!(
+            gw.client.get(gw.url("/api/x")).bearer_auth(&access).send().await.unwrap().status(),
+            200,
+            "{alg}"
+        );
+        let jwks: Value =
+            gw.client.get(gw.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+        match kty {
+            Some(kty) => assert_eq!(jwks["keys"][0]["kty"], kty, "{alg}"),
+            None => assert_eq!(jwks["keys"], json!([]), "HS256 secrets are never published"),
+        }
+    }
+}

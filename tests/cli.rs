@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -104,22 +104,7 @@ async fn serves_the_shipped_config_and_exits_0_on_sigterm() {
     let check = Command::new(BIN).arg("check-config").current_dir(dir.path()).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 
-    let mut child = Command::new(BIN)
-        .args(["--log-format", "json"])
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let https = loop {
-        let line = lines.next().expect("gateway exited before serving").unwrap();
-        if line.contains("bo-gateway serving") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let s = v["fields"]["https"].as_str().unwrap().to_string();
-            break s.trim_start_matches("Some(").trim_end_matches(')').to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let mut gw = support::Binary::spawn(Path::new("config/gateway.toml"), dir.path());
     // The dev certificate and signing key were generated into the ignored certs/ folder.
     for f in ["certs/gateway.crt", "certs/gateway.key", "certs/token-signing.pem"] {
         assert!(dir.path().join(f).exists(), "{f}");
@@ -127,22 +112,11 @@ async fn serves_the_shipped_config_and_exits_0_on_sigterm() {
     let cert = std::fs::read(dir.path().join("certs/gateway.crt")).unwrap();
     let client = support::client_for(&cert, false);
     let r = client
-        .post(format!("https://{https}/auth/token"))
+        .post(format!("https://{}/auth/token", gw.https))
         .json(&serde_json::json!({"login": "demo", "password": "demo-password"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the README's demo user logs in");
-
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(gw.terminate(Duration::from_secs(10)), Some(0), "no clean exit after SIGTERM");
 }

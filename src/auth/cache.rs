@@ -1,7 +1,7 @@
 //! The verified-token cache and the revoked-session set, both consulted on every Bearer check.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -11,8 +11,10 @@ use super::tokens::Identity;
 /// The key is random per process, so nobody can aim a token at another token's slot.
 pub struct TokenCache {
     map: DashMap<[u8; 32], Arc<Identity>>,
-    capacity: usize,
+    capacity: AtomicUsize,
     hash_key: [u8; 32],
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl TokenCache {
@@ -22,11 +24,31 @@ impl TokenCache {
         // Without OS randomness the gateway cannot issue tokens either; a fixed key only weakens
         // collision resistance against a chosen key, not the 256-bit hash itself.
         let _ = aws_lc_rs::rand::fill(&mut hash_key);
-        Self { map: DashMap::new(), capacity, hash_key }
+        Self {
+            map: DashMap::new(),
+            capacity: AtomicUsize::new(capacity),
+            hash_key,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Hits and misses since start (a miss is a signature verification).
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+
+    pub fn count(&self, hit: bool) {
+        let c = if hit { &self.hits } else { &self.misses };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity, Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -39,7 +61,7 @@ impl TokenCache {
 
     /// The cache slot of `token`, or `None` when the cache is off.
     pub fn key(&self, token: &str) -> Option<[u8; 32]> {
-        (self.capacity > 0).then(|| *blake3::keyed_hash(&self.hash_key, token.as_bytes()).as_bytes())
+        (self.capacity() > 0).then(|| *blake3::keyed_hash(&self.hash_key, token.as_bytes()).as_bytes())
     }
 
     pub fn get(&self, key: &[u8; 32]) -> Option<Arc<Identity>> {
@@ -51,7 +73,7 @@ impl TokenCache {
     }
 
     pub fn insert(&self, key: [u8; 32], identity: Arc<Identity>, now: u64) {
-        if self.map.len() >= self.capacity {
+        if self.map.len() >= self.capacity() {
             self.make_room(now);
         }
         self.map.insert(key, identity);
@@ -61,11 +83,11 @@ impl TokenCache {
     /// inserts stay cheap. Evicted tokens are simply verified again on their next use.
     fn make_room(&self, now: u64) {
         self.purge_expired(now);
-        if self.map.len() < self.capacity {
+        if self.map.len() < self.capacity() {
             return;
         }
         let victims: Vec<[u8; 32]> =
-            self.map.iter().take((self.capacity / 8).max(1)).map(|e| *e.key()).collect();
+            self.map.iter().take((self.capacity() / 8).max(1)).map(|e| *e.key()).collect();
         for k in victims {
             self.map.remove(&k);
         }

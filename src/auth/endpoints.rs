@@ -104,10 +104,27 @@ pub async fn handle(
     client: IpAddr,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     endpoint.allows(req.method())?;
+    let m = &gw.metrics;
+    let outcome =
+        |r: &Result<Response<GatewayBody>, GatewayError>| r.as_ref().map_or_else(|e| e.code(), |_| "ok");
     match endpoint {
-        Endpoint::Token => login(gw, rt, req, client).await,
-        Endpoint::Refresh => refresh(gw, rt, req).await,
-        Endpoint::ExternalToken => issue_ott(gw, rt, req).await,
+        Endpoint::Token => {
+            let r = login(gw, rt, req, client).await;
+            m.logins.add(outcome(&r));
+            r
+        }
+        Endpoint::Refresh => {
+            let r = refresh(gw, rt, req).await;
+            m.refreshes.add(outcome(&r));
+            r
+        }
+        Endpoint::ExternalToken => {
+            let r = issue_ott(gw, rt, req).await;
+            if r.is_ok() {
+                m.otts_issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            r
+        }
         Endpoint::ExternalVerify => verify_ott(gw, rt, req).await,
         Endpoint::Revoke => revoke(gw, rt, req).await,
         Endpoint::Settings => settings(gw, rt, req).await,
@@ -285,8 +302,8 @@ async fn refresh(
     };
     // Roles come from the users file as it is now: a user disabled or removed since login
     // cannot keep refreshing.
-    let roles = match rt.credentials.user(&session.login) {
-        Some(u) if !u.disabled => u.roles.clone(),
+    let roles = match rt.credentials.account(&session.login) {
+        Some(a) if !a.disabled => a.roles,
         found => {
             if let Some(until) = gw.store.revoke_session(&session.id).await.map_err(store_err)? {
                 gw.revocations.revoke(&session.id, until + rt.token_settings.leeway_secs);
@@ -347,7 +364,10 @@ async fn verify_ott(
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let body: OttBody = parse_json(&read_body(req).await?)?;
-    let invalid = || json_response(StatusCode::OK, &serde_json::json!({ "valid": false }));
+    let invalid = || {
+        gw.metrics.otts_verified.add("token.invalid");
+        json_response(StatusCode::OK, &serde_json::json!({ "valid": false }))
+    };
     if body.token.is_empty() || body.token.len() > MAX_OPAQUE_TOKEN_BYTES {
         return invalid();
     }
@@ -355,11 +375,12 @@ async fn verify_ott(
     else {
         return invalid();
     };
-    let roles = match rt.credentials.user(&login) {
-        Some(u) if !u.disabled => u.roles.clone(),
+    let roles = match rt.credentials.account(&login) {
+        Some(a) if !a.disabled => a.roles,
         _ => return invalid(),
     };
     let pair = start_session(gw, rt, &login, &roles).await?;
+    gw.metrics.otts_verified.add("ok");
     json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -411,6 +432,25 @@ async fn settings(
     gw.store.put_settings(next).await.map_err(store_err)?;
     tracing::info!(?next, "connector settings changed");
     json_response(StatusCode::OK, &next)
+}
+
+/// Parses `bytes` as each endpoint's request body, as the handlers do (for the fuzz targets:
+/// any input must give `Ok` or `Err`, never a panic). Returns how many shapes accepted it.
+#[doc(hidden)]
+pub fn parse_any_body(bytes: &[u8]) -> usize {
+    let mut ok = 0;
+    ok += usize::from(parse_json::<LoginBody>(bytes).is_ok());
+    ok += usize::from(parse_json::<RefreshBody>(bytes).is_ok());
+    ok += usize::from(parse_json::<OttBody>(bytes).is_ok());
+    if let Ok(p) = parse_json::<SettingsPatch>(bytes) {
+        let s = ConnectorSettings {
+            access_token_life_time: p.access_token_life_time.unwrap_or(900),
+            refresh_token_life_time: p.refresh_token_life_time.unwrap_or(28_800),
+            one_time_token_life_time: p.one_time_token_life_time.unwrap_or(30),
+        };
+        ok += usize::from(validate_lifetimes(&s).is_ok());
+    }
+    ok
 }
 
 /// `GET /.well-known/jwks.json`.

@@ -8,7 +8,9 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, EncodingKey};
+
+use super::jwt::{Verifier, rsa_public_der};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, SubjectPublicKeyInfoDer};
 
@@ -28,7 +30,7 @@ pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
 /// One key accepted for verification.
 pub struct VerifyKey {
     pub kid: String,
-    pub key: DecodingKey,
+    pub key: Verifier,
     /// The public JWK (without kid/alg/use); `None` for HS256 secrets, which are never published.
     jwk: Option<serde_json::Value>,
 }
@@ -43,7 +45,7 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    pub fn find(&self, kid: &str) -> Option<&DecodingKey> {
+    pub fn find(&self, kid: &str) -> Option<&Verifier> {
         self.verify.iter().find(|k| k.kid == kid).map(|k| &k.key)
     }
 
@@ -155,7 +157,7 @@ fn load_secret(cfg: &TokensConfig, file: &Path) -> Result<Vec<u8>, ConfigError> 
 fn hmac_key(secret: &[u8]) -> VerifyKey {
     // The kid must not reveal the secret: a truncated SHA-256 of it is safe to publish in headers.
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
-    VerifyKey { kid: B64.encode(&digest.as_ref()[..12]), key: DecodingKey::from_secret(secret), jwk: None }
+    VerifyKey { kid: B64.encode(&digest.as_ref()[..12]), key: Verifier::hmac(secret), jwk: None }
 }
 
 /// Writes a private file readable by its owner only, creating parent folders.
@@ -189,8 +191,8 @@ fn generate_private_key(alg: Algorithm, path: &Path) -> Result<(), String> {
 fn verify_key_from_public(alg: Algorithm, public: PublicParts) -> Result<VerifyKey, String> {
     let (jwk, key) = match (alg, public) {
         (Algorithm::EdDSA, PublicParts::Ed(x)) => {
+            let key = Verifier::public(alg, &x)?;
             let x = B64.encode(x);
-            let key = DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?;
             (serde_json::json!({ "crv": "Ed25519", "kty": "OKP", "x": x }), key)
         }
         (Algorithm::ES256, PublicParts::Ec(point)) => {
@@ -198,14 +200,14 @@ fn verify_key_from_public(alg: Algorithm, public: PublicParts) -> Result<VerifyK
                 return Err("not an uncompressed P-256 point".into());
             }
             let (x, y) = (B64.encode(&point[1..33]), B64.encode(&point[33..]));
-            let key = DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?;
+            let key = Verifier::public(alg, &point)?;
             (serde_json::json!({ "crv": "P-256", "kty": "EC", "x": x, "y": y }), key)
         }
         (Algorithm::RS256, PublicParts::Rsa { n, e }) => {
             if n.len() < 256 {
                 return Err("RSA keys must be at least 2048 bits".into());
             }
-            let key = DecodingKey::from_rsa_raw_components(&n, &e);
+            let key = Verifier::public(alg, &rsa_public_der(&n, &e))?;
             (serde_json::json!({ "e": B64.encode(&e), "kty": "RSA", "n": B64.encode(&n) }), key)
         }
         _ => return Err("the key does not match tokens.algorithm".into()),

@@ -64,6 +64,12 @@ pub struct ServerConfig {
     /// CIDRs (or single addresses) whose X-Forwarded-* and X-Request-Id are trusted.
     pub trusted_proxies: Vec<String>,
     pub max_body_bytes: u64,
+    /// Largest request head (request line + headers) on HTTP/1.1; larger: 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more: 431.
+    pub max_headers: usize,
+    /// Concurrent client connections on the main listeners; past it new ones are refused.
+    pub max_connections: usize,
     pub header_read_timeout: ConfigDuration,
     pub idle_timeout: ConfigDuration,
     pub shutdown_grace: ConfigDuration,
@@ -78,6 +84,9 @@ impl Default for ServerConfig {
             api_prefix: String::new(),
             trusted_proxies: Vec::new(),
             max_body_bytes: 10 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
             header_read_timeout: ConfigDuration::secs(10),
             idle_timeout: ConfigDuration::secs(60),
             shutdown_grace: ConfigDuration::secs(30),

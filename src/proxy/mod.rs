@@ -6,7 +6,7 @@ mod upstream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -27,6 +27,7 @@ pub async fn forward(
     mut req: Request<Incoming>,
     path: &str,
     max_body_bytes: u64,
+    served_by: &mut Option<Arc<str>>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: u64 = len
@@ -41,53 +42,47 @@ pub async fn forward(
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
-    let upstream = route.pool.pick();
+    let first = route.pool.pick();
     let (mut parts, body) = req.into_parts();
-    let target = route.upstream_path(path);
-    let mut uri = String::with_capacity(upstream.base_path.len() + target.len() + 64);
-    uri.push_str(upstream.scheme.as_str());
-    uri.push_str("://");
-    uri.push_str(upstream.authority.as_str());
-    uri.push_str(&upstream.base_path);
-    uri.push_str(target);
-    if let Some(q) = parts.uri.query() {
-        uri.push('?');
-        uri.push_str(q);
-    }
-    parts.uri = Uri::try_from(uri).map_err(|e| GatewayError::Malformed(format!("upstream uri: {e}")))?;
     parts.version = Version::HTTP_11;
+    let target = route.upstream_path(path);
     headers::prepare_upstream_request(
         &mut parts.headers,
         fwd,
         auth,
         route.forward_authorization,
-        &upstream.host_header,
+        &first.host_header,
         &route.upstream_headers,
         upgrade,
     );
+    // One retry on another upstream, only when nothing can have been sent: a connect failure of
+    // an idempotent request without a body. The copy is made only when a retry is possible.
+    let retry = (route.pool.upstreams.len() > 1
+        && is_idempotent(&parts.method)
+        && http_body::Body::is_end_stream(&body))
+    .then(|| (parts.method.clone(), parts.headers.clone(), parts.uri.query().map(str::to_owned)));
+    parts.uri = upstream_uri(first, target, parts.uri.query())?;
     let exceeded = Arc::new(AtomicBool::new(false));
-    let up_req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, exceeded.clone()));
-
-    let _in_flight = upstream.start_request();
-    let result = tokio::time::timeout(route.timeout, route.pool.client.request(up_req)).await;
+    let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, exceeded.clone()));
+    *served_by = Some(first.url.clone());
+    let mut result = send(route, first, req).await;
+    if let (Err(Failure::Connect(_)), Some((method, mut headers, query))) = (&result, retry) {
+        let second = route.pool.pick_other(first);
+        tracing::info!(route = %route.name, from = %first.url, to = %second.url, "retrying after connect failure");
+        headers.insert(header::HOST, second.host_header.clone());
+        let mut req = Request::new(LimitedBody::empty());
+        *req.method_mut() = method;
+        *req.uri_mut() = upstream_uri(second, target, query.as_deref())?;
+        *req.headers_mut() = headers;
+        *served_by = Some(second.url.clone());
+        result = send(route, second, req).await;
+    }
     let mut resp = match result {
-        Err(_) => {
-            tracing::warn!(route = %route.name, upstream = %upstream.url, "upstream timed out");
-            return Err(GatewayError::UpstreamTimeout);
-        }
-        Ok(Err(e)) => {
-            if exceeded.load(Ordering::Acquire) {
-                return Err(GatewayError::TooLarge);
-            }
-            if e.is_connect() {
-                upstream.record_connect(false);
-            }
-            tracing::warn!(route = %route.name, upstream = %upstream.url, error = %e, "upstream request failed");
-            return Err(GatewayError::UpstreamUnavailable(e.to_string()));
-        }
-        Ok(Ok(resp)) => resp,
+        Ok(resp) => resp,
+        Err(Failure::Timeout) => return Err(GatewayError::UpstreamTimeout),
+        Err(_) if exceeded.load(Ordering::Acquire) => return Err(GatewayError::TooLarge),
+        Err(Failure::Connect(e) | Failure::Other(e)) => return Err(GatewayError::UpstreamUnavailable(e)),
     };
-    upstream.record_connect(true);
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -108,6 +103,63 @@ pub async fn forward(
     }
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(Either::Right))
+}
+
+enum Failure {
+    Connect(String),
+    Timeout,
+    Other(String),
+}
+
+/// One attempt against one upstream, bounded by the route's timeout; feeds passive health.
+async fn send(
+    route: &Route,
+    upstream: &Upstream,
+    req: Request<LimitedBody>,
+) -> Result<Response<Incoming>, Failure> {
+    let _in_flight = upstream.start_request();
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(route.timeout, route.pool.client.request(req)).await;
+    if let Some(stats) = route.stats.get() {
+        stats.upstream_latency.observe(started.elapsed());
+    }
+    match result {
+        Err(_) => {
+            tracing::warn!(route = %route.name, upstream = %upstream.url, "upstream timed out");
+            Err(Failure::Timeout)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(route = %route.name, upstream = %upstream.url, error = %e, "upstream request failed");
+            if e.is_connect() {
+                upstream.record_connect(false);
+                Err(Failure::Connect(e.to_string()))
+            } else {
+                Err(Failure::Other(e.to_string()))
+            }
+        }
+        Ok(Ok(resp)) => {
+            upstream.record_connect(true);
+            Ok(resp)
+        }
+    }
+}
+
+fn upstream_uri(upstream: &Upstream, target: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+    let mut uri = String::with_capacity(upstream.base_path.len() + target.len() + 64);
+    uri.push_str(upstream.scheme.as_str());
+    uri.push_str("://");
+    uri.push_str(upstream.authority.as_str());
+    uri.push_str(&upstream.base_path);
+    uri.push_str(target);
+    if let Some(q) = query {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    Uri::try_from(uri).map_err(|e| GatewayError::Malformed(format!("upstream uri: {e}")))
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// The protocol of an HTTP/1.1 `Upgrade` request (`Connection: upgrade` + `Upgrade: x`).

@@ -26,7 +26,7 @@ pub enum Balance {
 }
 
 pub struct Upstream {
-    pub url: String,
+    pub url: Arc<str>,
     pub scheme: Scheme,
     pub authority: Authority,
     /// The upstream URL's own path, without a trailing slash ("" for none).
@@ -57,7 +57,7 @@ impl Upstream {
         let base_path = uri.path().trim_end_matches('/').to_string();
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         Ok(Self {
-            url: url.to_string(),
+            url: url.into(),
             scheme,
             authority,
             base_path,
@@ -177,12 +177,28 @@ impl UpstreamPool {
                     .find(|u| u.is_healthy())
                     .unwrap_or(&ups[start % ups.len()])
             }
-            Balance::LeastRequests => ups
-                .iter()
-                .filter(|u| u.is_healthy())
-                .min_by_key(|u| u.in_flight.load(Ordering::Relaxed))
-                .unwrap_or_else(|| &ups[self.next.fetch_add(1, Ordering::Relaxed) % ups.len()]),
+            Balance::LeastRequests => {
+                // Scan from a rotating start so ties do not always favour the first upstream.
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..ups.len())
+                    .map(|i| &ups[(start + i) % ups.len()])
+                    .filter(|u| u.is_healthy())
+                    .min_by_key(|u| u.in_flight.load(Ordering::Relaxed))
+                    .unwrap_or(&ups[start % ups.len()])
+            }
         }
+    }
+}
+
+impl UpstreamPool {
+    /// Another upstream than `not` for a retry: the next healthy one after it, else the next.
+    pub fn pick_other(&self, not: &Upstream) -> &Upstream {
+        let ups = &self.upstreams;
+        let i = ups.iter().position(|u| std::ptr::eq(u, not)).unwrap_or(0);
+        (1..ups.len())
+            .map(|k| &ups[(i + k) % ups.len()])
+            .find(|u| u.is_healthy())
+            .unwrap_or(&ups[(i + 1) % ups.len()])
     }
 }
 

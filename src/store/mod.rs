@@ -12,6 +12,7 @@
 
 mod file;
 mod memory;
+mod metered;
 mod redis;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::sync::broadcast;
 use crate::config::StoreConfig;
 pub use file::FileStore;
 pub use memory::MemoryStore;
+pub use metered::MeteredStore;
 pub use redis::RedisStore;
 
 /// A token as the store knows it: the SHA-256 of the opaque string. Plain tokens are never stored.

@@ -55,6 +55,10 @@ pub struct Setup {
     pub key_dir: Option<PathBuf>,
     /// Whole `[[routes]]` tables.
     pub routes: String,
+    /// The body of `[credentials]`; the users file of the test users when empty.
+    pub credentials: String,
+    /// File name (in the test's folder) of the signing key; "signing.pem" when empty.
+    pub signing_key: String,
 }
 
 impl Setup {
@@ -96,13 +100,12 @@ generate_self_signed = true
 {tls}
 
 [tokens]
-signing_key = "{k}/signing.pem"
+signing_key = "{k}/{key}"
 generate_signing_key = true
 {tokens}
 
 [credentials]
-kind = "file"
-users_file = "{d}/users.toml"
+{credentials}
 
 [login_limits]
 {login_limits}
@@ -118,6 +121,12 @@ users_file = "{d}/users.toml"
         login_limits = setup.login_limits,
         store = setup.store,
         routes = setup.routes,
+        credentials = if setup.credentials.is_empty() {
+            format!("kind = \"file\"\nusers_file = \"{d}/users.toml\"")
+        } else {
+            setup.credentials.clone()
+        },
+        key = if setup.signing_key.is_empty() { "signing.pem" } else { &setup.signing_key },
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();
@@ -228,4 +237,165 @@ pub fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
     serde_json::from_slice(&bytes).unwrap()
+}
+
+/// One TLS connection for sending several raw requests in a row (keep-alive checks).
+pub struct RawConn {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+/// A parsed raw response: status, lower-cased head, body.
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn open(gw: &Gateway) -> Self {
+        let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tls_connector(&gw.cert_pem).connect(name, tcp).await.unwrap();
+        Self { stream, buf: Vec::new() }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16384];
+        match tokio::time::timeout(std::time::Duration::from_secs(5), self.stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads one response (Content-Length framed, or up to the close). `None`: the server closed.
+    pub async fn response(&mut self) -> Option<RawResponse> {
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if !self.fill().await {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
+        let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse::<usize>().unwrap());
+        let body = match len {
+            Some(n) => {
+                while self.buf.len() < head_end + n {
+                    if !self.fill().await {
+                        break;
+                    }
+                }
+                let end = (head_end + n).min(self.buf.len());
+                let body = self.buf[head_end..end].to_vec();
+                self.buf.drain(..end);
+                body
+            }
+            None => {
+                while self.fill().await {}
+                let body = self.buf[head_end..].to_vec();
+                self.buf.clear();
+                body
+            }
+        };
+        Some(RawResponse { status, head, body })
+    }
+
+    /// True when the server has closed the connection (no more bytes within a few seconds).
+    pub async fn is_closed(&mut self) -> bool {
+        !self.fill().await
+    }
+}
+
+impl RawConn {
+    /// Reads until the end of a response head, leaving the body unread.
+    pub async fn response_head_only(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return String::from_utf8_lossy(&self.buf[..i]).to_ascii_lowercase();
+            }
+            if !self.fill().await {
+                return String::from_utf8_lossy(&self.buf).to_ascii_lowercase();
+            }
+        }
+    }
+}
+
+/// The real `bo-gateway` binary, serving `config` with JSON logs; killed on drop.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub https: SocketAddr,
+}
+
+impl Binary {
+    pub fn spawn(config: &Path, cwd: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bo-gateway"))
+            .arg("--config")
+            .arg(config)
+            .args(["--log-format", "json"])
+            .env("BO_GATEWAY_LOG", "info,access=warn")
+            .current_dir(cwd)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let https = loop {
+            let line = lines.next().expect("gateway exited before serving").unwrap();
+            if line.contains("bo-gateway serving") {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                let s = v["fields"]["https"].as_str().unwrap();
+                break s.trim_start_matches("Some(").trim_end_matches(')').parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, https }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A line of /proc/PID/status in KiB, e.g. "VmHWM" (peak resident set) or "VmRSS".
+    pub fn status_kib(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits (up to `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: std::time::Duration) -> Option<i32> {
+        let pid = self.pid().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -26,6 +26,10 @@ pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
     /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Connections open right now.
+    pub open: Arc<AtomicUsize>,
+    /// What `/health` answers: 200 while true, 503 while false.
+    pub healthy: Arc<std::sync::atomic::AtomicBool>,
     pub name: &'static str,
     task: tokio::task::JoinHandle<()>,
 }
@@ -37,6 +41,12 @@ impl Upstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+    pub fn set_healthy(&self, ok: bool) {
+        self.healthy.store(ok, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Upstream {
@@ -46,36 +56,91 @@ impl Drop for Upstream {
 }
 
 pub async fn start(name: &'static str) -> Upstream {
+    start_with_delay(name, 0).await
+}
+
+/// An echo upstream that waits `delay_ms` before every answer.
+pub async fn start_with_delay(name: &'static str, delay_ms: u64) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
-    let (h, c) = (hits.clone(), connections.clone());
+    let open = Arc::new(AtomicUsize::new(0));
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (h, c, o, ok) = (hits.clone(), connections.clone(), open.clone(), healthy.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             c.fetch_add(1, Ordering::SeqCst);
-            let h = h.clone();
+            o.fetch_add(1, Ordering::SeqCst);
+            let (h, o, ok) = (h.clone(), o.clone(), ok.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     h.fetch_add(1, Ordering::SeqCst);
-                    handle(name, req)
+                    let healthy = ok.load(Ordering::SeqCst);
+                    async move {
+                        if delay_ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                        }
+                        handle(name, healthy, req).await
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .await;
+                o.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
-    Upstream { addr, hits, connections, name, task }
+    Upstream { addr, hits, connections, open, healthy, name, task }
+}
+
+/// A raw TCP upstream: for every connection, reads the request head and writes `reply` as is
+/// (then closes). Returns the address and the count of requests it read.
+pub async fn raw(reply: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let (c, reply) = (c.clone(), reply.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                c.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(&reply).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, count, task)
 }
 
 fn query_num(req: &Request<Incoming>, key: &str) -> Option<u64> {
     req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
-async fn handle(name: &'static str, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    name: &'static str,
+    healthy: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
+    if path == "/health" {
+        let mut resp = Response::new(Body::Left(Full::new(Bytes::from_static(b"health"))));
+        *resp.status_mut() =
+            if healthy { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
+        return Ok(resp);
+    }
     if path.contains("/slow") {
         tokio::time::sleep(Duration::from_millis(query_num(&req, "ms").unwrap_or(3000))).await;
     }

@@ -1,17 +1,15 @@
-//! Checking a login and password. `file`: argon2id hashes from a users file, verified on the
-//! blocking pool with bounded concurrency so a login storm cannot starve proxied traffic.
+//! `credentials.kind = "file"`: argon2id hashes from a users file. Verification is slow by
+//! design; the caller runs it on the blocking pool (see `check_password`).
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 
+use super::{Verdict, valid_name};
 use crate::config::{ConfigError, CredentialsConfig};
-use crate::error::GatewayError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,50 +37,14 @@ pub struct User {
     password_hash: String,
 }
 
-/// The result of a password check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Valid { roles: Vec<String> },
-    Disabled,
-    Invalid,
-}
-
-pub struct Credentials {
+pub struct FileUsers {
     users: HashMap<String, User>,
     /// Verified against when the login is unknown, so both cases cost the same hashing time.
     dummy_hash: String,
 }
 
-/// Bounds concurrent password hashing to half the cores (at least one).
-pub fn hashing_limit() -> Arc<Semaphore> {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    Arc::new(Semaphore::new((cores / 2).max(1)))
-}
-
-/// Login names must be usable as a header value (`X-Auth-Login`).
-fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c == ',')
-}
-
-impl Credentials {
+impl FileUsers {
     pub fn load(cfg: &CredentialsConfig, file: &Path) -> Result<Self, ConfigError> {
-        match cfg.kind.as_str() {
-            "file" => {}
-            "http" => {
-                return Err(ConfigError::new(
-                    file,
-                    "credentials.kind",
-                    "\"http\" credentials are not available in this version; use \"file\"",
-                ));
-            }
-            other => {
-                return Err(ConfigError::new(
-                    file,
-                    "credentials.kind",
-                    format!("`{other}` is not \"file\" or \"http\""),
-                ));
-            }
-        }
         let path = &cfg.users_file;
         let err = |key: String, reason: String| ConfigError::new(path, key, reason);
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -133,8 +95,8 @@ impl Credentials {
         self.users.get(login)
     }
 
-    /// Synchronous and slow (argon2id): call through [`check_password`].
-    fn verify_blocking(&self, login: &str, password: &str) -> Verdict {
+    /// Synchronous and slow (argon2id): call through `check_password`.
+    pub(super) fn verify_blocking(&self, login: &str, password: &str) -> Verdict {
         let (user, hash) = match self.users.get(login) {
             Some(u) => (Some(u), u.password_hash.as_str()),
             None => (None, self.dummy_hash.as_str()),
@@ -148,22 +110,6 @@ impl Credentials {
             _ => Verdict::Invalid,
         }
     }
-}
-
-/// Checks a password on the blocking pool, at most `limit` at a time.
-pub async fn check_password(
-    creds: Arc<Credentials>,
-    limit: &Semaphore,
-    login: String,
-    password: String,
-) -> Result<Verdict, GatewayError> {
-    let _permit = limit
-        .acquire()
-        .await
-        .map_err(|_| GatewayError::CredentialsUnavailable("hashing pool closed".into()))?;
-    tokio::task::spawn_blocking(move || creds.verify_blocking(&login, &password))
-        .await
-        .map_err(|e| GatewayError::Internal(format!("password check failed: {e}")))
 }
 
 fn random_password() -> String {
@@ -195,12 +141,12 @@ fn hash_with(password: &str, params: Params) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn load(users: &str) -> Result<Credentials, ConfigError> {
+    fn load(users: &str) -> Result<FileUsers, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.toml");
         std::fs::write(&path, users).unwrap();
         let cfg = CredentialsConfig { users_file: path, ..Default::default() };
-        Credentials::load(&cfg, Path::new("gateway.toml"))
+        FileUsers::load(&cfg, Path::new("gateway.toml"))
     }
 
     #[test]

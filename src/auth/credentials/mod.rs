@@ -1,0 +1,93 @@
+//! Checking a login and password: `file` (argon2id users file, on the blocking pool with bounded
+//! concurrency so a login storm cannot starve proxied traffic) or `http` (the BO itself).
+
+mod file;
+mod http;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+pub use file::{FileUsers, User, hash_password, hash_password_with};
+pub use http::HttpCheck;
+
+use crate::config::{ConfigError, CredentialsConfig};
+use crate::error::GatewayError;
+
+/// The result of a password check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Valid { roles: Vec<String> },
+    Disabled,
+    Invalid,
+}
+
+/// What the gateway knows of a login outside a password check (refresh, OTT verification).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub roles: Vec<String>,
+    pub disabled: bool,
+}
+
+pub enum Credentials {
+    File(FileUsers),
+    Http(HttpCheck),
+}
+
+/// Login names and roles must be usable as header values (`X-Auth-*`).
+pub(crate) fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c == ',')
+}
+
+/// Bounds concurrent password hashing to half the cores (at least one).
+pub fn hashing_limit() -> Arc<Semaphore> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Arc::new(Semaphore::new((cores / 2).max(1)))
+}
+
+impl Credentials {
+    pub fn load(cfg: &CredentialsConfig, file: &Path) -> Result<Self, ConfigError> {
+        match cfg.kind.as_str() {
+            "file" => FileUsers::load(cfg, file).map(Self::File),
+            "http" => HttpCheck::load(cfg, file).map(Self::Http),
+            other => Err(ConfigError::new(
+                file,
+                "credentials.kind",
+                format!("`{other}` is not \"file\" or \"http\""),
+            )),
+        }
+    }
+
+    /// The login's current roles and state; `None` if it no longer exists.
+    pub fn account(&self, login: &str) -> Option<Account> {
+        match self {
+            Self::File(f) => f.user(login).map(|u| Account { roles: u.roles.clone(), disabled: u.disabled }),
+            // The BO is the authority on who exists; it was asked at login.
+            Self::Http(h) => Some(Account { roles: h.roles(login), disabled: false }),
+        }
+    }
+}
+
+/// Checks a password: argon2id on the blocking pool (at most `limit` at a time), or a call to
+/// the BO. Passwords are never logged or kept.
+pub async fn check_password(
+    creds: Arc<Credentials>,
+    limit: &Semaphore,
+    login: String,
+    password: String,
+) -> Result<Verdict, GatewayError> {
+    if let Credentials::Http(h) = creds.as_ref() {
+        return h.check(&login, &password).await;
+    }
+    let _permit = limit
+        .acquire()
+        .await
+        .map_err(|_| GatewayError::CredentialsUnavailable("hashing pool closed".into()))?;
+    tokio::task::spawn_blocking(move || match creds.as_ref() {
+        Credentials::File(f) => f.verify_blocking(&login, &password),
+        Credentials::Http(_) => Verdict::Invalid,
+    })
+    .await
+    .map_err(|e| GatewayError::Internal(format!("password check failed: {e}")))
+}

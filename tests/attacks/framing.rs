@@ -1,0 +1,163 @@
+use serde_json::Value;
+
+use crate::support::*;
+
+async fn setup(server: &str) -> (Gateway, upstream::Upstream) {
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        server: server.into(),
+        routes: route("pub", "/public", &up.url(), "auth = \"public\"")
+            + &route("api", "/api", &up.url(), ""),
+        ..Default::default()
+    };
+    (Gateway::start(setup).await, up)
+}
+
+fn echo_of(r: &RawResponse) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+}
+
+/// Sends one raw request and returns the response and whether the gateway then closed.
+async fn exchange(gw: &Gateway, raw: &str) -> (Option<RawResponse>, bool) {
+    let mut c = RawConn::open(gw).await;
+    c.send(raw.as_bytes()).await;
+    let r = c.response().await;
+    let closed = c.is_closed().await;
+    (r, closed)
+}
+
+#[tokio::test]
+async fn identity_and_forwarding_headers_from_clients_are_replaced() {
+    let (gw, _up) = setup("").await;
+    let token = gw.access_token(TRADER).await;
+    let raw = format!(
+        "GET /api/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nX-Auth-Login: root\r\n\
+         x_auth_login: root\r\nX-AUTH-ROLES: admin\r\nX-Forwarded-For: 1.2.3.4\r\nX_Forwarded_For: 1.2.3.4\r\n\
+         X-Request-Id: chosen\r\nConnection: close\r\n\r\n"
+    );
+    let (r, _) = exchange(&gw, &raw).await;
+    let e = echo_of(&r.unwrap());
+    assert_eq!(e["headers"]["x-auth-login"], serde_json::json!([TRADER.0]));
+    assert_eq!(e["headers"]["x-auth-roles"], serde_json::json!(["trader"]));
+    assert_eq!(e["headers"]["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert!(e["headers"].get("x_auth_login").is_none() && e["headers"].get("x_forwarded_for").is_none());
+    assert_ne!(e["headers"]["x-request-id"][0], "chosen");
+}
+
+#[tokio::test]
+async fn connection_cannot_strip_the_headers_the_gateway_sets() {
+    let (gw, _up) = setup("trusted_proxies = [\"127.0.0.1\"]").await;
+    let token = gw.access_token(TRADER).await;
+    let raw = format!(
+        "GET /api/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close, X-Forwarded-For, X-Auth-Login, X-Request-Id\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n"
+    );
+    let (r, _) = exchange(&gw, &raw).await;
+    let e = echo_of(&r.unwrap());
+    assert_eq!(e["headers"]["x-forwarded-for"], serde_json::json!(["203.0.113.7, 127.0.0.1"]));
+    assert_eq!(e["headers"]["x-auth-login"], serde_json::json!([TRADER.0]));
+    assert!(e["headers"]["x-request-id"][0].is_string());
+}
+
+#[tokio::test]
+async fn ambiguous_content_length_is_refused_and_the_connection_closed() {
+    let (gw, up) = setup("").await;
+    for raw in [
+        "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!GET /public/y HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\nhello",
+        "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\nhello",
+        "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello",
+        "GET /public/x HTTP/1.1\r\nHost: a\r\n: empty-name\r\n\r\n",
+        "GET /public/x HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n folded\r\n\r\n",
+        "GET /public/x HTTP/1.1\r\nHost: a\r\nX Space: a\r\n\r\n",
+        "POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+        "POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let (r, closed) = exchange(&gw, raw).await;
+        let r = r.unwrap_or_else(|| panic!("no answer to {raw:?}"));
+        assert_eq!(r.status, 400, "{raw:?}");
+        assert!(closed, "connection kept open after {raw:?}");
+    }
+    assert_eq!(up.hits(), 0, "an ambiguous request reached the upstream");
+}
+
+#[tokio::test]
+async fn content_length_with_chunked_never_smuggles_a_second_request() {
+    let (gw, up) = setup("").await;
+    // RFC 9112 §6.3: chunked wins, Content-Length is dropped, the connection closes after.
+    let raw = "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+               5\r\nhello\r\n0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let (r, closed) = exchange(&gw, raw).await;
+    let r = r.unwrap();
+    if r.status == 200 {
+        let e = echo_of(&r);
+        assert!(e["headers"].get("content-length").is_none(), "upstream saw Content-Length: {e}");
+        assert_eq!(e["body"], "hello");
+    } else {
+        assert_eq!(r.status, 400);
+    }
+    assert!(closed, "connection kept open after CL+TE");
+    assert!(up.hits() <= 1, "the smuggled request reached the upstream");
+}
+
+#[tokio::test]
+async fn identical_duplicate_content_length_reaches_the_upstream_once() {
+    // hyper merges identical duplicates (RFC 9112 §6.3 allows it); the upstream must still see
+    // exactly one Content-Length and exactly one request.
+    let (gw, up) = setup("").await;
+    let raw = "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let (r, _) = exchange(&gw, raw).await;
+    let r = r.unwrap();
+    if r.status == 200 {
+        let e = echo_of(&r);
+        assert_eq!(e["headers"]["content-length"], serde_json::json!(["5"]));
+    } else {
+        assert_eq!(r.status, 400);
+    }
+    assert!(up.hits() <= 1);
+}
+
+#[tokio::test]
+async fn oversized_heads_get_431_or_414() {
+    let (gw, up) = setup("max_header_bytes = 16384").await;
+    let long_header = format!("GET /public/x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(40_000));
+    let (r, closed) = exchange(&gw, &long_header).await;
+    assert_eq!(r.unwrap().status, 431);
+    assert!(closed);
+    let long_line = format!("GET /public/{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(40_000));
+    let (r, closed) = exchange(&gw, &long_line).await;
+    let status = r.unwrap().status;
+    assert!(status == 431 || status == 414, "{status}");
+    assert!(closed);
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let (r, _) = exchange(&gw, &format!("GET /public/x HTTP/1.1\r\nHost: a\r\n{many}\r\n")).await;
+    assert_eq!(r.unwrap().status, 431);
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_token_in_two_places_is_refused_never_first_wins() {
+    let (gw, up) = setup("").await;
+    let good = gw.access_token(TRADER).await;
+    let raw = format!(
+        "GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {good}\r\nAuthorization: Bearer other\r\nConnection: close\r\n\r\n"
+    );
+    let (r, _) = exchange(&gw, &raw).await;
+    assert_eq!(r.unwrap().status, 401);
+    let raw = format!(
+        "GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {good}, Bearer other\r\nConnection: close\r\n\r\n"
+    );
+    let (r, _) = exchange(&gw, &raw).await;
+    assert_eq!(r.unwrap().status, 401);
+    let r = gw
+        .client
+        .get(gw.url("/api/x"))
+        .bearer_auth(&good)
+        .header("token", "refresh-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (401, "token.invalid".into()));
+    assert_eq!(up.hits(), 0);
+}

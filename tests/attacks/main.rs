@@ -1,0 +1,28 @@
+//! What bo-gateway withstands: the attacks and faults that broke other gateways (nginx, Envoy,
+//! Traefik, HAProxy, oauth2-proxy, APISIX, Pingora), one test each. Read the module list as the
+//! list of defences:
+//!
+//! - `paths`: one normalised path to match, authorise and forward; traversal and encoded
+//!   separators refused; segment-boundary prefixes; `;` and `#` never widen a public route.
+//! - `framing`: spoofed identity/forwarding headers, Connection-named headers, ambiguous
+//!   Content-Length, CL+TE smuggling, obs-fold, oversized heads, tokens in two places.
+//! - `jwt`: alg none, algorithm confusion, unknown kid, exp/nbf at the leeway boundaries, foreign
+//!   issuer/audience, oversized and non-base64 tokens; none of them grows the cache.
+//! - `upgrade`: WebSocket authorised first, tunnelled after the upstream's 101 only.
+//! - `streaming`: client disconnects release upstream connections.
+//! - `peers`: slowloris, idle keep-alive, connection cap; upstreams answering garbage, closing
+//!   mid-response or sending oversized headers.
+//! - `pools`: active and passive health, least_requests, retry rules, readiness of a dead route.
+//!
+//! mTLS is in `tests/mtls.rs`; 100 MB streams with flat memory in `tests/memory.rs`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod framing;
+mod jwt;
+mod paths;
+mod peers;
+mod pools;
+mod streaming;
+mod upgrade;

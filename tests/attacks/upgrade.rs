@@ -1,0 +1,117 @@
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::*;
+
+/// A WebSocket echo upstream (tokio-tungstenite) that counts the handshakes it accepted.
+async fn ws_echo() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+async fn tls_stream(gw: &Gateway) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    tls_connector(&gw.cert_pem)
+        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn websocket_is_authorised_then_tunnelled_both_ways() {
+    let (url, handshakes) = ws_echo().await;
+    let gw = Gateway::start(Setup::routes(route("ws", "/ws", &url, ""))).await;
+    let token = gw.access_token(TRADER).await;
+
+    // Without a token: refused before the upstream hears of it.
+    let req = format!("wss://localhost:{}/ws/feed", gw.https.port()).into_client_request().unwrap();
+    let err = tokio_tungstenite::client_async(req, tls_stream(&gw).await).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let mut req = format!("wss://localhost:{}/ws/feed", gw.https.port()).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls_stream(&gw).await).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(Message::text(format!("tick {i}"))).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), format!("tick {i}"));
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+    let back = ws.next().await.unwrap().unwrap();
+    assert_eq!(back.into_data().as_ref(), &[0u8, 1, 2, 255]);
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn nothing_sent_after_the_upgrade_request_reaches_the_upstream_before_its_101() {
+    // A raw upstream: reads the upgrade request, waits, records whatever else arrived, then 101s.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<(Vec<u8>, Vec<u8>)>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut b).await.unwrap();
+            head.extend_from_slice(&b[..n]);
+        }
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut early = head.split_off(end);
+        let mut more = vec![0u8; 4096];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), s.read(&mut more)).await {
+            early.extend_from_slice(&more[..n]);
+        }
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: raw-echo\r\n\r\n")
+            .await
+            .unwrap();
+        let mut after = Vec::new();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), s.read(&mut more)).await {
+            after.extend_from_slice(&more[..n]);
+        }
+        let _ = tx.send((early, after));
+    });
+    let gw =
+        Gateway::start(Setup::routes(route("raw", "/raw", &format!("http://{addr}"), "auth = \"public\"")))
+            .await;
+    let mut s = tls_stream(&gw).await;
+    s.write_all(
+        b"GET /raw HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: raw-echo\r\n\r\nEARLY-BYTES",
+    )
+    .await
+    .unwrap();
+    let mut resp = vec![0u8; 1024];
+    let n = s.read(&mut resp).await.unwrap();
+    assert!(String::from_utf8_lossy(&resp[..n]).starts_with("HTTP/1.1 101"));
+    let (early, after) = rx.await.unwrap();
+    assert!(
+        early.is_empty(),
+        "bytes reached the upstream before its 101: {:?}",
+        String::from_utf8_lossy(&early)
+    );
+    assert_eq!(after, b"EARLY-BYTES", "the client's bytes must arrive once the tunnel is open");
+}
