@@ -16,7 +16,7 @@ use crate::error::GatewayError;
 /// A verification key, ready to use.
 pub enum Verifier {
     Public(ParsedPublicKey),
-    Hmac(aws_lc_rs::hmac::Key),
+    Hmac(Box<aws_lc_rs::hmac::Key>),
 }
 
 impl Verifier {
@@ -34,7 +34,7 @@ impl Verifier {
     }
 
     pub fn hmac(secret: &[u8]) -> Self {
-        Self::Hmac(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret))
+        Self::Hmac(Box::new(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret)))
     }
 
     fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
@@ -135,7 +135,7 @@ pub fn verify(
     }
     let aud_ok = match &c.aud {
         Audience::One(a) => *a == settings.audience,
-        Audience::Many(list) => list.iter().any(|a| *a == settings.audience),
+        Audience::Many(list) => list.contains(&settings.audience),
     };
     if !aud_ok {
         return Err(invalid("audience"));

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Whole-gateway load benchmark: bo-gateway as the extra target of the shared harness
+# (../shared/bench/run.sh: nginx origin, nginx and HAProxy peers, wrk), in one run per mode.
+#
+#   benches/load.sh                 # every mode
+#   MODES="cache tls" benches/load.sh
+#
+# Modes (each starts bo-gateway pinned to CPU 1 with one worker thread, like the peers):
+#   cache   EdDSA tokens, token cache on (as deployed)        vs origin, nginx-proxy, haproxy-proxy
+#   es256   ES256, cache_capacity = 0 (verify every request)  vs haproxy-es256
+#   hs256   HS256, cache_capacity = 0                         vs haproxy-hs256
+#   tls     EdDSA, cache on, over TLS                         vs nginx-proxy-tls, haproxy-hs256-tls
+#   logins  as `cache`, with 10 logins/s (argon2id, default cost) running beside the load
+# Harness settings (ROUNDS, DURATION, CONNS, ...) pass through; see ../shared/bench/README.md.
+# Summaries are copied to $OUT (default /tmp/bo-gateway-load).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HARNESS="${HARNESS:-$ROOT/../shared/bench/run.sh}"
+if [[ ! -x "$HARNESS" && ! -f "$HARNESS" ]]; then
+  echo "benches/load.sh: the shared harness is not at $HARNESS" >&2
+  echo "  (it lives in the project's shared folder: ../shared/bench/run.sh beside the checkout;" >&2
+  echo "   set HARNESS=/path/to/run.sh to use another copy)" >&2
+  exit 2
+fi
+MODES="${MODES:-cache es256 hs256 tls logins}"
+OUT="${OUT:-/tmp/bo-gateway-load}"
+PORT_PLAIN=9010 PORT_TLS=9011 PORT_ADMIN=9019
+mkdir -p "$OUT"
+
+echo "== building bo-gateway (release)"
+(cd "$ROOT" && cargo build --release --locked --bin bo-gateway)
+BIN="$ROOT/target/release/bo-gateway"
+
+GW_PID=""
+LOGIN_PID=""
+cleanup() {
+  [[ -n "$LOGIN_PID" ]] && kill "$LOGIN_PID" 2>/dev/null || true
+  [[ -n "$GW_PID" ]] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
+  GW_PID="" LOGIN_PID=""
+}
+trap cleanup EXIT
+
+start_gateway() {  # algorithm cache_capacity
+  local alg=$1 cap=$2 dir
+  dir=$(mktemp -d /tmp/bo-gateway-load.XXXXXX)
+  printf 'bench-password' | "$BIN" hash-password > "$dir/hash"
+  cat > "$dir/users.toml" <<USERS
+[[users]]
+login = "bench"
+password_hash = "$(cat "$dir/hash")"
+roles = ["trader"]
+USERS
+  local secret=""
+  [[ $alg == HS256 ]] && secret="secret_file = \"$dir/hs256.secret\""
+  cat > "$dir/gateway.toml" <<CONF
+[server]
+listen = "127.0.0.1:$PORT_TLS"
+plain_listen = "127.0.0.1:$PORT_PLAIN"
+admin_listen = "127.0.0.1:$PORT_ADMIN"
+shutdown_grace = "2s"
+[tls]
+cert = "$dir/tls.crt"
+key = "$dir/tls.key"
+generate_self_signed = true
+[tokens]
+algorithm = "$alg"
+signing_key = "$dir/signing.pem"
+$secret
+generate_signing_key = true
+cache_capacity = $cap
+access_lifetime = "2h"
+[credentials]
+users_file = "$dir/users.toml"
+[login_limits]
+failures_per_login = 0
+failures_per_address = 0
+[[routes]]
+name = "origin"
+prefix = "/"
+upstreams = ["http://127.0.0.1:9001"]
+CONF
+  BO_GATEWAY_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 1 "$BIN" --config "$dir/gateway.toml" 2> "$dir/gateway.log" &
+  GW_PID=$!
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$PORT_ADMIN/healthz" > /dev/null && break
+    sleep 0.1
+  done
+  TOKEN=$(curl -sf "http://127.0.0.1:$PORT_PLAIN/auth/token" -d '{"login":"bench","password":"bench-password"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+  [[ -n "$TOKEN" ]] || { echo "login failed; see $dir/gateway.log" >&2; exit 1; }
+}
+
+run_harness() {  # name url targets
+  EXTRA_NAME="$1" EXTRA_URL="$2" EXTRA_AUTH_HEADER="Bearer $TOKEN" TARGETS="$3" bash "$HARNESS" | tee "$OUT/$1.log"
+  cp /tmp/bench/results/summary.md "$OUT/$1.md" 2>/dev/null || true
+}
+
+for mode in $MODES; do
+  echo "== mode $mode"
+  case $mode in
+    cache)  start_gateway EdDSA 100000; run_harness gw-eddsa-cache "http://127.0.0.1:$PORT_PLAIN/" "origin nginx-proxy haproxy-proxy" ;;
+    es256)  start_gateway ES256 0;      run_harness gw-es256-nocache "http://127.0.0.1:$PORT_PLAIN/" "haproxy-es256" ;;
+    hs256)  start_gateway HS256 0;      run_harness gw-hs256-nocache "http://127.0.0.1:$PORT_PLAIN/" "haproxy-hs256" ;;
+    tls)    start_gateway EdDSA 100000; run_harness gw-eddsa-tls "https://127.0.0.1:$PORT_TLS/" "nginx-proxy-tls haproxy-hs256-tls" ;;
+    logins)
+      start_gateway EdDSA 100000
+      # 10 logins per second for as long as the harness runs (bounded: at most 15 minutes).
+      ( end=$((SECONDS + 900)); while (( SECONDS < end )); do
+          curl -s -o /dev/null "http://127.0.0.1:$PORT_PLAIN/auth/token" -d '{"login":"bench","password":"bench-password"}' &
+          sleep 0.1
+        done ) &
+      LOGIN_PID=$!
+      run_harness gw-eddsa-cache-logins "http://127.0.0.1:$PORT_PLAIN/" "nginx-proxy" ;;
+    *) echo "unknown mode $mode" >&2; exit 2 ;;
+  esac
+  cleanup
+done
+echo "== summaries in $OUT"
