@@ -110,6 +110,52 @@ impl Gateway {
         HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
     }
 
+    /// Keeps `revocations` in step with the store: everything live at start (a `file` store's
+    /// revocations survive restarts), then, for a shared store, each revocation another replica
+    /// publishes plus a full re-read every `resync` (a missed message delays a revocation by at
+    /// most that). The hot path only ever reads the local set.
+    pub fn spawn_revocation_sync(self: &Arc<Self>, resync: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        let feed = self.store.revocation_feed();
+        tokio::spawn(async move {
+            let Some(gw) = weak.upgrade() else { return };
+            gw.resync_revocations().await;
+            let Some(mut feed) = feed else { return };
+            drop(gw);
+            let mut tick = tokio::time::interval(resync);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                let msg = tokio::select! {
+                    m = feed.recv() => Some(m),
+                    _ = tick.tick() => None,
+                };
+                let Some(gw) = weak.upgrade() else { return };
+                let leeway = gw.runtime().token_settings.leeway_secs;
+                match msg {
+                    Some(Ok((session, until))) => gw.revocations.revoke(&session, until + leeway),
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | None => {
+                        gw.resync_revocations().await
+                    }
+                }
+            }
+        });
+    }
+
+    async fn resync_revocations(&self) {
+        let now = tokens::now_secs();
+        let leeway = self.runtime().token_settings.leeway_secs;
+        match self.store.live_revocations(now).await {
+            Ok(live) => {
+                for (session, until) in live {
+                    self.revocations.revoke(&session, until + leeway);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "revocation resync failed"),
+        }
+    }
+
     /// Background upkeep: expired cache entries, revocations and store entries.
     pub fn spawn_housekeeping(self: &Arc<Self>, every: std::time::Duration) {
         let weak = Arc::downgrade(self);

@@ -15,7 +15,6 @@ use crate::gateway::Gateway;
 use crate::listener::{Accept, Drain, accept_loop};
 use crate::runtime::Runtime;
 use crate::server::Listener;
-use crate::store::{MemoryStore, Store};
 
 /// The admin listener serves probes and scrapes, not clients: a small fixed cap is plenty.
 const ADMIN_MAX_CONNECTIONS: usize = 256;
@@ -61,6 +60,8 @@ pub struct Running {
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{}: cannot open the store: {source}", .config.display())]
+    Store { config: PathBuf, source: crate::store::StoreError },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +102,9 @@ fn wanted(rt: &Runtime) -> Vec<(Slot, SocketAddr)> {
 /// Binds the listeners of `runtime` and starts serving. Port 0 binds an ephemeral port; the
 /// bound addresses are in the returned [`Running`].
 pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let store = crate::store::open(&runtime.raw.store)
+        .await
+        .map_err(|source| StartError::Store { config: runtime.source.clone(), source })?;
     let mut bound = Vec::new();
     for (slot, addr) in wanted(&runtime) {
         bound.push((slot, addr, bind(addr).await?));
@@ -116,6 +119,7 @@ pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
         loops: Mutex::new(Vec::new()),
     });
     shared.gw.spawn_housekeeping(Duration::from_secs(30));
+    shared.gw.spawn_revocation_sync(Duration::from_millis(500));
     let loops: Vec<Loop> = bound.into_iter().map(|(slot, addr, l)| shared.spawn(slot, addr, l)).collect();
     let addr_of = |s: Slot| loops.iter().find(|l| l.slot == s).map(|l| l.bound);
     let (https_addr, plain_addr, admin_addr) =

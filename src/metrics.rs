@@ -111,7 +111,7 @@ impl Outcomes {
 }
 
 /// The store operations timed by the metered store.
-pub const STORE_OPS: [&str; 13] = [
+pub const STORE_OPS: [&str; 14] = [
     "create_session",
     "rotate_refresh",
     "revoke_session",
@@ -124,6 +124,7 @@ pub const STORE_OPS: [&str; 13] = [
     "clear_login_failures",
     "ping",
     "purge_expired",
+    "live_revocations",
     "other",
 ];
 

@@ -146,14 +146,20 @@ impl Runtime {
             TokenSettings::new(&keys, t.issuer.clone(), t.audience.clone(), t.leeway.0.as_secs());
 
         let credentials = Arc::new(Credentials::load(&raw.credentials, path)?);
-        match raw.store.kind.as_str() {
+        let st = &raw.store;
+        match st.kind.as_str() {
             "memory" => {}
-            "file" | "redis" => {
+            "file" if st.path.as_os_str().is_empty() => {
+                return Err(err("store.path", "is required when store.kind is \"file\"".into()));
+            }
+            "file" => {}
+            "redis" if !(st.url.starts_with("redis://") || st.url.starts_with("rediss://")) => {
                 return Err(err(
-                    "store.kind",
-                    format!("\"{}\" is not available in this version; use \"memory\"", raw.store.kind),
+                    "store.url",
+                    "must start with redis:// or rediss:// when store.kind is \"redis\"".into(),
                 ));
             }
+            "redis" => {}
             other => return Err(err("store.kind", format!("`{other}` is not memory, file or redis"))),
         }
         let ll = &raw.login_limits;

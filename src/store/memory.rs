@@ -197,4 +197,13 @@ impl Store for MemoryStore {
         let after = self.refresh.len() + self.sessions.len() + self.otts.len() + self.failures.len();
         Ok(before.saturating_sub(after))
     }
+
+    async fn live_revocations(&self, now: u64) -> Result<Vec<Revoked>, StoreError> {
+        Ok(self
+            .sessions
+            .iter()
+            .filter(|s| s.revoked && s.access_expires_max >= now)
+            .map(|s| (s.key().to_string(), s.access_expires_max))
+            .collect())
+    }
 }

@@ -103,4 +103,14 @@ impl Store for MeteredStore {
     async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         self.timed("purge_expired", self.inner.purge_expired(now)).await
     }
+
+    async fn live_revocations(&self, now: u64) -> Result<Vec<Revoked>, StoreError> {
+        self.timed("live_revocations", self.inner.live_revocations(now)).await
+    }
+
+    // Forwarded, not defaulted: hiding the inner feed would leave other replicas' revocations
+    // to the periodic resync alone.
+    fn revocation_feed(&self) -> Option<tokio::sync::broadcast::Receiver<Revoked>> {
+        self.inner.revocation_feed()
+    }
 }

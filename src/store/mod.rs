@@ -1,15 +1,31 @@
 //! The state behind sessions: refresh tokens, one-time tokens, revocations, connector settings
 //! and login-failure counters. The atomicity of each method is part of its contract; the
 //! conformance tests (`tests/store_conformance.rs`) are written once against this trait.
+//!
+//! Revocations reach other replicas in two ways, and the gateway needs both: a store that is
+//! shared ([`RedisStore`]) pushes each revocation as it happens through
+//! [`Store::revocation_feed`] (Redis pub/sub: milliseconds), and the gateway re-reads every live
+//! revocation with [`Store::live_revocations`] every 500 ms, so a message lost while the
+//! subscriber was reconnecting cannot keep a revoked token alive for longer than that.
+//! Revocations made by this process are also put straight into the gateway's own set by the
+//! endpoint that made them.
 
+mod file;
 mod memory;
 mod metered;
+mod redis;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
+use crate::config::StoreConfig;
+pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
+pub use redis::RedisStore;
 
 /// A token as the store knows it: the SHA-256 of the opaque string. Plain tokens are never stored.
 pub type TokenHash = [u8; 32];
@@ -18,6 +34,24 @@ pub type TokenHash = [u8; 32];
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store cannot be opened as configured (start-up only).
+    #[error("key `{key}`: {reason}")]
+    Open { key: &'static str, reason: String },
+}
+
+/// A revoked session and the unix second until which its access tokens must be refused (the
+/// latest `exp` issued in it, before leeway).
+pub type Revoked = (String, u64);
+
+/// Opens the store `cfg` describes. A `file` store that cannot be created, locked or written is
+/// an error here, naming `store.path`; a `redis` store starts even while Redis is down (it is
+/// then reported unready and reconnects by itself), but a malformed `store.url` is refused.
+pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match cfg.kind.as_str() {
+        "file" => Arc::new(FileStore::open(&cfg.path).await?),
+        "redis" => Arc::new(RedisStore::open(&cfg.url, &cfg.key_prefix).await?),
+        _ => Arc::new(MemoryStore::new()),
+    })
 }
 
 /// A session the store knows, as returned by a successful rotation.
@@ -115,4 +149,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drops entries whose time has passed. Returns how many were removed.
     async fn purge_expired(&self, now: u64) -> Result<usize, StoreError>;
+
+    /// Every revoked session whose `revoked_until` is at or after `now`: what a gateway loads at
+    /// start and re-reads periodically.
+    async fn live_revocations(&self, now: u64) -> Result<Vec<Revoked>, StoreError>;
+
+    /// Revocations made by other processes sharing this store, as they happen. `None` when no
+    /// other process can revoke (memory, file).
+    fn revocation_feed(&self) -> Option<broadcast::Receiver<Revoked>> {
+        None
+    }
 }

@@ -2,6 +2,8 @@
 //! upstreams, and clients that speak to it.
 #![allow(dead_code)]
 
+pub mod binary;
+pub mod redis;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -46,6 +48,11 @@ pub struct Setup {
     pub tls: String,
     pub tokens: String,
     pub login_limits: String,
+    /// Lines of the `[store]` table (memory when empty).
+    pub store: String,
+    /// Where the token signing key lives; replicas that must accept each other's tokens share
+    /// one folder. Default: the gateway's own temporary folder.
+    pub key_dir: Option<PathBuf>,
     /// Whole `[[routes]]` tables.
     pub routes: String,
     /// The body of `[credentials]`; the users file of the test users when empty.
@@ -77,6 +84,7 @@ pub struct Gateway {
 
 pub fn write_config(dir: &Path, setup: &Setup) -> PathBuf {
     let d = dir.display();
+    let k = setup.key_dir.as_deref().unwrap_or(dir).display();
     std::fs::write(dir.join("users.toml"), users_toml()).unwrap();
     let text = format!(
         r#"
@@ -92,7 +100,7 @@ generate_self_signed = true
 {tls}
 
 [tokens]
-signing_key = "{d}/{key}"
+signing_key = "{k}/{key}"
 generate_signing_key = true
 {tokens}
 
@@ -102,12 +110,16 @@ generate_signing_key = true
 [login_limits]
 {login_limits}
 
+[store]
+{store}
+
 {routes}
 "#,
         server = setup.server,
         tls = setup.tls,
         tokens = setup.tokens,
         login_limits = setup.login_limits,
+        store = setup.store,
         routes = setup.routes,
         credentials = if setup.credentials.is_empty() {
             format!("kind = \"file\"\nusers_file = \"{d}/users.toml\"")

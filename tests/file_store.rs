@@ -1,0 +1,99 @@
+//! `store.kind = "file"` through the real binary: sessions, spent tokens, used OTTs,
+//! revocations and settings survive `kill -9`.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::binary::Served;
+use support::{ADMIN, Setup, TRADER, error_code, route, upstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bo-gateway");
+
+trait Calls {
+    async fn refresh(&self, rt: &Value) -> reqwest::Response;
+    async fn verify(&self, ott: &str) -> Value;
+    async fn call(&self, at: &Value) -> u16;
+}
+
+impl Calls for Served {
+    async fn refresh(&self, rt: &Value) -> reqwest::Response {
+        let url = self.url("/auth/token/refresh");
+        self.client.get(url).header("token", rt.as_str().unwrap()).send().await.unwrap()
+    }
+
+    async fn verify(&self, ott: &str) -> Value {
+        let url = self.url("/external/token/verify");
+        let r = self.client.post(url).json(&serde_json::json!({ "token": ott })).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
+    async fn call(&self, at: &Value) -> u16 {
+        let r = self.client.get(self.url("/api/x")).bearer_auth(at.as_str().unwrap()).send().await;
+        r.unwrap().status().as_u16()
+    }
+}
+
+fn serve(config: &Path, dir: &Path) -> Served {
+    support::binary::serve(BIN, config, dir, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        store: format!("kind = \"file\"\npath = \"{}/data/state.redb\"\n", dir.path().display()),
+        routes: route("api", "/api", &up.url(), ""),
+        ..Default::default()
+    };
+    let config = support::write_config(dir.path(), &setup);
+
+    let gw = serve(&config, dir.path());
+    let first = gw.login(TRADER).await;
+    let r = gw.refresh(&first["refreshToken"]).await;
+    assert_eq!(r.status(), 200);
+    let second: Value = r.json().await.unwrap();
+    let url = format!("{}/external/token", gw.base);
+    let at = first["accessToken"].as_str().unwrap();
+    let issue = || async { gw.client.post(&url).bearer_auth(at).send().await.unwrap().json::<Value>().await };
+    let used_ott = issue().await.unwrap()["token"].as_str().unwrap().to_string();
+    let live_ott = issue().await.unwrap()["token"].as_str().unwrap().to_string();
+    assert_eq!(gw.verify(&used_ott).await["valid"], true);
+    let logged_out = gw.login(TRADER).await;
+    let r = gw
+        .client
+        .post(format!("{}/auth/token/revoke", gw.base))
+        .bearer_auth(logged_out["accessToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let admin = gw.login(ADMIN).await;
+    let r = gw
+        .client
+        .patch(format!("{}/connectors/settings", gw.base))
+        .bearer_auth(admin["accessToken"].as_str().unwrap())
+        .json(&serde_json::json!({ "refreshTokenLifeTime": 7200 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gw.kill_9();
+
+    let gw = serve(&config, dir.path());
+    // Issued before the crash: still refreshes.
+    let r = gw.refresh(&second["refreshToken"]).await;
+    assert_eq!(r.status(), 200, "a refresh token issued before kill -9 refreshes after it");
+    let third: Value = r.json().await.unwrap();
+    assert_eq!(third["refreshTokenLifeTime"], 7200, "settings survived");
+    assert_eq!(gw.verify(&used_ott).await["valid"], false, "a used OTT stays used");
+    assert_eq!(gw.verify(&live_ott).await["valid"], true, "an unused OTT still works once");
+    assert_eq!(gw.call(&logged_out["accessToken"]).await, 401, "a logout survives the restart");
+    assert_eq!(gw.call(&third["accessToken"]).await, 200);
+    // Spent before the crash: still spent, and presenting it revokes the session.
+    assert_eq!(error_code(gw.refresh(&first["refreshToken"]).await).await, (401, "token.reused".into()));
+    assert_eq!(gw.call(&third["accessToken"]).await, 401);
+    gw.kill_9();
+}
