@@ -503,3 +503,33 @@ async fn every_supported_algorithm_issues_and_verifies() {
         }
     }
 }
+
+#[tokio::test]
+async fn login_limits_per_address_see_through_trusted_proxies() {
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        server: "trusted_proxies = [\"127.0.0.1\"]".into(),
+        login_limits: "failures_per_login = 100\nfailures_per_address = 2\nwindow = \"1m\"".into(),
+        routes: route("bo", "/api", &up.url(), ""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    let attempt = |client_ip: &'static str, login: &'static str, password: &'static str| {
+        let (c, url) = (gw.client.clone(), gw.url("/auth/token"));
+        async move {
+            c.post(url)
+                .header("X-Forwarded-For", client_ip)
+                .json(&json!({"login": login, "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Two failures from one client address (behind our trusted balancer), on different logins.
+    assert_eq!(attempt("198.51.100.7", "a", "x").await.status(), 401);
+    assert_eq!(attempt("198.51.100.7", "b", "x").await.status(), 401);
+    let r = attempt("198.51.100.7", TRADER.0, TRADER.1).await;
+    assert_eq!(error_code(r).await, (429, "2.147.1.27".into()), "the address is locked");
+    // Another client behind the same balancer is not.
+    assert_eq!(attempt("198.51.100.8", TRADER.0, TRADER.1).await.status(), 200);
+}

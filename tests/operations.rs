@@ -258,3 +258,52 @@ async fn reload_picks_up_users_and_certificate_and_keeps_websockets() {
     let stale = client_for(&gw.cert_pem, false);
     assert!(stale.get(gw.url("/healthz")).send().await.is_err(), "old certificate still served");
 }
+
+#[tokio::test]
+async fn access_log_lines_carry_the_request_id_and_no_secrets() {
+    let up = upstream::start("bo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::routes(route("bo", "/api", &up.url(), "")));
+    let bin = Binary::spawn_with_log(&config, dir.path(), "info");
+    let client = client_for(&std::fs::read(dir.path().join("gateway.crt")).unwrap(), false);
+    let url = |p: &str| format!("https://{}{}", bin.https, p);
+    let r = client
+        .post(url("/auth/token"))
+        .json(&serde_json::json!({"login": TRADER.0, "password": TRADER.1}))
+        .send()
+        .await
+        .unwrap();
+    let pair: Value = r.json().await.unwrap();
+    let access = pair["accessToken"].as_str().unwrap();
+    let r = client
+        .get(url("/api/./orders?x=1"))
+        .bearer_auth(access)
+        .header("Cookie", "session=cookie-secret")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let _ = r.bytes().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = bin.take_logs();
+    let line = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["target"] == "access" && v["fields"]["request_id"].as_str().is_some_and(|r| r.contains(&id))
+        })
+        .unwrap_or_else(|| panic!("no access line for {id} in {logs:#?}"));
+    let f = &line["fields"];
+    assert_eq!(f["method"], "GET");
+    assert_eq!(f["path"], "/api/orders", "the normalised path is logged");
+    assert_eq!(f["route"], "bo");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["login"], TRADER.0);
+    assert_eq!(f["upstream"], up.url());
+    assert!(f["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(f["micros"].is_u64() && f["bytes"].is_u64());
+    let all = logs.join("\n");
+    for secret in [TRADER.1, access, pair["refreshToken"].as_str().unwrap(), "cookie-secret"] {
+        assert!(!all.contains(secret), "a secret reached the log");
+    }
+}

@@ -337,16 +337,22 @@ impl RawConn {
 pub struct Binary {
     pub child: std::process::Child,
     pub https: SocketAddr,
+    logs: std::sync::mpsc::Receiver<String>,
 }
 
 impl Binary {
     pub fn spawn(config: &Path, cwd: &Path) -> Self {
+        Self::spawn_with_log(config, cwd, "info,access=warn")
+    }
+
+    /// As `spawn`, with `BO_GATEWAY_LOG` set to `filter`.
+    pub fn spawn_with_log(config: &Path, cwd: &Path, filter: &str) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bo-gateway"))
             .arg("--config")
             .arg(config)
             .args(["--log-format", "json"])
-            .env("BO_GATEWAY_LOG", "info,access=warn")
+            .env("BO_GATEWAY_LOG", filter)
             .current_dir(cwd)
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -360,8 +366,18 @@ impl Binary {
                 break s.trim_start_matches("Some(").trim_end_matches(')').parse().unwrap();
             }
         };
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, https }
+        let (tx, logs) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, https, logs }
+    }
+
+    /// The log lines written since the last call.
+    pub fn take_logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
     }
 
     pub fn pid(&self) -> u32 {
