@@ -347,16 +347,23 @@ impl Binary {
 
     /// As `spawn`, with `BO_GATEWAY_LOG` set to `filter`.
     pub fn spawn_with_log(config: &Path, cwd: &Path, filter: &str) -> Self {
+        Self::spawn_env(config, cwd, &[("BO_GATEWAY_LOG", filter.as_ref())])
+    }
+
+    /// As `spawn`, with extra environment variables (e.g. `SSL_CERT_FILE`).
+    pub fn spawn_env(config: &Path, cwd: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bo-gateway"))
-            .arg("--config")
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bo-gateway"));
+        cmd.arg("--config")
             .arg(config)
             .args(["--log-format", "json"])
-            .env("BO_GATEWAY_LOG", filter)
+            .env("BO_GATEWAY_LOG", "info,access=warn")
             .current_dir(cwd)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let https = loop {
             let line = lines.next().expect("gateway exited before serving").unwrap();
