@@ -30,7 +30,7 @@ fn bearer(c: &mut Criterion) {
     let now = now_secs();
     for alg in ["EdDSA", "ES256", "HS256", "RS256"] {
         let keys = keys(dir.path(), alg);
-        let settings = TokenSettings::new(&keys, "bo-gateway".into(), "bo-api".into(), 30);
+        let settings = TokenSettings::new("bo-gateway".into(), "bo-api".into(), 30);
         let roles = vec!["trader".to_string()];
         let (jwt, _) = issue_access(&keys, &settings, "alice", &roles, &random_token(16), 900, now).unwrap();
         let revocations = Revocations::new();

@@ -5,6 +5,11 @@
 //! `cargo bench --bench stores` (Redis at `BO_GATEWAY_TEST_REDIS`, default
 //! `redis://127.0.0.1:6379`; skipped when it does not answer). Figures: `benches/README.md`.
 
+/// The tests' Redis helpers (shared URL, key cleanup without FLUSH).
+#[allow(dead_code)]
+#[path = "../tests/support/redis.rs"]
+mod redis_support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,7 +125,7 @@ async fn bytes_per_session(n: usize) {
 }
 
 async fn redis_store() -> Option<(Arc<dyn Store>, String, String)> {
-    let url = std::env::var("BO_GATEWAY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = redis_support::shared_url();
     let mut b = [0u8; 8];
     aws_lc_rs::rand::fill(&mut b).ok()?;
     let prefix = format!("bo-gw-bench:{}:", u64::from_le_bytes(b));
@@ -136,32 +141,6 @@ async fn redis_store() -> Option<(Arc<dyn Store>, String, String)> {
         return None;
     }
     Some((store, url, prefix))
-}
-
-async fn drop_keys(url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(url) else { return };
-    let Ok(mut c) = client.get_multiplexed_async_connection().await else { return };
-    let mut cursor = 0u64;
-    loop {
-        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut c)
-            .await
-        else {
-            return;
-        };
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query_async(&mut c).await;
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
 }
 
 async fn run(name: &str, store: &Arc<dyn Store>, sizes: [(usize, usize); 2]) {
@@ -185,7 +164,7 @@ fn main() {
         run("file", &file, [(1, 1_000), (64, 20_000)]).await;
         if let Some((redis, url, prefix)) = redis_store().await {
             run("redis", &redis, [(1, 10_000), (64, 100_000)]).await;
-            drop_keys(&url, &prefix).await;
+            redis_support::cleanup(&url, &prefix).await;
         }
         bytes_per_session(1_000_000).await;
     });

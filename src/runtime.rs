@@ -142,8 +142,7 @@ impl Runtime {
             };
             err(key, why)
         })?;
-        let token_settings =
-            TokenSettings::new(&keys, t.issuer.clone(), t.audience.clone(), t.leeway.0.as_secs());
+        let token_settings = TokenSettings::new(t.issuer.clone(), t.audience.clone(), t.leeway.0.as_secs());
 
         let credentials = Arc::new(Credentials::load(&raw.credentials, path)?);
         let st = &raw.store;

@@ -36,13 +36,7 @@ async fn wrong_password_and_unknown_login_look_the_same() {
     let (gw, _up) = gateway_with_upstream().await;
     let mut answers = Vec::new();
     for (login, password) in [(ADMIN.0, "wrong"), ("nobody", "wrong"), ("", "")] {
-        let r = gw
-            .client
-            .post(gw.url("/auth/token"))
-            .json(&json!({"login": login, "password": password}))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.try_login(login, password).await;
         let status = r.status().as_u16();
         let www = r.headers().get("www-authenticate").cloned();
         answers.push((status, www, r.text().await.unwrap()));
@@ -56,22 +50,10 @@ async fn wrong_password_and_unknown_login_look_the_same() {
 #[tokio::test]
 async fn disabled_user_is_refused_with_its_code() {
     let (gw, _up) = gateway_with_upstream().await;
-    let r = gw
-        .client
-        .post(gw.url("/auth/token"))
-        .json(&json!({"login": DISABLED.0, "password": DISABLED.1}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.try_login(DISABLED.0, DISABLED.1).await;
     assert_eq!(error_code(r).await, (401, "2.0.2.4".into()));
     // The wrong password for a disabled user does not reveal that it is disabled.
-    let r = gw
-        .client
-        .post(gw.url("/auth/token"))
-        .json(&json!({"login": DISABLED.0, "password": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.try_login(DISABLED.0, "x").await;
     assert_eq!(error_code(r).await, (401, "1.2.0.11".into()));
 }
 
@@ -96,7 +78,7 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
     let first = gw.login(TRADER).await;
     let r1 = first["refreshToken"].as_str().unwrap();
 
-    let r = gw.client.get(gw.url("/auth/token/refresh")).header("token", r1).send().await.unwrap();
+    let r = gw.refresh(r1).await;
     assert_eq!(r.status(), 200);
     let second: Value = r.json().await.unwrap();
     let r2 = second["refreshToken"].as_str().unwrap();
@@ -110,11 +92,11 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
     let other = gw.login(TRADER).await;
 
     // The spent token again: theft. The whole session goes.
-    let r = gw.client.get(gw.url("/auth/token/refresh")).header("token", r1).send().await.unwrap();
+    let r = gw.refresh(r1).await;
     assert_eq!(error_code(r).await, (401, "token.reused".into()));
     let r = gw.client.get(gw.url("/api/x")).bearer_auth(a2).send().await.unwrap();
     assert_eq!(error_code(r).await, (401, "token.invalid".into()));
-    let r = gw.client.get(gw.url("/auth/token/refresh")).header("token", r2).send().await.unwrap();
+    let r = gw.refresh(r2).await;
     assert_eq!(r.status(), 401);
 
     let r = gw
@@ -125,13 +107,7 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = gw
-        .client
-        .get(gw.url("/auth/token/refresh"))
-        .header("token", other["refreshToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = gw.refresh(other["refreshToken"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.hits(), 2);
 }
@@ -150,13 +126,7 @@ async fn refresh_accepts_a_json_body_and_names_its_errors() {
     assert_eq!(r.status(), 200);
     let r = gw.client.get(gw.url("/auth/token/refresh")).send().await.unwrap();
     assert_eq!(error_code(r).await, (401, "token.missing".into()));
-    let r = gw
-        .client
-        .get(gw.url("/auth/token/refresh"))
-        .header("token", "not-a-real-token")
-        .send()
-        .await
-        .unwrap();
+    let r = gw.refresh("not-a-real-token").await;
     assert_eq!(error_code(r).await, (401, "token.invalid".into()));
     let r = gw.client.get(gw.url("/auth/token/refresh")).body("{nope").send().await.unwrap();
     assert_eq!(error_code(r).await, (400, "request.malformed".into()));
@@ -183,22 +153,11 @@ async fn one_time_tokens_verify_once() {
     let access = gw.access_token(TRADER).await;
     let r = gw.client.post(gw.url("/external/token")).send().await.unwrap();
     assert_eq!(error_code(r).await, (401, "token.missing".into()));
-    let r = gw.client.post(gw.url("/external/token")).bearer_auth(&access).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let ott: Value = r.json().await.unwrap();
+    let ott = gw.issue_ott(&access).await;
     assert_eq!(ott["lifeTime"], 30);
     let token = ott["token"].as_str().unwrap();
 
-    let v: Value = gw
-        .client
-        .post(gw.url("/external/token/verify"))
-        .json(&json!({"token": token}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = gw.verify_ott(token).await;
     assert_eq!(v["valid"], true);
     assert_eq!(v["login"], TRADER.0);
     let fresh = v["accessToken"].as_str().unwrap();
@@ -211,16 +170,7 @@ async fn one_time_tokens_verify_once() {
     assert_eq!(gw.client.get(gw.url("/api/y")).bearer_auth(fresh).send().await.unwrap().status(), 200);
 
     for t in [token, "unknown-token", ""] {
-        let v: Value = gw
-            .client
-            .post(gw.url("/external/token/verify"))
-            .json(&json!({"token": t}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = gw.verify_ott(t).await;
         assert_eq!(v, json!({"valid": false}), "token {t:?}");
     }
     let r = gw.client.post(gw.url("/external/token/verify")).body("nope").send().await.unwrap();
@@ -231,16 +181,7 @@ async fn one_time_tokens_verify_once() {
 async fn sixteen_concurrent_verifies_of_one_ott_give_one_valid() {
     let (gw, _up) = gateway_with_upstream().await;
     let access = gw.access_token(TRADER).await;
-    let ott: Value = gw
-        .client
-        .post(gw.url("/external/token"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ott: Value = gw.issue_ott(&access).await;
     let token = ott["token"].as_str().unwrap().to_string();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..16 {
@@ -264,28 +205,10 @@ async fn expired_one_time_token_is_not_valid() {
     };
     let gw = Gateway::start(setup).await;
     let access = gw.access_token(TRADER).await;
-    let ott: Value = gw
-        .client
-        .post(gw.url("/external/token"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ott: Value = gw.issue_ott(&access).await;
     assert_eq!(ott["lifeTime"], 1);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let v: Value = gw
-        .client
-        .post(gw.url("/external/token/verify"))
-        .json(&json!({"token": ott["token"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.verify_ott(&ott["token"]).await;
     assert_eq!(v, json!({"valid": false}));
 }
 
@@ -299,13 +222,7 @@ async fn revoke_ends_the_session_everywhere_it_is_used() {
     assert_eq!(r.status(), 204);
     let r = gw.client.get(gw.url("/api/x")).bearer_auth(access).send().await.unwrap();
     assert_eq!(error_code(r).await, (401, "token.invalid".into()));
-    let r = gw
-        .client
-        .get(gw.url("/auth/token/refresh"))
-        .header("token", pair["refreshToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = gw.refresh(pair["refreshToken"].as_str().unwrap()).await;
     assert_eq!(r.status(), 401);
     let r = gw.client.post(gw.url("/auth/token/revoke")).send().await.unwrap();
     assert_eq!(error_code(r).await, (401, "token.missing".into()));
@@ -453,13 +370,7 @@ async fn api_prefix_moves_the_endpoints() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = gw
-        .client
-        .post(gw.url("/auth/token"))
-        .json(&json!({"login": TRADER.0, "password": TRADER.1}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.try_login(TRADER.0, TRADER.1).await;
     assert_eq!(error_code(r).await, (404, "route.none".into()));
     assert_eq!(gw.client.get(gw.url("/.well-known/jwks.json")).send().await.unwrap().status(), 200);
 }

@@ -57,12 +57,7 @@ async fn fake_bo() -> (String, Arc<AtomicUsize>, Arc<tokio::sync::Mutex<Vec<Stri
 }
 
 async fn login(gw: &Gateway, login: &str, password: &str) -> reqwest::Response {
-    gw.client
-        .post(gw.url("/auth/token"))
-        .json(&json!({"login": login, "password": password}))
-        .send()
-        .await
-        .unwrap()
+    gw.try_login(login, password).await
 }
 
 #[tokio::test]
@@ -101,13 +96,7 @@ async fn the_bo_decides_and_roles_come_from_the_roles_file() {
         .unwrap();
     assert_eq!(e["headers"]["x-auth-login"][0], "bob");
     // Refresh works for a login the gateway has no file entry for.
-    let r = gw
-        .client
-        .get(gw.url("/auth/token/refresh"))
-        .header("token", pair["refreshToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = gw.refresh(pair["refreshToken"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
 
     assert_eq!(error_code(login(&gw, "bob", "wrong").await).await, (401, "1.2.0.11".into()));

@@ -53,37 +53,16 @@ async fn every_family_appears_and_moves() {
 
     let pair = gw.login(TRADER).await;
     let access = pair["accessToken"].as_str().unwrap();
-    let bad = gw
-        .client
-        .post(gw.url("/auth/token"))
-        .json(&json!({"login": "x", "password": "y"}))
-        .send()
-        .await
-        .unwrap();
+    let bad = gw.try_login("x", "y").await;
     assert_eq!(bad.status(), 401);
     for _ in 0..3 {
         assert_eq!(gw.client.get(gw.url("/api/x")).bearer_auth(access).send().await.unwrap().status(), 200);
     }
     assert_eq!(gw.client.get(gw.url("/api/x")).send().await.unwrap().status(), 401);
     assert_eq!(gw.client.get(gw.url("/nowhere")).bearer_auth(access).send().await.unwrap().status(), 404);
-    let r = gw
-        .client
-        .get(gw.url("/auth/token/refresh"))
-        .header("token", pair["refreshToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = gw.refresh(pair["refreshToken"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
-    let ott: serde_json::Value = gw
-        .client
-        .post(gw.url("/external/token"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ott: serde_json::Value = gw.issue_ott(access).await;
     for _ in 0..2 {
         gw.client
             .post(gw.url("/external/token/verify"))

@@ -46,7 +46,7 @@ async fn call(gw: &Gateway, token: &str) -> u16 {
 }
 
 async fn refresh(gw: &Gateway, rt: &str) -> reqwest::Response {
-    gw.client.get(gw.url("/auth/token/refresh")).header("token", rt).send().await.unwrap()
+    gw.refresh(rt).await
 }
 
 fn s(v: &Value, k: &str) -> String {

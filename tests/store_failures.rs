@@ -35,21 +35,9 @@ async fn redis_down_means_503_store_unavailable_cached_tokens_flow_and_it_recove
         (body["store"]["kind"].as_str(), body["store"]["state"].as_str()),
         (Some("redis"), Some("down"))
     );
-    let login = gw
-        .client
-        .post(gw.url("/auth/token"))
-        .json(&serde_json::json!({"login": TRADER.0, "password": TRADER.1}))
-        .send()
-        .await
-        .unwrap();
+    let login = gw.try_login(TRADER.0, TRADER.1).await;
     assert_eq!(error_code(login).await, (503, "store.unavailable".into()));
-    let refresh = gw
-        .client
-        .get(gw.url("/auth/token/refresh"))
-        .header("token", pair["refreshToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let refresh = gw.refresh(pair["refreshToken"].as_str().unwrap()).await;
     assert_eq!(error_code(refresh).await, (503, "store.unavailable".into()));
     let verify = gw
         .client
@@ -73,13 +61,7 @@ async fn redis_down_means_503_store_unavailable_cached_tokens_flow_and_it_recove
     let r = gw.client.get(gw.url("/api/x")).bearer_auth(fresh["accessToken"].as_str().unwrap()).send().await;
     assert_eq!(r.unwrap().status(), 200);
     // Scripts are loaded again by themselves (EVALSHA falls back to EVAL on the new server).
-    let r = gw
-        .client
-        .get(gw.url("/auth/token/refresh"))
-        .header("token", fresh["refreshToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = gw.refresh(fresh["refreshToken"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -97,13 +79,7 @@ async fn a_hung_redis_fails_fast_and_recovers() {
     redis.pause(true);
     let t = Instant::now();
     assert_eq!(gw.client.get(gw.admin_url("/readyz")).send().await.unwrap().status(), 503);
-    let login = gw
-        .client
-        .post(gw.url("/auth/token"))
-        .json(&serde_json::json!({"login": TRADER.0, "password": TRADER.1}))
-        .send()
-        .await
-        .unwrap();
+    let login = gw.try_login(TRADER.0, TRADER.1).await;
     assert_eq!(error_code(login).await, (503, "store.unavailable".into()));
     assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
     redis.pause(false);

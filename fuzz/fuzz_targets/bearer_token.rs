@@ -20,7 +20,7 @@ fn keys() -> &'static (KeySet, TokenSettings) {
             ..Default::default()
         };
         let keys = KeySet::load(&cfg, std::path::Path::new("fuzz.toml")).expect("keys");
-        let settings = TokenSettings::new(&keys, "bo-gateway".into(), "bo-api".into(), 30);
+        let settings = TokenSettings::new("bo-gateway".into(), "bo-api".into(), 30);
         (keys, settings)
     })
 }

@@ -90,7 +90,7 @@ pub struct TokenSettings {
 }
 
 impl TokenSettings {
-    pub fn new(_keys: &KeySet, issuer: String, audience: String, leeway_secs: u64) -> Self {
+    pub fn new(issuer: String, audience: String, leeway_secs: u64) -> Self {
         Self { issuer, audience, leeway_secs }
     }
 }

@@ -170,15 +170,41 @@ impl Gateway {
 
     /// Logs in and returns the token pair as JSON.
     pub async fn login(&self, user: (&str, &str)) -> Value {
-        let r = self
-            .client
-            .post(self.url("/auth/token"))
-            .json(&serde_json::json!({"login": user.0, "password": user.1}))
-            .send()
-            .await
-            .unwrap();
+        let r = self.try_login(user.0, user.1).await;
         assert_eq!(r.status(), 200, "login of {}", user.0);
         r.json().await.unwrap()
+    }
+
+    /// `POST /auth/token` with these credentials: the raw answer.
+    pub async fn try_login(&self, login: &str, password: &str) -> reqwest::Response {
+        let body = serde_json::json!({"login": login, "password": password});
+        self.client.post(self.url("/auth/token")).json(&body).send().await.unwrap()
+    }
+
+    /// `GET /auth/token/refresh` with the refresh token in the `token` header: the raw answer.
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.client.get(self.url("/auth/token/refresh")).header("token", refresh_token).send().await.unwrap()
+    }
+
+    /// `POST /external/token` as the holder of `access`: the JSON answer.
+    pub async fn issue_ott(&self, access: &str) -> Value {
+        let r = self.client.post(self.url("/external/token")).bearer_auth(access).send().await.unwrap();
+        assert_eq!(r.status(), 200, "issuing a one-time token");
+        r.json().await.unwrap()
+    }
+
+    /// `POST /external/token/verify` with `{"token": token}`: the JSON answer.
+    pub async fn verify_ott(&self, token: impl serde::Serialize) -> Value {
+        let body = serde_json::json!({"token": token});
+        self.client
+            .post(self.url("/external/token/verify"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn access_token(&self, user: (&str, &str)) -> String {
