@@ -17,6 +17,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::framing::{Finding, FramingWatch};
 use crate::gateway::Gateway;
 use crate::server::{self, ConnInfo, Listener};
 
@@ -117,9 +118,17 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
         let builder = http_builder(&rt);
         let acceptor = if accept.tls { rt.tls.clone().map(TlsAcceptor::from) } else { None };
         let idle = rt.idle_timeout;
+        let max_head = rt.max_header_bytes;
         drop(rt);
-        let conn =
-            Conn { peer, kind: accept.kind, gw: gw.clone(), idle, drain: conns.clone(), live: conns.enter() };
+        let conn = Conn {
+            peer,
+            kind: accept.kind,
+            gw: gw.clone(),
+            idle,
+            max_head,
+            drain: conns.clone(),
+            live: conns.enter(),
+        };
         let wants_tls = accept.tls;
         tokio::spawn(async move {
             let _slot = slot;
@@ -143,6 +152,7 @@ struct Conn {
     kind: Listener,
     gw: Arc<Gateway>,
     idle: Duration,
+    max_head: usize,
     drain: Arc<Drain>,
     live: Live,
 }
@@ -152,21 +162,25 @@ impl Conn {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { peer, kind, gw, idle, drain, live: _live } = self;
+        let Conn { peer, kind, gw, idle, max_head, drain, live: _live } = self;
         let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
         let activity = Arc::new(Activity::new());
         let info = ConnInfo { peer, tls };
         let act = activity.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let gw = gw.clone();
             let busy = act.enter();
+            if act.next_is_malformed() {
+                req.extensions_mut().insert(server::AmbiguousFraming);
+            }
             async move {
                 let resp = server::handle(gw, info, kind, req).await;
                 drop(busy);
                 resp
             }
         });
-        let io = ActivityIo { inner: io, activity: activity.clone() };
+        let watch = FramingWatch::new(max_head);
+        let io = ActivityIo { inner: io, activity: activity.clone(), watch };
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut draining = false;
@@ -220,19 +234,36 @@ fn now_ms() -> u64 {
     epoch().elapsed().as_millis() as u64
 }
 
-/// When a connection last moved a byte, and how many requests it has in flight.
+/// When a connection last moved a byte, how many requests it has in flight, and which of its
+/// HTTP/1 requests the framing watch refuses.
 struct Activity {
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Requests handed to the service so far.
+    requests: AtomicU64,
+    /// One more than the index of the request to refuse; 0 for none.
+    malformed: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self { last_ms: AtomicU64::new(now_ms()), in_flight: AtomicUsize::new(0) }
+        Self {
+            last_ms: AtomicU64::new(now_ms()),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+        }
     }
 
     fn touch(&self) {
         self.last_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts a request handed to the service; true when the watch refuses it. HTTP/1 hands
+    /// requests over one at a time, in the order their heads arrived.
+    fn next_is_malformed(&self) -> bool {
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        self.malformed.load(Ordering::Relaxed) == index + 1
     }
 
     fn enter(self: &Arc<Self>) -> Busy {
@@ -260,10 +291,12 @@ impl Drop for Busy {
     }
 }
 
-/// The connection's IO, noting the time of every successful read or write.
+/// The connection's IO, noting the time of every successful read or write and showing what the
+/// client sends to the framing watch.
 struct ActivityIo<T> {
     inner: T,
     activity: Arc<Activity>,
+    watch: FramingWatch,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
@@ -276,6 +309,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.touch();
+            if !self.watch.is_off() {
+                let this = &mut *self;
+                if let Finding::Ambiguous(i) = this.watch.feed(&buf.filled()[before..]) {
+                    this.activity.malformed.store(i + 1, Ordering::Relaxed);
+                }
+            }
         }
         r
     }

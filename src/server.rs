@@ -48,6 +48,12 @@ pub enum Listener {
     Admin,
 }
 
+/// Marks a request whose HTTP/1 framing the listener's watch found ambiguous (a repeated
+/// `Content-Length`, or one beside `Transfer-Encoding`): it is refused and its connection
+/// closed, as nothing after it can be trusted.
+#[derive(Debug, Clone, Copy)]
+pub struct AmbiguousFraming;
+
 /// What one request did, for its access-log line and metrics.
 #[derive(Default)]
 pub struct Trail {
@@ -75,7 +81,9 @@ pub async fn handle(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let mut trail = Trail::default();
+    let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let result = match listener {
+        _ if ambiguous => Err(GatewayError::Malformed("ambiguous body framing".into())),
         Listener::Main => dispatch(&gw, &rt, conn, trusted, &request_id, req, &mut trail).await,
         Listener::Admin => admin(&gw, &rt, req).await,
     };
@@ -88,6 +96,9 @@ pub async fn handle(
         e.into_response()
     });
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    if ambiguous {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let took = started.elapsed();
     let status = resp.status().as_u16();
     if listener == Listener::Main {

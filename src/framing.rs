@@ -1,0 +1,346 @@
+//! A watch on the HTTP/1 request framing a client sends, for the ambiguities hyper resolves
+//! silently (RFC 9112 §6.3 allows both): it merges identical duplicate `Content-Length` headers,
+//! and it frames a request carrying both `Content-Length` and `Transfer-Encoding` as chunked. A
+//! gateway in front of other parsers refuses both, as nginx and Envoy do (issue 3). The watch
+//! reads the same bytes hyper reads, follows each request's body framing to find the next head,
+//! and names the first ambiguous request; the service answers that one with 400 and closes the
+//! connection.
+//!
+//! It fails open: on anything it cannot follow (HTTP/2, an upgrade, a head hyper rejects anyway)
+//! it stops watching, so it never refuses what hyper would have framed differently.
+
+use std::mem::MaybeUninit;
+
+/// Headers parsed per head; a head with more is refused by hyper (431) long before this matters.
+const MAX_HEADERS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before (or inside) a request head.
+    Head,
+    /// Inside a body of known length: bytes left.
+    Body(u64),
+    Chunked(Chunk),
+    /// Not following this connection any more.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// In a chunk-size line: the size so far and whether an extension has started.
+    Size {
+        size: u64,
+        digits: u8,
+        ext: bool,
+    },
+    SizeLf {
+        size: u64,
+    },
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (after the last chunk).
+    TrailerStart,
+    TrailerLine,
+    TrailerEndLf,
+}
+
+/// Follows the request framing of one HTTP/1 connection.
+#[derive(Debug)]
+pub struct FramingWatch {
+    state: State,
+    /// A head split across reads, kept until it is complete.
+    partial: Vec<u8>,
+    /// Index (0-based) of the request whose head comes next.
+    index: u64,
+    max_head: usize,
+}
+
+/// What the watch found in the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finding {
+    /// Nothing to refuse.
+    Fine,
+    /// The request with this index (0-based, in order of arrival) repeats `Content-Length` or
+    /// sends it with `Transfer-Encoding`.
+    Ambiguous(u64),
+}
+
+impl FramingWatch {
+    pub fn new(max_head: usize) -> Self {
+        Self { state: State::Head, partial: Vec::new(), index: 0, max_head }
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.state == State::Off
+    }
+
+    /// Feeds the next bytes read from the client.
+    pub fn feed(&mut self, mut data: &[u8]) -> Finding {
+        while !data.is_empty() {
+            match self.state {
+                State::Off => break,
+                State::Head => match self.head(data) {
+                    Step::Consumed(n) => data = &data[n..],
+                    Step::Found(f) => {
+                        self.off();
+                        return f;
+                    }
+                },
+                State::Body(left) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+                    data = &data[n..];
+                    let left = left - n as u64;
+                    self.state = if left == 0 { State::Head } else { State::Body(left) };
+                }
+                State::Chunked(c) => {
+                    let n = self.chunked(c, data);
+                    data = &data[n..];
+                }
+            }
+        }
+        Finding::Fine
+    }
+
+    fn off(&mut self) {
+        self.state = State::Off;
+        self.partial = Vec::new();
+    }
+
+    /// Reads (part of) a head; returns how much of `data` it used.
+    fn head(&mut self, data: &[u8]) -> Step {
+        if self.partial.is_empty() {
+            return match self.parse(data) {
+                Parsed::Complete(n) => Step::Consumed(n),
+                Parsed::Partial => {
+                    self.keep(data, 0);
+                    Step::Consumed(data.len())
+                }
+                Parsed::Found(f) => Step::Found(f),
+            };
+        }
+        // Only a line ending can complete a head: skip the re-parse otherwise, so a head sent a
+        // byte at a time costs linear, not quadratic, work.
+        let had = self.partial.len();
+        self.keep(data, had);
+        if self.state == State::Off {
+            return Step::Consumed(data.len());
+        }
+        if !data.contains(&b'\n') {
+            return Step::Consumed(data.len());
+        }
+        let partial = std::mem::take(&mut self.partial);
+        match self.parse(&partial) {
+            Parsed::Complete(n) => {
+                // The head ended inside `data`: what follows it there is body or the next head.
+                Step::Consumed(n.saturating_sub(had))
+            }
+            Parsed::Partial => {
+                self.partial = partial;
+                Step::Consumed(data.len())
+            }
+            Parsed::Found(f) => Step::Found(f),
+        }
+    }
+
+    /// Keeps `data` as part of a split head, or stops watching past the head size limit (hyper
+    /// answers 431 there).
+    fn keep(&mut self, data: &[u8], had: usize) {
+        if had + data.len() > self.max_head.saturating_add(4096) {
+            self.off();
+        } else {
+            self.partial.extend_from_slice(data);
+        }
+    }
+
+    fn parse(&mut self, buf: &[u8]) -> Parsed {
+        let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match req.parse_with_uninit_headers(buf, &mut headers) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => {
+                self.off();
+                return Parsed::Complete(buf.len());
+            }
+        };
+        let index = self.index;
+        self.index += 1;
+        let mut lengths = 0usize;
+        let mut length = None;
+        let mut chunked = false;
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                lengths += 1;
+                length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = true;
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                // After a possible 101 the bytes are not HTTP any more.
+                self.state = State::Off;
+            }
+        }
+        if lengths > 1 || (lengths > 0 && chunked) {
+            return Parsed::Found(Finding::Ambiguous(index));
+        }
+        if req.method == Some("CONNECT") || self.state == State::Off {
+            self.off();
+            return Parsed::Complete(buf.len());
+        }
+        self.state = if chunked {
+            // A Transfer-Encoding hyper does not frame as chunked is refused by hyper itself.
+            State::Chunked(Chunk::Size { size: 0, digits: 0, ext: false })
+        } else {
+            match (lengths, length) {
+                (0, _) | (_, Some(0)) => State::Head,
+                (_, Some(n)) => State::Body(n),
+                (_, None) => State::Off,
+            }
+        };
+        if self.state == State::Off {
+            self.partial = Vec::new();
+        }
+        Parsed::Complete(len)
+    }
+
+    /// Follows a chunked body; returns how much of `data` it used.
+    fn chunked(&mut self, mut c: Chunk, data: &[u8]) -> usize {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            i += 1;
+            c = match c {
+                Chunk::Size { size, digits, ext } => match b {
+                    b'\r' => Chunk::SizeLf { size },
+                    b'\n' => Self::after_size(size),
+                    _ if ext => c,
+                    b';' | b' ' | b'\t' => Chunk::Size { size, digits, ext: true },
+                    _ => match (b as char).to_digit(16) {
+                        Some(d) if digits < 16 => {
+                            Chunk::Size { size: size * 16 + u64::from(d), digits: digits + 1, ext }
+                        }
+                        _ => return self.stop(data.len()),
+                    },
+                },
+                Chunk::SizeLf { size } if b == b'\n' => Self::after_size(size),
+                Chunk::Data(left) => {
+                    let n = usize::try_from(left - 1).unwrap_or(usize::MAX).min(data.len() - i);
+                    i += n;
+                    let left = left - 1 - n as u64;
+                    if left == 0 { Chunk::DataCr } else { Chunk::Data(left) }
+                }
+                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+                Chunk::DataCr | Chunk::DataLf if b == b'\n' => Chunk::Size { size: 0, digits: 0, ext: false },
+                Chunk::TrailerStart => match b {
+                    b'\r' => Chunk::TrailerEndLf,
+                    b'\n' => {
+                        self.state = State::Head;
+                        return i;
+                    }
+                    _ => Chunk::TrailerLine,
+                },
+                Chunk::TrailerLine if b == b'\n' => Chunk::TrailerStart,
+                Chunk::TrailerLine => c,
+                Chunk::TrailerEndLf if b == b'\n' => {
+                    self.state = State::Head;
+                    return i;
+                }
+                _ => return self.stop(data.len()),
+            };
+        }
+        self.state = State::Chunked(c);
+        i
+    }
+
+    fn after_size(size: u64) -> Chunk {
+        if size == 0 { Chunk::TrailerStart } else { Chunk::Data(size) }
+    }
+
+    fn stop(&mut self, n: usize) -> usize {
+        self.off();
+        n
+    }
+}
+
+enum Step {
+    Consumed(usize),
+    Found(Finding),
+}
+
+enum Parsed {
+    Complete(usize),
+    Partial,
+    Found(Finding),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(parts: &[&[u8]]) -> (Finding, FramingWatch) {
+        let mut w = FramingWatch::new(65536);
+        for p in parts {
+            let f = w.feed(p);
+            if f != Finding::Fine {
+                return (f, w);
+            }
+        }
+        (Finding::Fine, w)
+    }
+
+    const DUP: &[u8] = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello";
+
+    #[test]
+    fn a_repeated_content_length_is_found_in_its_request() {
+        assert_eq!(feed_all(&[DUP]).0, Finding::Ambiguous(0));
+        let both = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n";
+        assert_eq!(feed_all(&[both]).0, Finding::Ambiguous(0));
+    }
+
+    #[test]
+    fn the_index_follows_pipelined_bodies_of_every_framing() {
+        let mut stream = Vec::new();
+        stream.extend_from_slice(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+        let inner = b"GET /c HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"; // a body
+        stream.extend_from_slice(
+            format!("POST /b HTTP/1.1\r\nContent-Length: {}\r\n\r\n", inner.len()).as_bytes(),
+        );
+        stream.extend_from_slice(inner);
+        stream.extend_from_slice(b"POST /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        stream.extend_from_slice(b"4;ext=1\r\nab\r\n\r\n0\r\nX-Trailer: Content-Length: 1\r\n\r\n");
+        stream.extend_from_slice(b"\r\nGET /e HTTP/1.1\n\n");
+        stream.extend_from_slice(DUP);
+        // Whole, and one byte at a time: the same finding.
+        assert_eq!(feed_all(&[&stream]).0, Finding::Ambiguous(4));
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(feed_all(&bytes).0, Finding::Ambiguous(4));
+        let sevens: Vec<&[u8]> = stream.chunks(7).collect();
+        assert_eq!(feed_all(&sevens).0, Finding::Ambiguous(4));
+    }
+
+    #[test]
+    fn it_stops_watching_what_it_cannot_follow() {
+        for start in [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            let (f, w) = feed_all(&[start, DUP]);
+            assert_eq!(f, Finding::Fine, "{}", String::from_utf8_lossy(start));
+            assert!(w.is_off());
+        }
+    }
+
+    #[test]
+    fn an_endless_head_is_dropped_at_the_limit() {
+        let mut w = FramingWatch::new(1024);
+        w.feed(b"GET / HTTP/1.1\r\n");
+        for _ in 0..1000 {
+            w.feed(b"X-A: b\r\n");
+        }
+        assert!(w.is_off());
+        assert!(w.partial.capacity() == 0);
+    }
+}
