@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 /// A response is either produced by the gateway (`Full`) or streamed from an upstream.
 /// An enum rather than a boxed body: no allocation per response.
-pub type GatewayBody = Either<Full<Bytes>, Incoming>;
+pub type GatewayBody = Either<Full<Bytes>, crate::proxy::UpstreamBody>;
 
 pub static JSON_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
 

@@ -165,10 +165,11 @@ impl Conn {
         let Conn { peer, kind, gw, idle, max_head, drain, live: _live } = self;
         let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
         let activity = Arc::new(Activity::new());
-        let info = ConnInfo { peer, tls };
+        let info = ConnInfo::new(peer, tls);
         let act = activity.clone();
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let gw = gw.clone();
+            let info = info.clone();
             let busy = act.enter();
             if act.next_is_malformed() {
                 req.extensions_mut().insert(server::AmbiguousFraming);

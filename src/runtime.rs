@@ -287,7 +287,7 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         .iter()
         .enumerate()
         .map(|(j, u)| {
-            Upstream::parse(u)
+            Upstream::parse(u, r.connect_timeout.0)
                 .map_err(|why| ConfigError::new(path, format!("routes[{i}].upstreams[{j}]"), why))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -322,14 +322,7 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         let hvalue = HeaderValue::from_str(&text).map_err(|_| err(&hk, "value is not header-safe".into()))?;
         upstream_headers.push((hname, hvalue));
     }
-    let pool = UpstreamPool::new(
-        r.name.clone(),
-        upstreams,
-        balance,
-        r.connect_timeout.0,
-        health_path,
-        r.health_check.interval.0,
-    );
+    let pool = UpstreamPool::new(r.name.clone(), upstreams, balance, health_path, r.health_check.interval.0);
     Ok(Route {
         name: r.name.as_str().into(),
         prefix,

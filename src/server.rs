@@ -35,10 +35,20 @@ pub const OWN_ENDPOINTS: &[(&str, &[&str], bool)] = &[
 ];
 
 /// What the listener knows about a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address as a header value (for `X-Forwarded-For`), made once per connection.
+    pub peer_header: HeaderValue,
     pub tls: bool,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let peer_header =
+            HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("-"));
+        Self { peer, peer_header, tls }
+    }
 }
 
 /// Which listener a request came in on.
@@ -84,7 +94,7 @@ pub async fn handle(
     let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let result = match listener {
         _ if ambiguous => Err(GatewayError::Malformed("ambiguous body framing".into())),
-        Listener::Main => dispatch(&gw, &rt, conn, trusted, &request_id, req, &mut trail).await,
+        Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut trail).await,
         Listener::Admin => admin(&gw, &rt, req).await,
     };
     let mut resp = result.unwrap_or_else(|e| {
@@ -141,7 +151,7 @@ async fn admin(
 async fn dispatch(
     gw: &Gateway,
     rt: &Runtime,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     trusted: bool,
     request_id: &HeaderValue,
     req: Request<Incoming>,
@@ -181,6 +191,7 @@ async fn dispatch(
     };
     let fwd = Forwarding {
         peer: conn.peer.ip(),
+        peer_header: conn.peer_header.clone(),
         trusted_peer: trusted,
         proto: if conn.tls { "https" } else { "http" },
         host,

@@ -221,6 +221,62 @@ async fn round_robin_spreads_over_upstreams() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused_for_every_response_framing() {
+    let up = upstream::start("bo").await;
+    let gw = Gateway::start(Setup::routes(route("pub", "/", &up.url(), "auth = \"public\""))).await;
+    for i in 0..10 {
+        // Content-Length, chunked (streamed), empty, and a request with a body.
+        echo(&gw, gw.client.get(gw.url(&format!("/json/{i}")))).await;
+        let r = gw.client.get(gw.url("/bytes?n=100000")).send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap().len(), 100_000);
+        let r = gw.client.get(gw.url("/status/204")).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        echo(&gw, gw.client.post(gw.url("/post")).body(vec![b'a'; 10_000])).await;
+    }
+    assert_eq!(up.hits(), 40);
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one request at a time needs one connection"
+    );
+}
+
+#[tokio::test]
+async fn a_response_abandoned_midway_closes_its_upstream_connection_instead_of_reusing_it() {
+    let up = upstream::start("bo").await;
+    let gw = Gateway::start(Setup::routes(route("pub", "/", &up.url(), "auth = \"public\""))).await;
+    let r = gw.client.get(gw.url("/bytes?n=50000000")).send().await.unwrap();
+    let mut r = r;
+    r.chunk().await.unwrap();
+    drop(r);
+    // The next request must not be answered with the rest of the abandoned body.
+    let e = echo(&gw, gw.client.get(gw.url("/after"))).await;
+    assert_eq!(e["uri"], "/after");
+    for _ in 0..50 {
+        if up.open() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.open(), 1, "the abandoned connection is still open");
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_after_each_response_is_reconnected_to() {
+    // No `Connection: close`: the upstream just closes, as a server at its keep-alive limit does.
+    let (addr, count, _task) =
+        upstream::raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()).await;
+    let gw = Gateway::start(Setup::routes(route("pub", "/", &format!("http://{addr}"), "auth = \"public\"")))
+        .await;
+    for i in 0..20 {
+        let r = gw.client.post(gw.url("/x")).body("data").send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

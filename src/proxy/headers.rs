@@ -57,25 +57,35 @@ fn is_gateway_owned(name: &str) -> bool {
 
 /// Removes hop-by-hop headers and any header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut named: Vec<HeaderName> = Vec::new();
+    strip(headers, |_| false);
+}
+
+/// Removes hop-by-hop headers, headers named in `Connection` and those `also` names, in one pass
+/// over the names (no allocation when there is nothing to remove, the common case).
+fn strip(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(header::CONNECTION) {
         for token in v.to_str().unwrap_or("").split(',') {
             if let Ok(n) = HeaderName::from_bytes(token.trim().as_bytes()) {
-                named.push(n);
+                doomed.push(n);
             }
         }
     }
-    for n in named {
-        headers.remove(n);
+    for n in headers.keys() {
+        if is_hop_by_hop(n) || also(n.as_str()) {
+            doomed.push(n.clone());
+        }
     }
-    for n in HOP_BY_HOP {
-        headers.remove(*n);
+    for n in doomed {
+        headers.remove(n);
     }
 }
 
 /// What the request carried that the gateway keeps, read before anything is stripped.
 pub struct Forwarding {
     pub peer: IpAddr,
+    /// `peer` as a header value, made once per connection.
+    pub peer_header: HeaderValue,
     pub trusted_peer: bool,
     pub proto: &'static str,
     pub host: Option<HeaderValue>,
@@ -98,11 +108,7 @@ pub fn prepare_upstream_request(
     let xfp = if fwd.trusted_peer { headers.get(&X_FORWARDED_PROTO).cloned() } else { None };
     let xfh = if fwd.trusted_peer { headers.get(&X_FORWARDED_HOST).cloned() } else { None };
 
-    strip_hop_by_hop(headers);
-    let owned: Vec<HeaderName> = headers.keys().filter(|n| is_gateway_owned(n.as_str())).cloned().collect();
-    for n in owned {
-        headers.remove(n);
-    }
+    strip(headers, is_gateway_owned);
     if !forward_authorization {
         headers.remove(header::AUTHORIZATION);
     }
@@ -112,12 +118,11 @@ pub fn prepare_upstream_request(
         headers.insert(X_AUTH_ROLES.clone(), id.roles_header.clone());
         headers.insert(X_AUTH_SESSION.clone(), id.session_header.clone());
     }
-    let peer = fwd.peer.to_string();
     let chain = match xff {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer,
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", fwd.peer)).ok(),
+        None => Some(fwd.peer_header.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&chain) {
+    if let Some(v) = chain {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), xfp.unwrap_or(HeaderValue::from_static(fwd.proto)));

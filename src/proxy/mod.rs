@@ -1,6 +1,7 @@
 //! Forwarding a request to its route's upstream: headers, streaming, timeouts, upgrades.
 
 mod headers;
+mod pool;
 mod upstream;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 pub use headers::{Forwarding, X_REQUEST_ID, client_address, is_hop_by_hop, strip_hop_by_hop};
+pub use pool::{SendError, UpstreamBody};
 pub use upstream::{Balance, Upstream, UpstreamPool, spawn_health_checks};
 
 use crate::auth::Authenticated;
@@ -60,8 +62,8 @@ pub async fn forward(
     let retry = (route.pool.upstreams.len() > 1
         && is_idempotent(&parts.method)
         && http_body::Body::is_end_stream(&body))
-    .then(|| (parts.method.clone(), parts.headers.clone(), parts.uri.query().map(str::to_owned)));
-    parts.uri = upstream_uri(first, target, parts.uri.query())?;
+    .then(|| (parts.method.clone(), parts.headers.clone(), parts.uri.clone()));
+    parts.uri = upstream_uri(first, target, &parts.uri)?;
     let exceeded = Arc::new(AtomicBool::new(false));
     let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, exceeded.clone()));
     *served_by = Some(first.url.clone());
@@ -72,7 +74,7 @@ pub async fn forward(
         headers.insert(header::HOST, second.host_header.clone());
         let mut req = Request::new(LimitedBody::empty());
         *req.method_mut() = method;
-        *req.uri_mut() = upstream_uri(second, target, query.as_deref())?;
+        *req.uri_mut() = upstream_uri(second, target, &query)?;
         *req.headers_mut() = headers;
         *served_by = Some(second.url.clone());
         result = send(route, second, req).await;
@@ -116,10 +118,10 @@ async fn send(
     route: &Route,
     upstream: &Upstream,
     req: Request<LimitedBody>,
-) -> Result<Response<Incoming>, Failure> {
+) -> Result<Response<UpstreamBody>, Failure> {
     let _in_flight = upstream.start_request();
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(route.timeout, route.pool.client.request(req)).await;
+    let result = tokio::time::timeout(route.timeout, upstream.conns.send(req)).await;
     if let Some(stats) = route.stats.get() {
         stats.upstream_latency.observe(started.elapsed());
     }
@@ -128,14 +130,14 @@ async fn send(
             tracing::warn!(route = %route.name, upstream = %upstream.url, "upstream timed out");
             Err(Failure::Timeout)
         }
-        Ok(Err(e)) => {
+        Ok(Err(SendError::Connect(e))) => {
+            tracing::warn!(route = %route.name, upstream = %upstream.url, error = %e, "upstream connect failed");
+            upstream.record_connect(false);
+            Err(Failure::Connect(e))
+        }
+        Ok(Err(SendError::Other(e))) => {
             tracing::warn!(route = %route.name, upstream = %upstream.url, error = %e, "upstream request failed");
-            if e.is_connect() {
-                upstream.record_connect(false);
-                Err(Failure::Connect(e.to_string()))
-            } else {
-                Err(Failure::Other(e.to_string()))
-            }
+            Err(Failure::Other(e))
         }
         Ok(Ok(resp)) => {
             upstream.record_connect(true);
@@ -144,11 +146,17 @@ async fn send(
     }
 }
 
-fn upstream_uri(upstream: &Upstream, target: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
-    let mut uri = String::with_capacity(upstream.base_path.len() + target.len() + 64);
-    uri.push_str(upstream.scheme.as_str());
-    uri.push_str("://");
-    uri.push_str(upstream.authority.as_str());
+/// The origin-form target sent upstream: the upstream's base path, the normalised path and the
+/// client's query. When that is exactly what the client sent, its (shared) bytes are reused.
+fn upstream_uri(upstream: &Upstream, target: &str, client: &Uri) -> Result<Uri, GatewayError> {
+    if upstream.base_path.is_empty() && client.path() == target && client.scheme().is_none() {
+        if let Some(pq) = client.path_and_query() {
+            return Ok(Uri::from(pq.clone()));
+        }
+    }
+    let query = client.query();
+    let mut uri =
+        String::with_capacity(upstream.base_path.len() + target.len() + query.map_or(0, |q| q.len() + 1));
     uri.push_str(&upstream.base_path);
     uri.push_str(target);
     if let Some(q) = query {

@@ -4,13 +4,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::pool::Connections;
+use crate::body::LimitedBody;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
-use crate::body::LimitedBody;
 
 /// Consecutive connect failures after which an upstream is taken out of rotation for a while.
 const EJECT_AFTER_FAILURES: u32 = 3;
@@ -32,6 +29,8 @@ pub struct Upstream {
     /// The upstream URL's own path, without a trailing slash ("" for none).
     pub base_path: String,
     pub host_header: HeaderValue,
+    /// Its kept-alive connections.
+    pub conns: Arc<Connections>,
     in_flight: AtomicUsize,
     connect_failures: AtomicU32,
     ejected_until_ms: AtomicU64,
@@ -41,7 +40,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Parses `http://host:port[/base]`. Only plain HTTP upstreams are spoken to (SPEC §2).
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str, connect_timeout: Duration) -> Result<Self, String> {
         let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
         let scheme = uri.scheme().cloned().ok_or_else(|| format!("`{url}` needs a scheme (http://)"))?;
         if scheme != Scheme::HTTP {
@@ -56,12 +55,14 @@ impl Upstream {
         }
         let base_path = uri.path().trim_end_matches('/').to_string();
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        let conns = Connections::new(authority.clone(), connect_timeout);
         Ok(Self {
             url: url.into(),
             scheme,
             authority,
             base_path,
             host_header,
+            conns,
             in_flight: AtomicUsize::new(0),
             connect_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
@@ -126,14 +127,11 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-pub type UpstreamClient = Client<HttpConnector, LimitedBody>;
-
 pub struct UpstreamPool {
     pub route: String,
     pub upstreams: Vec<Upstream>,
     pub balance: Balance,
     next: AtomicUsize,
-    pub client: UpstreamClient,
     pub health_path: Option<String>,
     pub health_interval: Duration,
 }
@@ -143,19 +141,10 @@ impl UpstreamPool {
         route: String,
         upstreams: Vec<Upstream>,
         balance: Balance,
-        connect_timeout: Duration,
         health_path: Option<String>,
         health_interval: Duration,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
-        Self { route, upstreams, balance, next: AtomicUsize::new(0), client, health_path, health_interval }
+        Self { route, upstreams, balance, next: AtomicUsize::new(0), health_path, health_interval }
     }
 
     pub fn healthy_count(&self) -> usize {
@@ -214,7 +203,7 @@ pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
             tick.tick().await;
             let Some(pool) = weak.upgrade() else { return };
             for up in &pool.upstreams {
-                let uri = format!("{}://{}{}{}", up.scheme, up.authority, up.base_path, path);
+                let uri = format!("{}{}", up.base_path, path);
                 let Ok(req) = Request::get(uri)
                     .header(http::header::HOST, up.host_header.clone())
                     .body(LimitedBody::empty())
@@ -223,7 +212,7 @@ pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
                 };
                 let timeout = interval.min(Duration::from_secs(5));
                 let ok = matches!(
-                    tokio::time::timeout(timeout, pool.client.request(req)).await,
+                    tokio::time::timeout(timeout, up.conns.send(req)).await,
                     Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection()
                 );
                 up.record_check(ok);
