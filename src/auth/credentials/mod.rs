@@ -69,8 +69,8 @@ impl Credentials {
     }
 }
 
-/// Checks a password: argon2id on the blocking pool (at most `limit` at a time), or a call to
-/// the BO. Passwords are never logged or kept.
+/// Checks a password: argon2id on a thread of its own at idle CPU priority (at most `limit` at a
+/// time), or a call to the BO. Passwords are never logged or kept.
 pub async fn check_password(
     creds: Arc<Credentials>,
     limit: &Semaphore,
@@ -84,10 +84,60 @@ pub async fn check_password(
         .acquire()
         .await
         .map_err(|_| GatewayError::CredentialsUnavailable("hashing pool closed".into()))?;
-    tokio::task::spawn_blocking(move || match creds.as_ref() {
-        Credentials::File(f) => f.verify_blocking(&login, &password),
-        Credentials::Http(_) => Verdict::Invalid,
-    })
-    .await
-    .map_err(|e| GatewayError::Internal(format!("password check failed: {e}")))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread per check (its start costs microseconds beside milliseconds of argon2), so its
+    // priority can be lowered for good without touching the runtime's blocking pool.
+    std::thread::Builder::new()
+        .name("bo-gateway-hash".into())
+        .spawn(move || {
+            lower_priority();
+            let verdict = match creds.as_ref() {
+                Credentials::File(f) => f.verify_blocking(&login, &password),
+                Credentials::Http(_) => Verdict::Invalid,
+            };
+            let _ = tx.send(verdict);
+        })
+        .map_err(|e| GatewayError::Internal(format!("password check thread: {e}")))?;
+    rx.await.map_err(|_| GatewayError::Internal("password check failed".into()))
+}
+
+/// Hashing runs only on CPU time nothing else wants: SCHED_IDLE on Linux (a proxying thread that
+/// wakes preempts it at once), else the lowest normal priority. So a login storm slows logins,
+/// never the proxied traffic sharing the cores.
+fn lower_priority() {
+    use thread_priority::{ThreadPriority, set_current_thread_priority};
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle).is_ok() {
+            return;
+        }
+    }
+    if let Err(e) = set_current_thread_priority(ThreadPriority::Min) {
+        tracing::debug!(error = ?e, "could not lower the hashing thread's priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn hashing_threads_run_at_idle_priority() {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
+        };
+        let policy = std::thread::spawn(|| {
+            super::lower_priority();
+            thread_schedule_policy().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
+        // The caller's own thread is untouched.
+        assert_ne!(thread_schedule_policy().unwrap(), policy);
+    }
 }
