@@ -1,5 +1,5 @@
 //! `credentials.kind = "file"`: argon2id hashes from a users file. Verification is slow by
-//! design; the caller runs it on the blocking pool (see `check_password`).
+//! design; the caller runs it off the runtime (see `check_password`).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Checking a login and password: `file` (argon2id users file, on the blocking pool with bounded
+//! Checking a login and password: `file` (argon2id users file, on idle-priority threads with bounded
 //! concurrency so a login storm cannot starve proxied traffic) or `http` (the BO itself).
 
 mod file;
