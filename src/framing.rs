@@ -166,9 +166,7 @@ impl FramingWatch {
         };
         let index = self.index;
         self.index += 1;
-        let mut lengths = 0usize;
-        let mut length = None;
-        let mut chunked = false;
+        let (mut lengths, mut length, mut chunked, mut upgrade) = (0usize, None, false, false);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 lengths += 1;
@@ -176,31 +174,31 @@ impl FramingWatch {
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = true;
             } else if h.name.eq_ignore_ascii_case("upgrade") {
-                // After a possible 101 the bytes are not HTTP any more.
-                self.state = State::Off;
+                upgrade = true;
             }
         }
         if lengths > 1 || (lengths > 0 && chunked) {
             return Parsed::Found(Finding::Ambiguous(index));
         }
-        if req.method == Some("CONNECT") || self.state == State::Off {
-            self.off();
-            return Parsed::Complete(buf.len());
-        }
-        self.state = if chunked {
+        // After a possible 101 (Upgrade, CONNECT) the bytes are not HTTP any more.
+        let next = match (upgrade || req.method == Some("CONNECT"), chunked, lengths, length) {
+            (true, ..) => None,
             // A Transfer-Encoding hyper does not frame as chunked is refused by hyper itself.
-            State::Chunked(Chunk::Size { size: 0, digits: 0, ext: false })
-        } else {
-            match (lengths, length) {
-                (0, _) | (_, Some(0)) => State::Head,
-                (_, Some(n)) => State::Body(n),
-                (_, None) => State::Off,
-            }
+            (_, true, ..) => Some(State::Chunked(Chunk::Size { size: 0, digits: 0, ext: false })),
+            (_, _, 0, _) | (.., Some(0)) => Some(State::Head),
+            (.., Some(n)) => Some(State::Body(n)),
+            (.., None) => None,
         };
-        if self.state == State::Off {
-            self.partial = Vec::new();
+        match next {
+            Some(state) => {
+                self.state = state;
+                Parsed::Complete(len)
+            }
+            None => {
+                self.off();
+                Parsed::Complete(buf.len())
+            }
         }
-        Parsed::Complete(len)
     }
 
     /// Follows a chunked body; returns how much of `data` it used.

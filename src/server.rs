@@ -190,7 +190,6 @@ async fn dispatch(
         AuthMode::Public => Authenticated::anonymous(),
     };
     let fwd = Forwarding {
-        peer: conn.peer.ip(),
         peer_header: conn.peer_header.clone(),
         trusted_peer: trusted,
         proto: if conn.tls { "https" } else { "http" },

@@ -83,8 +83,7 @@ fn strip(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
 
 /// What the request carried that the gateway keeps, read before anything is stripped.
 pub struct Forwarding {
-    pub peer: IpAddr,
-    /// `peer` as a header value, made once per connection.
+    /// The peer's address as a header value, made once per connection.
     pub peer_header: HeaderValue,
     pub trusted_peer: bool,
     pub proto: &'static str,
@@ -119,7 +118,9 @@ pub fn prepare_upstream_request(
         headers.insert(X_AUTH_SESSION.clone(), id.session_header.clone());
     }
     let chain = match xff {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", fwd.peer)).ok(),
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", fwd.peer_header.to_str().unwrap_or("-"))).ok()
+        }
         None => Some(fwd.peer_header.clone()),
     };
     if let Some(v) = chain {

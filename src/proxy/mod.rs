@@ -13,7 +13,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 pub use headers::{Forwarding, X_REQUEST_ID, client_address, is_hop_by_hop, strip_hop_by_hop};
-pub use pool::{SendError, UpstreamBody};
+use pool::SendError;
+pub use pool::UpstreamBody;
 pub use upstream::{Balance, Upstream, UpstreamPool, spawn_health_checks};
 
 use crate::auth::Authenticated;

@@ -54,11 +54,6 @@ impl Connections {
         Arc::new(Self { authority, connect_timeout, idle: ArrayQueue::new(MAX_IDLE) })
     }
 
-    /// Idle connections ready for reuse (for tests and metrics).
-    pub fn idle_count(&self) -> usize {
-        self.idle.len()
-    }
-
     /// Sends `req` (origin-form URI) on a pooled connection, or on a new one. A request that a
     /// pooled connection refused unsent (the upstream closed it while idle) goes on another.
     pub async fn send(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::pool::Connections;
 use crate::body::LimitedBody;
-use http::uri::{Authority, Scheme};
+use http::uri::Scheme;
 use http::{HeaderValue, Request, Uri};
 
 /// Consecutive connect failures after which an upstream is taken out of rotation for a while.
@@ -24,8 +24,6 @@ pub enum Balance {
 
 pub struct Upstream {
     pub url: Arc<str>,
-    pub scheme: Scheme,
-    pub authority: Authority,
     /// The upstream URL's own path, without a trailing slash ("" for none).
     pub base_path: String,
     pub host_header: HeaderValue,
@@ -55,11 +53,9 @@ impl Upstream {
         }
         let base_path = uri.path().trim_end_matches('/').to_string();
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-        let conns = Connections::new(authority.clone(), connect_timeout);
+        let conns = Connections::new(authority, connect_timeout);
         Ok(Self {
             url: url.into(),
-            scheme,
-            authority,
             base_path,
             host_header,
             conns,
