@@ -75,6 +75,12 @@ impl FramingWatch {
         self.state == State::Off
     }
 
+    /// Whether part of a request head has arrived and the rest has not: the time a client takes
+    /// to finish it is what the header read timeout bounds.
+    pub fn head_pending(&self) -> bool {
+        self.state == State::Head && !self.partial.is_empty()
+    }
+
     /// Feeds the next bytes read from the client.
     pub fn feed(&mut self, mut data: &[u8]) -> Finding {
         while !data.is_empty() {
@@ -284,6 +290,22 @@ mod tests {
             }
         }
         (Finding::Fine, w)
+    }
+
+    #[test]
+    fn a_head_is_pending_from_its_first_byte_to_its_end() {
+        let mut w = FramingWatch::new(65536);
+        assert!(!w.head_pending());
+        w.feed(b"POST /a HTTP/1.1\r\nHost: a\r\n");
+        assert!(w.head_pending());
+        w.feed(b"Content-Length: 4\r\n\r\nab");
+        assert!(!w.head_pending(), "inside the body");
+        w.feed(b"cdGET /b HTTP/1.1\r\n");
+        assert!(w.head_pending(), "the next head started in the same read");
+        w.feed(b"\r\n");
+        assert!(!w.head_pending());
+        w.feed(b"GET /c HTTP/1.1\r\nUpgrade: websocket\r\n\r\nframes");
+        assert!(w.is_off() && !w.head_pending(), "after an upgrade nothing is a head");
     }
 
     const DUP: &[u8] = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello";

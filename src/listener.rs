@@ -79,7 +79,9 @@ fn http_builder(rt: &crate::runtime::Runtime) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(rt.header_read_timeout)
+        // The header read timeout is the listener's own (see `Activity`): hyper's re-arms a
+        // timer for every request head, and it also cuts kept-alive connections between requests.
+        .header_read_timeout(None)
         .max_buf_size(rt.max_header_bytes)
         .max_headers(rt.max_headers)
         .keep_alive(true);
@@ -117,14 +119,14 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
         let rt = gw.runtime();
         let builder = http_builder(&rt);
         let acceptor = if accept.tls { rt.tls.clone().map(TlsAcceptor::from) } else { None };
-        let idle = rt.idle_timeout;
+        let limits = Limits { idle: rt.idle_timeout, head: rt.header_read_timeout };
         let max_head = rt.max_header_bytes;
         drop(rt);
         let conn = Conn {
             peer,
             kind: accept.kind,
             gw: gw.clone(),
-            idle,
+            limits,
             max_head,
             drain: conns.clone(),
             live: conns.enter(),
@@ -147,11 +149,19 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
     }
 }
 
+/// How long a connection may wait: between requests (`idle`), and for the rest of a request
+/// head once it has started or, on a new connection, for the first one (`head`).
+#[derive(Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    head: Duration,
+}
+
 struct Conn {
     peer: SocketAddr,
     kind: Listener,
     gw: Arc<Gateway>,
-    idle: Duration,
+    limits: Limits,
     max_head: usize,
     drain: Arc<Drain>,
     live: Live,
@@ -162,7 +172,7 @@ impl Conn {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { peer, kind, gw, idle, max_head, drain, live: _live } = self;
+        let Conn { peer, kind, gw, limits, max_head, drain, live: _live } = self;
         let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
         let activity = Arc::new(Activity::new());
         let info = ConnInfo::new(peer, tls);
@@ -186,7 +196,7 @@ impl Conn {
         tokio::pin!(conn);
         let mut draining = false;
         loop {
-            let deadline = activity.idle_deadline(idle);
+            let deadline = activity.next_check(limits);
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
@@ -199,9 +209,9 @@ impl Conn {
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    if activity.is_idle(idle) {
-                        // No request in flight and no byte either way: drop the connection.
-                        tracing::debug!(%peer, "idle timeout");
+                    if let Some(why) = activity.expired(limits) {
+                        // Nothing in flight: dropping the connection loses no response.
+                        tracing::debug!(%peer, "{why}");
                         return;
                     }
                 }
@@ -235,10 +245,14 @@ fn now_ms() -> u64 {
     epoch().elapsed().as_millis() as u64
 }
 
-/// When a connection last moved a byte, how many requests it has in flight, and which of its
-/// HTTP/1 requests the framing watch refuses.
+/// When a connection last moved a byte, since when it has been waiting for the rest of a
+/// request head, how many requests it has in flight, and which of its HTTP/1 requests the framing
+/// watch refuses.
 struct Activity {
     last_ms: AtomicU64,
+    /// When the pending head's first byte came ([`NO_HEAD`]: none pending); on a new connection,
+    /// when it was accepted.
+    head_ms: AtomicU64,
     in_flight: AtomicUsize,
     /// Requests handed to the service so far.
     requests: AtomicU64,
@@ -246,18 +260,36 @@ struct Activity {
     malformed: AtomicU64,
 }
 
+const NO_HEAD: u64 = u64::MAX;
+
 impl Activity {
     fn new() -> Self {
+        let now = now_ms();
         Self {
-            last_ms: AtomicU64::new(now_ms()),
+            last_ms: AtomicU64::new(now),
+            head_ms: AtomicU64::new(now),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
-        self.last_ms.store(now_ms(), Ordering::Relaxed);
+    fn touch(&self) -> u64 {
+        let now = now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        now
+    }
+
+    /// Notes whether, after the bytes just read at `now`, part of a head is waiting for the rest.
+    fn head_pending(&self, pending: bool, now: u64) {
+        let since = self.head_ms.load(Ordering::Relaxed);
+        if !pending {
+            if since != NO_HEAD {
+                self.head_ms.store(NO_HEAD, Ordering::Relaxed);
+            }
+        } else if since == NO_HEAD {
+            self.head_ms.store(now, Ordering::Relaxed);
+        }
     }
 
     /// Counts a request handed to the service; true when the watch refuses it. HTTP/1 hands
@@ -272,13 +304,36 @@ impl Activity {
         Busy(self.clone())
     }
 
-    fn idle_deadline(&self, idle: Duration) -> Instant {
-        epoch() + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    /// When to look again: at the pending head's deadline, at the idle deadline, and at least
+    /// every half head timeout, so a head that starts in between is cut close to its deadline.
+    fn next_check(&self, limits: Limits) -> Instant {
+        let now = now_ms();
+        let mut at = now + (limits.head.as_millis() as u64 / 2).max(1);
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let since = self.head_ms.load(Ordering::Relaxed);
+            if since != NO_HEAD {
+                at = at.min(since.saturating_add(limits.head.as_millis() as u64));
+            }
+            at = at.min(self.last_ms.load(Ordering::Relaxed).saturating_add(limits.idle.as_millis() as u64));
+        }
+        epoch() + Duration::from_millis(at.max(now))
     }
 
-    fn is_idle(&self, idle: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
-            && now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)) >= idle.as_millis() as u64
+    /// Why the connection should close now, if it should: a head not finished in time, or no
+    /// byte either way for the idle timeout. Never while a request is in flight.
+    fn expired(&self, limits: Limits) -> Option<&'static str> {
+        if self.in_flight.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        let now = now_ms();
+        let since = self.head_ms.load(Ordering::Relaxed);
+        if since != NO_HEAD && now.saturating_sub(since) >= limits.head.as_millis() as u64 {
+            return Some("header read timeout");
+        }
+        if now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) >= limits.idle.as_millis() as u64 {
+            return Some("idle timeout");
+        }
+        None
     }
 }
 
@@ -288,7 +343,11 @@ struct Busy(Arc<Activity>);
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
+        let now = self.0.touch();
+        // A pipelined head that arrived while this request was served is timed from now.
+        if self.0.head_ms.load(Ordering::Relaxed) != NO_HEAD {
+            self.0.head_ms.store(now, Ordering::Relaxed);
+        }
     }
 }
 
@@ -309,13 +368,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-            if !self.watch.is_off() {
-                let this = &mut *self;
+            let now = self.activity.touch();
+            let this = &mut *self;
+            if !this.watch.is_off() {
                 if let Finding::Ambiguous(i) = this.watch.feed(&buf.filled()[before..]) {
                     this.activity.malformed.store(i + 1, Ordering::Relaxed);
                 }
             }
+            this.activity.head_pending(this.watch.head_pending(), now);
         }
         r
     }

@@ -60,6 +60,44 @@ async fn slowloris_is_cut_at_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_cut_at_header_read_timeout() {
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        server: "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"".into(),
+        routes: route("pub", "/public", &up.url(), "auth = \"public\""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    let mut s = tls(&gw).await.unwrap();
+    let waited = time_to_close(&mut s, Duration::from_secs(4)).await.expect("silent connection kept open");
+    assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_waits_idle_timeout_not_header_read_timeout() {
+    // Between requests the client owes nothing: only the idle timeout applies there.
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        server: "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"".into(),
+        routes: route("pub", "/public", &up.url(), "auth = \"public\""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    let mut c = RawConn::open(&gw).await;
+    c.send(b"GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(c.response().await.unwrap().status, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.send(b"GET /public/b HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(c.response().await.expect("kept-alive connection was cut").status, 200);
+    // A head started and left unfinished on the same connection is cut at the head timeout.
+    c.send(b"GET /public/c HTTP/1.1\r\nHost: a\r\n").await;
+    let start = Instant::now();
+    assert!(c.is_closed().await, "unfinished head kept open");
+    assert!(start.elapsed() < Duration::from_secs(3), "cut after {:?}", start.elapsed());
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_close_at_idle_timeout() {
     let up = upstream::start("bo").await;
     let setup = Setup {
