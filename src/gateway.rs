@@ -60,11 +60,11 @@ impl Gateway {
     }
 
     /// Readies a snapshot for serving: binds each route to its (long-lived) metrics and starts
-    /// the active health checks of its pools.
+    /// the background upkeep of its pools.
     fn install(&self, rt: &Runtime) {
         for route in rt.routes.iter() {
             let _ = route.stats.set(self.metrics.route(&route.name));
-            crate::proxy::spawn_health_checks(&route.pool);
+            crate::proxy::spawn_upkeep(&route.pool);
         }
     }
 

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 pub use headers::{Forwarding, X_REQUEST_ID, client_address, is_hop_by_hop, strip_hop_by_hop};
 use pool::SendError;
 pub use pool::UpstreamBody;
-pub use upstream::{Balance, Upstream, UpstreamPool, spawn_health_checks};
+pub use upstream::{Balance, Upstream, UpstreamPool, spawn_upkeep};
 
 use crate::auth::Authenticated;
 use crate::body::{GatewayBody, LimitedBody};

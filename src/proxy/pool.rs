@@ -1,8 +1,11 @@
 //! Upstream connections: opened on demand, kept alive and reused (HTTP/1.1), one idle queue per
 //! upstream. Built on hyper's connection-level client rather than hyper-util's legacy `Client`,
-//! which spawns a task and takes its pool's mutex for every request: here a request pops a
-//! connection from a lock-free queue and its response body pushes it back when it ends.
+//! which spawns a task and takes its pool's mutex for every request. Here a request pops a
+//! connection from a lock-free queue and drives it from its own task, as does the response
+//! body, which pushes it back when it ends: no task, channel hop or wake-up between the request
+//! and its connection.
 
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -25,8 +28,8 @@ const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed instead of reused: upstream servers close idle
 /// keep-alive connections after a while (nginx: 75 s), and reusing one at that moment fails.
 const IDLE_FOR: Duration = Duration::from_secs(50);
-/// How long a finished connection may take to become ready for its next request.
-const SETTLE_FOR: Duration = Duration::from_secs(5);
+/// How long a connection taken from the pool may take to be ready for a request.
+const SETTLE_FOR: Duration = Duration::from_secs(1);
 
 /// Why a request could not be sent: the difference decides retries and passive health.
 #[derive(Debug)]
@@ -44,8 +47,45 @@ pub struct Connections {
     idle: ArrayQueue<Idle>,
 }
 
-struct Idle {
+/// hyper's connection future with upgrade support (its type cannot be named, hence the box).
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send + Sync>>;
+
+/// One upstream connection: the handle requests are sent through, and the future that does
+/// the connection's reading and writing whenever whoever holds it polls it.
+struct Link {
     sender: SendRequest<LimitedBody>,
+    /// `None` once the connection has ended.
+    driver: Option<Driver>,
+}
+
+impl Link {
+    /// Lets the connection read and write; false once it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = self.driver.as_mut() else { return false };
+        match driver.as_mut().poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(r) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+                self.driver = None;
+                false
+            }
+        }
+    }
+
+    /// Drives the connection until it can take a request: `Pending` while it settles, false
+    /// when it has ended.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if !self.drive(cx) {
+            return Poll::Ready(false);
+        }
+        self.sender.poll_ready(cx).map(|r| r.is_ok())
+    }
+}
+
+struct Idle {
+    link: Link,
     since: Instant,
 }
 
@@ -61,13 +101,31 @@ impl Connections {
         mut req: Request<LimitedBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(s) => (s, true),
+            let (mut link, reused) = match self.checkout().await {
+                Some(link) => (link, true),
                 None => (self.connect().await?, false),
             };
-            match sender.try_send_request(req).await {
+            // Let the other requests that are ready be read first, so their upstream writes go
+            // out together: an upstream on the same core (the load benchmark's origin) then
+            // wakes once per batch instead of once per request (measured: 39k -> 44k req/s).
+            tokio::task::yield_now().await;
+            let mut response = std::pin::pin!(link.sender.try_send_request(req));
+            let result = poll_fn(|cx| {
+                link.drive(cx);
+                response.as_mut().poll(cx)
+            })
+            .await;
+            match result {
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    // The connection hands its socket to the upgrade when driven past the 101;
+                    // it is not the pool's any more.
+                    if let Some(driver) = link.driver.take() {
+                        tokio::spawn(driver);
+                    }
+                    return Ok(resp.map(|body| UpstreamBody { inner: body, lease: None, ended: false }));
+                }
                 Ok(resp) => {
-                    let lease = Lease { sender, pool: self.clone() };
+                    let lease = Lease { link, pool: self.clone() };
                     return Ok(resp.map(|body| UpstreamBody {
                         inner: body,
                         lease: Some(lease),
@@ -82,16 +140,41 @@ impl Connections {
         }
     }
 
-    fn checkout(&self) -> Option<SendRequest<LimitedBody>> {
-        while let Some(idle) = self.idle.pop() {
-            if idle.sender.is_ready() && idle.since.elapsed() < IDLE_FOR {
-                return Some(idle.sender);
+    /// A pooled connection ready for a request, if one is left.
+    async fn checkout(&self) -> Option<Link> {
+        while let Some(Idle { mut link, since }) = self.idle.pop() {
+            if since.elapsed() >= IDLE_FOR {
+                continue;
+            }
+            // Usually ready at once; a connection still taking in the end of its last response
+            // gets a moment, and one that ended while idle is dropped.
+            let ready = match poll_fn(|cx| Poll::Ready(link.poll_ready(cx))).await {
+                Poll::Ready(ready) => ready,
+                Poll::Pending => {
+                    tokio::time::timeout(SETTLE_FOR, poll_fn(|cx| link.poll_ready(cx))).await == Ok(true)
+                }
+            };
+            if ready {
+                return Some(link);
             }
         }
         None
     }
 
-    async fn connect(&self) -> Result<SendRequest<LimitedBody>, SendError> {
+    /// Closes idle connections that have ended or been idle too long, so an upstream that
+    /// closed them is not left with half-closed sockets until the next request comes.
+    pub fn sweep(&self) {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..self.idle.len() {
+            let Some(Idle { mut link, since }) = self.idle.pop() else { break };
+            if since.elapsed() < IDLE_FOR && link.drive(&mut cx) {
+                let _ = self.idle.push(Idle { link, since });
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Link, SendError> {
         let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = self.authority.port_u16().unwrap_or(80);
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port))).await
@@ -103,40 +186,29 @@ impl Connections {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (mut sender, conn) = http1::Builder::new()
+        let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendError::Connect(e.to_string()))?;
-        let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(upstream = %authority, error = %e, "upstream connection ended with an error");
-            }
-        });
-        sender.ready().await.map_err(|e| SendError::Connect(e.to_string()))?;
-        Ok(sender)
+        let mut link = Link { sender, driver: Some(Box::pin(conn.with_upgrades())) };
+        match poll_fn(|cx| link.poll_ready(cx)).await {
+            true => Ok(link),
+            false => Err(SendError::Connect(format!("connection to {} ended at once", self.authority))),
+        }
     }
 }
 
 /// A connection lent to one exchange; back to the pool when its response has been read to the end.
 struct Lease {
-    sender: SendRequest<LimitedBody>,
+    link: Link,
     pool: Arc<Connections>,
 }
 
 impl Lease {
-    fn release(mut self) {
-        if self.sender.is_ready() {
-            let _ = self.pool.idle.push(Idle { sender: self.sender, since: Instant::now() });
-        } else if !self.sender.is_closed() {
-            // The connection task has not yet taken in the end of the response: wait for it
-            // elsewhere (rare), so the response is not held up.
-            let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-            rt.spawn(async move {
-                if let Ok(Ok(())) = tokio::time::timeout(SETTLE_FOR, self.sender.ready()).await {
-                    let _ = self.pool.idle.push(Idle { sender: self.sender, since: Instant::now() });
-                }
-            });
+    fn release(self) {
+        if self.link.driver.is_some() {
+            // Not polled while idle; the next request drives it until it is ready.
+            let _ = self.pool.idle.push(Idle { link: self.link, since: Instant::now() });
         }
     }
 }
@@ -168,7 +240,16 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            // The body's bytes come from the connection, which only moves when polled: let it
+            // read, then look again (it has usually buffered the whole body already).
+            if let Some(lease) = this.lease.as_mut() {
+                lease.link.drive(cx);
+                polled = Pin::new(&mut this.inner).poll_frame(cx);
+            }
+        }
         match &polled {
             Poll::Ready(None) => self.ended = true,
             Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => self.ended = true,
@@ -183,5 +264,65 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream that answers each connection's first request, then closes it after `linger`.
+    async fn one_shot_upstream(linger: Duration) -> Authority {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    tokio::time::sleep(linger).await;
+                });
+            }
+        });
+        format!("127.0.0.1:{}", addr.port()).parse().unwrap()
+    }
+
+    async fn get(conns: &Arc<Connections>) -> Bytes {
+        let req = Request::get("/").header("host", "a").body(LimitedBody::empty()).unwrap();
+        let resp = conns.send(req).await.unwrap();
+        resp.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_finished_connection_is_pooled_and_swept_once_the_upstream_closes_it() {
+        let conns =
+            Connections::new(one_shot_upstream(Duration::from_millis(100)).await, Duration::from_secs(1));
+        assert_eq!(get(&conns).await, "ok");
+        assert_eq!(conns.idle.len(), 1, "a response read to the end gives its connection back");
+        conns.sweep();
+        assert_eq!(conns.idle.len(), 1, "still open upstream: kept");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        conns.sweep();
+        assert_eq!(conns.idle.len(), 0, "closed by the upstream while idle: swept");
+        // The next request opens a new connection.
+        assert_eq!(get(&conns).await, "ok");
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_replaced_unseen() {
+        let conns = Connections::new(one_shot_upstream(Duration::ZERO).await, Duration::from_secs(1));
+        for _ in 0..5 {
+            assert_eq!(get(&conns).await, "ok");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -8,6 +8,7 @@ use super::pool::Connections;
 use crate::body::LimitedBody;
 use http::uri::Scheme;
 use http::{HeaderValue, Request, Uri};
+use http_body_util::{BodyExt, Limited};
 
 /// Consecutive connect failures after which an upstream is taken out of rotation for a while.
 const EJECT_AFTER_FAILURES: u32 = 3;
@@ -188,7 +189,30 @@ impl UpstreamPool {
 }
 
 /// Runs the active health checks of a pool until the pool is dropped (e.g. replaced by a reload).
-pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
+/// A health check reads at most this much of the answer's body.
+const HEALTH_BODY_LIMIT: usize = 64 * 1024;
+/// Every this often, idle upstream connections that have ended are closed.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// The background work of a pool while it is in use: the sweep of its idle connections and,
+/// when configured, its active health checks.
+pub fn spawn_upkeep(pool: &Arc<UpstreamPool>) {
+    let weak: Weak<UpstreamPool> = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = weak.upgrade() else { return };
+            for up in &pool.upstreams {
+                up.conns.sweep();
+            }
+        }
+    });
+    spawn_health_checks(pool);
+}
+
+fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
     let Some(path) = pool.health_path.clone() else { return };
     let weak: Weak<UpstreamPool> = Arc::downgrade(pool);
     let interval = pool.health_interval;
@@ -207,10 +231,15 @@ pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
                     continue;
                 };
                 let timeout = interval.min(Duration::from_secs(5));
-                let ok = matches!(
-                    tokio::time::timeout(timeout, up.conns.send(req)).await,
-                    Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection()
-                );
+                let check = async {
+                    let resp = up.conns.send(req).await.ok()?;
+                    let good = resp.status().is_success() || resp.status().is_redirection();
+                    // Read to the end so the connection goes back to the pool (bounded: a check
+                    // is not a download).
+                    let _ = Limited::new(resp.into_body(), HEALTH_BODY_LIMIT).collect().await;
+                    Some(good)
+                };
+                let ok = matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)));
                 up.record_check(ok);
             }
         }
