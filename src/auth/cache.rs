@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use std::hash::{BuildHasherDefault, Hasher};
+
 use dashmap::DashMap;
 
 use super::tokens::Identity;
@@ -10,7 +12,7 @@ use super::tokens::Identity;
 /// Verified tokens keyed by a keyed BLAKE3 hash of the token: a hit skips the signature check.
 /// The key is random per process, so nobody can aim a token at another token's slot.
 pub struct TokenCache {
-    map: DashMap<[u8; 32], Arc<Identity>>,
+    map: DashMap<[u8; 32], Arc<Identity>, BuildHasherDefault<SlotHasher>>,
     capacity: AtomicUsize,
     hash_key: [u8; 32],
     hits: AtomicU64,
@@ -25,7 +27,7 @@ impl TokenCache {
         // collision resistance against a chosen key, not the 256-bit hash itself.
         let _ = aws_lc_rs::rand::fill(&mut hash_key);
         Self {
-            map: DashMap::new(),
+            map: DashMap::default(),
             capacity: AtomicUsize::new(capacity),
             hash_key,
             hits: AtomicU64::new(0),
@@ -99,6 +101,25 @@ impl TokenCache {
 
     pub fn clear(&self) {
         self.map.clear();
+    }
+}
+
+/// Hashes a cache slot by its first eight bytes: the slot is already a keyed hash, uniform and
+/// unguessable, so hashing it again (SipHash, the default) would only cost time.
+#[derive(Default)]
+pub struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Called once with the 32 slot bytes (and a length prefix, which is folded in too).
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
     }
 }
 
