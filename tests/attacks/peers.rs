@@ -12,6 +12,18 @@ async fn tls(gw: &Gateway) -> Option<tokio_rustls::client::TlsStream<tokio::net:
         .ok()
 }
 
+/// A gateway with `[server]` settings `server` and one public route to a fresh upstream.
+async fn public_route_gateway(server: &str) -> (upstream::Upstream, Gateway) {
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        server: server.into(),
+        routes: route("pub", "/public", &up.url(), "auth = \"public\""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    (up, gw)
+}
+
 /// Waits until the server closes `s` (read returns 0 or fails); returns how long that took.
 async fn time_to_close(
     s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
@@ -30,13 +42,7 @@ async fn time_to_close(
 
 #[tokio::test]
 async fn slowloris_is_cut_at_header_read_timeout() {
-    let up = upstream::start("bo").await;
-    let setup = Setup {
-        server: "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"".into(),
-        routes: route("pub", "/public", &up.url(), "auth = \"public\""),
-        ..Default::default()
-    };
-    let gw = Gateway::start(setup).await;
+    let (up, gw) = public_route_gateway("header_read_timeout = \"1s\"\nidle_timeout = \"30s\"").await;
     let mut s = tls(&gw).await.unwrap();
     let start = Instant::now();
     let request =
@@ -61,13 +67,7 @@ async fn slowloris_is_cut_at_header_read_timeout() {
 
 #[tokio::test]
 async fn a_connection_that_never_sends_a_request_is_cut_at_header_read_timeout() {
-    let up = upstream::start("bo").await;
-    let setup = Setup {
-        server: "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"".into(),
-        routes: route("pub", "/public", &up.url(), "auth = \"public\""),
-        ..Default::default()
-    };
-    let gw = Gateway::start(setup).await;
+    let (_up, gw) = public_route_gateway("header_read_timeout = \"1s\"\nidle_timeout = \"30s\"").await;
     let mut s = tls(&gw).await.unwrap();
     let waited = time_to_close(&mut s, Duration::from_secs(4)).await.expect("silent connection kept open");
     assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
@@ -76,13 +76,7 @@ async fn a_connection_that_never_sends_a_request_is_cut_at_header_read_timeout()
 #[tokio::test]
 async fn a_kept_alive_connection_waits_idle_timeout_not_header_read_timeout() {
     // Between requests the client owes nothing: only the idle timeout applies there.
-    let up = upstream::start("bo").await;
-    let setup = Setup {
-        server: "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"".into(),
-        routes: route("pub", "/public", &up.url(), "auth = \"public\""),
-        ..Default::default()
-    };
-    let gw = Gateway::start(setup).await;
+    let (up, gw) = public_route_gateway("header_read_timeout = \"1s\"\nidle_timeout = \"30s\"").await;
     let mut c = RawConn::open(&gw).await;
     c.send(b"GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert_eq!(c.response().await.unwrap().status, 200);
@@ -99,13 +93,7 @@ async fn a_kept_alive_connection_waits_idle_timeout_not_header_read_timeout() {
 
 #[tokio::test]
 async fn idle_keep_alive_connections_close_at_idle_timeout() {
-    let up = upstream::start("bo").await;
-    let setup = Setup {
-        server: "idle_timeout = \"1s\"\nheader_read_timeout = \"20s\"".into(),
-        routes: route("pub", "/public", &up.url(), "auth = \"public\""),
-        ..Default::default()
-    };
-    let gw = Gateway::start(setup).await;
+    let (_up, gw) = public_route_gateway("idle_timeout = \"1s\"\nheader_read_timeout = \"20s\"").await;
     let mut c = RawConn::open(&gw).await;
     c.send(b"GET /public/x HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert_eq!(c.response().await.unwrap().status, 200);
@@ -120,26 +108,14 @@ async fn idle_keep_alive_connections_close_at_idle_timeout() {
 
 #[tokio::test]
 async fn a_slow_request_is_not_cut_by_the_idle_timeout() {
-    let up = upstream::start("bo").await;
-    let setup = Setup {
-        server: "idle_timeout = \"1s\"".into(),
-        routes: route("pub", "/public", &up.url(), "auth = \"public\""),
-        ..Default::default()
-    };
-    let gw = Gateway::start(setup).await;
+    let (_up, gw) = public_route_gateway("idle_timeout = \"1s\"").await;
     let r = gw.client.get(gw.url("/public/slow?ms=2000")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
 async fn connections_past_the_cap_are_refused_not_queued() {
-    let up = upstream::start("bo").await;
-    let setup = Setup {
-        server: "max_connections = 2".into(),
-        routes: route("pub", "/public", &up.url(), "auth = \"public\""),
-        ..Default::default()
-    };
-    let gw = Gateway::start(setup).await;
+    let (_up, gw) = public_route_gateway("max_connections = 2").await;
     let a = tls(&gw).await.expect("first connection");
     let b = tls(&gw).await.expect("second connection");
     // The third is accepted by the kernel and closed at once by the gateway.
