@@ -83,7 +83,7 @@ impl Gateway {
 
     /// The Bearer check of SPEC §2.
     pub fn authenticate(&self, rt: &Runtime, headers: &HeaderMap) -> Result<Authenticated, GatewayError> {
-        let result = tokens::bearer_token(headers).and_then(|token| {
+        let result = tokens::bearer_value(headers).and_then(|token| {
             tokens::verify(
                 token,
                 &rt.keys,

@@ -3,18 +3,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use std::hash::{BuildHasherDefault, Hasher};
-
 use dashmap::DashMap;
 
 use super::tokens::Identity;
 
-/// Verified tokens keyed by a keyed BLAKE3 hash of the token: a hit skips the signature check.
-/// The key is random per process, so nobody can aim a token at another token's slot.
+/// Verified tokens, keyed by the token's own bytes: a hit (an exact byte-for-byte match) skips
+/// the signature check. The table hashes with foldhash, seeded at random per process, so nobody
+/// can aim tokens at one bucket; the full comparison on lookup means a hash collision can only
+/// ever cost a probe, never return another token's identity.
 pub struct TokenCache {
-    map: DashMap<[u8; 32], Arc<Identity>, BuildHasherDefault<SlotHasher>>,
+    map: DashMap<Box<[u8]>, Arc<Identity>, foldhash::quality::RandomState>,
     capacity: AtomicUsize,
-    hash_key: [u8; 32],
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -22,14 +21,9 @@ pub struct TokenCache {
 impl TokenCache {
     /// `capacity` 0 turns the cache off (every request verifies its signature).
     pub fn new(capacity: usize) -> Self {
-        let mut hash_key = [0u8; 32];
-        // Without OS randomness the gateway cannot issue tokens either; a fixed key only weakens
-        // collision resistance against a chosen key, not the 256-bit hash itself.
-        let _ = aws_lc_rs::rand::fill(&mut hash_key);
         Self {
             map: DashMap::default(),
             capacity: AtomicUsize::new(capacity),
-            hash_key,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -61,24 +55,24 @@ impl TokenCache {
         self.map.is_empty()
     }
 
-    /// The cache slot of `token`, or `None` when the cache is off.
-    pub fn key(&self, token: &str) -> Option<[u8; 32]> {
-        (self.capacity() > 0).then(|| *blake3::keyed_hash(&self.hash_key, token.as_bytes()).as_bytes())
+    /// Whether lookups are worth making (capacity 0 turns the cache off).
+    pub fn enabled(&self) -> bool {
+        self.capacity() > 0
     }
 
-    pub fn get(&self, key: &[u8; 32]) -> Option<Arc<Identity>> {
-        self.map.get(key).map(|e| e.value().clone())
+    pub fn get(&self, token: &str) -> Option<Arc<Identity>> {
+        self.map.get(token.as_bytes()).map(|e| e.value().clone())
     }
 
-    pub fn remove(&self, key: &[u8; 32]) {
-        self.map.remove(key);
+    pub fn remove(&self, token: &str) {
+        self.map.remove(token.as_bytes());
     }
 
-    pub fn insert(&self, key: [u8; 32], identity: Arc<Identity>, now: u64) {
+    pub fn insert(&self, token: &str, identity: Arc<Identity>, now: u64) {
         if self.map.len() >= self.capacity() {
             self.make_room(now);
         }
-        self.map.insert(key, identity);
+        self.map.insert(token.as_bytes().into(), identity);
     }
 
     /// Drops expired entries; if the cache is still full, drops an arbitrary eighth of it so
@@ -88,8 +82,8 @@ impl TokenCache {
         if self.map.len() < self.capacity() {
             return;
         }
-        let victims: Vec<[u8; 32]> =
-            self.map.iter().take((self.capacity() / 8).max(1)).map(|e| *e.key()).collect();
+        let victims: Vec<Box<[u8]>> =
+            self.map.iter().take((self.capacity() / 8).max(1)).map(|e| e.key().clone()).collect();
         for k in victims {
             self.map.remove(&k);
         }
@@ -101,25 +95,6 @@ impl TokenCache {
 
     pub fn clear(&self) {
         self.map.clear();
-    }
-}
-
-/// Hashes a cache slot by its first eight bytes: the slot is already a keyed hash, uniform and
-/// unguessable, so hashing it again (SipHash, the default) would only cost time.
-#[derive(Default)]
-pub struct SlotHasher(u64);
-
-impl Hasher for SlotHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Called once with the 32 slot bytes (and a length prefix, which is folded in too).
-        let mut word = [0u8; 8];
-        let n = bytes.len().min(8);
-        word[..n].copy_from_slice(&bytes[..n]);
-        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
     }
 }
 
@@ -170,5 +145,55 @@ impl Revocations {
             }
             keep
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn identity(login: &str, exp: u64) -> Arc<Identity> {
+        Arc::new(Identity {
+            login: login.into(),
+            roles: vec![],
+            session: format!("s-{login}"),
+            exp,
+            login_header: HeaderValue::from_str(login).unwrap(),
+            roles_header: HeaderValue::from_static(""),
+            session_header: HeaderValue::from_static("s"),
+        })
+    }
+
+    #[test]
+    fn only_the_exact_token_hits() {
+        let cache = TokenCache::new(100);
+        let token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+        cache.insert(token, identity("a", 10), 0);
+        assert_eq!(cache.get(token).unwrap().login, "a");
+        // One byte different anywhere (payload or signature), a prefix, an extension: misses.
+        for other in [
+            "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJiIn0.c2lnbmF0dXJl",
+            "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJm",
+            "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJ",
+            "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlA",
+        ] {
+            assert!(cache.get(other).is_none(), "{other} hit");
+        }
+        cache.remove(token);
+        assert!(cache.get(token).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_makes_room_expired_first() {
+        let cache = TokenCache::new(8);
+        for i in 0..8 {
+            cache.insert(&format!("t{i}"), identity("a", if i < 4 { 5 } else { 100 }), 0);
+        }
+        cache.insert("new", identity("b", 100), 50);
+        assert!(cache.len() <= 8);
+        assert!(cache.get("new").is_some());
+        assert!((0..4).all(|i| cache.get(&format!("t{i}")).is_none()), "expired entries purged first");
+        assert!((4..8).all(|i| cache.get(&format!("t{i}")).is_some()), "live entries kept while there is room");
     }
 }

@@ -149,6 +149,23 @@ pub fn issue_access(
 /// The token from `Authorization: Bearer <token>`. More than one Authorization header is refused
 /// (never "first wins"); a missing header or another scheme is `token.missing`.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    let token = bearer_value(headers)?;
+    check_token68(token)?;
+    Ok(token)
+}
+
+/// The characters of an RFC 9110 token68, or `token.invalid`.
+pub fn check_token68(token: &str) -> Result<(), GatewayError> {
+    if token.bytes().all(|b| TOKEN68[usize::from(b)]) {
+        Ok(())
+    } else {
+        Err(GatewayError::TokenInvalid("characters outside token68"))
+    }
+}
+
+/// As [`bearer_token`], without the character check: for [`verify`], which makes it only when
+/// the token is not in the cache.
+pub fn bearer_value(headers: &HeaderMap) -> Result<&str, GatewayError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else { return Err(GatewayError::TokenMissing) };
     if values.next().is_some() {
@@ -165,11 +182,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(GatewayError::TokenInvalid("token too large"));
     }
-    if !token.iter().all(|&b| TOKEN68[usize::from(b)]) {
-        return Err(GatewayError::TokenInvalid("characters outside token68"));
-    }
-    // token68 characters are ASCII, so this cannot fail.
-    std::str::from_utf8(token).map_err(|_| GatewayError::TokenInvalid("not ASCII"))
+    // Any other byte is refused by the token68 check that follows, as the same error.
+    std::str::from_utf8(token).map_err(|_| GatewayError::TokenInvalid("characters outside token68"))
 }
 
 /// The bytes of RFC 9110 token68 (one table load per byte: this runs on every request).
@@ -204,12 +218,12 @@ pub fn verify(
     revocations: &Revocations,
     now: u64,
 ) -> Result<Authenticated, GatewayError> {
-    let cache_key = cache.key(token);
-    if let Some(key) = cache_key.as_ref() {
-        if let Some(identity) = cache.get(key) {
+    let cached = cache.enabled();
+    if cached {
+        if let Some(identity) = cache.get(token) {
             cache.count(true);
             if identity.exp.saturating_add(settings.leeway_secs) < now {
-                cache.remove(key);
+                cache.remove(token);
                 return Err(GatewayError::TokenExpired);
             }
             if revocations.is_revoked(&identity.session, now) {
@@ -219,12 +233,14 @@ pub fn verify(
         }
     }
     cache.count(false);
+    // Only tokens that passed this are ever cached, so a hit needs no second look.
+    check_token68(token)?;
     let identity = Arc::new(verify_signature(token, keys, settings)?);
     if revocations.is_revoked(&identity.session, now) {
         return Err(GatewayError::TokenInvalid("session revoked"));
     }
-    if let Some(key) = cache_key {
-        cache.insert(key, identity.clone(), now);
+    if cached {
+        cache.insert(token, identity.clone(), now);
     }
     Ok(Authenticated(Some(identity)))
 }
