@@ -6,8 +6,9 @@ mod http;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 pub use file::{FileUsers, User, hash_password, hash_password_with};
 pub use http::HttpCheck;
@@ -80,10 +81,7 @@ pub async fn check_password(
     if let Credentials::Http(h) = creds.as_ref() {
         return h.check(&login, &password).await;
     }
-    let _permit = limit
-        .acquire()
-        .await
-        .map_err(|_| GatewayError::CredentialsUnavailable("hashing pool closed".into()))?;
+    let _permit = hashing_slot(limit, HASH_WAIT).await?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A thread per check (its start costs microseconds beside milliseconds of argon2), so its
     // priority can be lowered for good without touching the runtime's blocking pool.
@@ -99,6 +97,20 @@ pub async fn check_password(
         })
         .map_err(|e| GatewayError::Internal(format!("password check thread: {e}")))?;
     rx.await.map_err(|_| GatewayError::Internal("password check failed".into()))
+}
+
+/// Longest a password check waits for a hashing slot. Past it the login gets 503
+/// `credentials.unavailable`: under a login flood, or on cores proxying saturates (hashing runs
+/// at idle priority), logins are refused promptly rather than queued without end, each holding
+/// a connection and a password.
+const HASH_WAIT: Duration = Duration::from_secs(5);
+
+async fn hashing_slot(limit: &Semaphore, wait: Duration) -> Result<SemaphorePermit<'_>, GatewayError> {
+    match tokio::time::timeout(wait, limit.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(GatewayError::CredentialsUnavailable("hashing pool closed".into())),
+        Err(_) => Err(GatewayError::CredentialsUnavailable("password checks saturated".into())),
+    }
 }
 
 /// Hashing runs only on CPU time nothing else wants: SCHED_IDLE on Linux (a proxying thread that
@@ -124,6 +136,20 @@ fn lower_priority() {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_login_that_cannot_get_a_hashing_slot_in_time_is_refused_not_queued() {
+        let limit = Semaphore::new(1);
+        let held = hashing_slot(&limit, Duration::from_millis(50)).await.unwrap();
+        let started = std::time::Instant::now();
+        let refused = hashing_slot(&limit, Duration::from_millis(50)).await;
+        assert!(matches!(refused, Err(GatewayError::CredentialsUnavailable(_))));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(held);
+        assert!(hashing_slot(&limit, Duration::from_millis(50)).await.is_ok(), "a freed slot is taken");
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn hashing_threads_run_at_idle_priority() {
