@@ -194,6 +194,9 @@ mod tests {
         assert!(cache.len() <= 8);
         assert!(cache.get("new").is_some());
         assert!((0..4).all(|i| cache.get(&format!("t{i}")).is_none()), "expired entries purged first");
-        assert!((4..8).all(|i| cache.get(&format!("t{i}")).is_some()), "live entries kept while there is room");
+        assert!(
+            (4..8).all(|i| cache.get(&format!("t{i}")).is_some()),
+            "live entries kept while there is room"
+        );
     }
 }
