@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -123,6 +123,7 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
         let max_head = rt.max_header_bytes;
         drop(rt);
         let conn = Conn {
+            slot: Arc::new(slot),
             peer,
             kind: accept.kind,
             gw: gw.clone(),
@@ -133,7 +134,6 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
         };
         let wants_tls = accept.tls;
         tokio::spawn(async move {
-            let _slot = slot;
             match (wants_tls, acceptor) {
                 (true, Some(acceptor)) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -158,6 +158,8 @@ struct Limits {
 }
 
 struct Conn {
+    /// The connection's place under `max_connections`; an upgraded tunnel keeps holding it.
+    slot: Arc<OwnedSemaphorePermit>,
     peer: SocketAddr,
     kind: Listener,
     gw: Arc<Gateway>,
@@ -172,7 +174,7 @@ impl Conn {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { peer, kind, gw, limits, max_head, drain, live: _live } = self;
+        let Conn { slot, peer, kind, gw, limits, max_head, drain, live: _live } = self;
         let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
         let activity = Arc::new(Activity::new());
         let info = ConnInfo::new(peer, tls);
@@ -183,6 +185,9 @@ impl Conn {
             let busy = act.enter();
             if act.next_is_malformed() {
                 req.extensions_mut().insert(server::AmbiguousFraming);
+            }
+            if req.headers().contains_key(hyper::header::UPGRADE) {
+                req.extensions_mut().insert(server::ConnSlot(slot.clone()));
             }
             async move {
                 let resp = server::handle(gw, info, kind, req).await;

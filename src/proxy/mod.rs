@@ -44,6 +44,7 @@ pub async fn forward(
     }
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let conn_slot = req.extensions_mut().remove::<crate::server::ConnSlot>();
 
     let first = route.pool.pick();
     let (mut parts, body) = req.into_parts();
@@ -93,6 +94,8 @@ pub async fn forward(
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
+            // The tunnel holds its connection's slot: open tunnels count against the cap.
+            let _slot = conn_slot;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
                     let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));

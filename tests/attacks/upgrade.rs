@@ -115,3 +115,51 @@ async fn nothing_sent_after_the_upgrade_request_reaches_the_upstream_before_its_
     );
     assert_eq!(after, b"EARLY-BYTES", "the client's bytes must arrive once the tunnel is open");
 }
+
+#[tokio::test]
+async fn websocket_tunnels_count_against_max_connections() {
+    let (url, _) = ws_echo().await;
+    let setup = Setup {
+        server: "max_connections = 2".into(),
+        routes: route("ws", "/ws", &url, ""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    // Log in on a connection that closes, so that only the tunnels hold slots.
+    let body = format!(r#"{{"login":"{}","password":"{}"}}"#, TRADER.0, TRADER.1);
+    let login = gw
+        .raw(
+            format!(
+                "POST /auth/token HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+    let json: serde_json::Value = serde_json::from_str(login.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let token = json["accessToken"].as_str().unwrap().to_string();
+    let mut tunnels = Vec::new();
+    for _ in 0..2 {
+        let mut req = format!("wss://localhost:{}/ws/feed", gw.https.port()).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (ws, resp) = tokio_tungstenite::client_async(req, tls_stream(&gw).await).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        tunnels.push(ws);
+    }
+    // Both slots are held by open tunnels: a third connection is not served.
+    let served = async {
+        let tcp = tokio::net::TcpStream::connect(gw.https).await.ok()?;
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = tls_connector(&gw.cert_pem).connect(name, tcp).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").await.ok()?;
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.ok()?.ok()?;
+        (n > 0).then_some(())
+    };
+    assert!(served.await.is_none(), "a connection past the cap was served while tunnels held the slots");
+    // Closing one tunnel frees its slot.
+    drop(tunnels.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = gw.raw(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+}
