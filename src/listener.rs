@@ -187,7 +187,8 @@ impl Conn {
                 req.extensions_mut().insert(server::AmbiguousFraming);
             }
             if req.headers().contains_key(hyper::header::UPGRADE) {
-                req.extensions_mut().insert(server::ConnSlot(slot.clone()));
+                let hold = TunnelHold { _slot: slot.clone(), activity: act.clone(), idle: limits.idle };
+                req.extensions_mut().insert(hold);
             }
             async move {
                 let resp = server::handle(gw, info, kind, req).await;
@@ -221,6 +222,31 @@ impl Conn {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What an upgraded tunnel keeps of its connection, carried by the upgrade request (only
+/// those, so no per-request allocation): its place under `max_connections`, and the activity
+/// record its idle timeout reads (the tunnel's bytes still pass through the connection's IO
+/// wrapper). The HTTP connection hands its socket over at the 101 and stops watching it.
+#[derive(Clone)]
+pub struct TunnelHold {
+    _slot: Arc<OwnedSemaphorePermit>,
+    activity: Arc<Activity>,
+    idle: Duration,
+}
+
+impl TunnelHold {
+    /// Resolves once no byte has moved either way for the idle timeout.
+    pub async fn idle(&self) {
+        let idle = self.idle.as_millis() as u64;
+        loop {
+            let quiet = now_ms().saturating_sub(self.activity.last_ms.load(Ordering::Relaxed));
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(idle - quiet)).await;
         }
     }
 }

@@ -64,11 +64,6 @@ pub enum Listener {
 #[derive(Debug, Clone, Copy)]
 pub struct AmbiguousFraming;
 
-/// The connection's slot under `max_connections`, carried by an upgrade request so that the
-/// tunnel it may become keeps holding it after the HTTP connection has handed over its socket.
-#[derive(Clone)]
-pub struct ConnSlot(pub Arc<tokio::sync::OwnedSemaphorePermit>);
-
 /// What one request did, for its access-log line and metrics.
 #[derive(Default)]
 pub struct Trail {

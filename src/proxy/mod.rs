@@ -44,7 +44,7 @@ pub async fn forward(
     }
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let conn_slot = req.extensions_mut().remove::<crate::server::ConnSlot>();
+    let hold = req.extensions_mut().remove::<crate::listener::TunnelHold>();
 
     let first = route.pool.pick();
     let (mut parts, body) = req.into_parts();
@@ -94,12 +94,21 @@ pub async fn forward(
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
-            // The tunnel holds its connection's slot: open tunnels count against the cap.
-            let _slot = conn_slot;
+            // The tunnel holds its connection's slot (open tunnels count against the cap) and
+            // closes after the idle timeout without a byte either way.
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
                     let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
+                    match hold {
+                        Some(hold) => tokio::select! {
+                            _ = copy => {}
+                            _ = hold.idle() => tracing::debug!("tunnel idle timeout"),
+                        },
+                        None => {
+                            let _ = copy.await;
+                        }
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }

@@ -163,3 +163,30 @@ async fn websocket_tunnels_count_against_max_connections() {
     let health = gw.raw(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 }
+
+#[tokio::test]
+async fn a_websocket_tunnel_closes_after_idle_timeout_without_traffic() {
+    let (url, _) = ws_echo().await;
+    let setup = Setup {
+        server: "idle_timeout = \"1s\"".into(),
+        routes: route("ws", "/ws", &url, ""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    let token = gw.access_token(TRADER).await;
+    let mut req = format!("wss://localhost:{}/ws/feed", gw.https.port()).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls_stream(&gw).await).await.unwrap();
+    // Traffic every 300 ms keeps it open past the idle timeout.
+    for i in 0..7 {
+        ws.send(Message::text(format!("tick {i}"))).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(back, Message::text(format!("tick {i}")));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Silence: the gateway closes the tunnel.
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("idle tunnel kept open");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+}
