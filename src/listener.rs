@@ -240,13 +240,12 @@ pub struct TunnelHold {
 impl TunnelHold {
     /// Resolves once no byte has moved either way for the idle timeout.
     pub async fn idle(&self) {
-        let idle = self.idle.as_millis() as u64;
         loop {
-            let quiet = now_ms().saturating_sub(self.activity.last_ms.load(Ordering::Relaxed));
-            if quiet >= idle {
+            let (now, due) = (now_ms(), self.activity.quiet_due_ms(self.idle));
+            if now >= due {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(idle - quiet)).await;
+            tokio::time::sleep(Duration::from_millis(due - now)).await;
         }
     }
 }
@@ -314,12 +313,13 @@ impl Activity {
     /// Notes whether, after the bytes just read at `now`, part of a head is waiting for the rest.
     fn head_pending(&self, pending: bool, now: u64) {
         let since = self.head_ms.load(Ordering::Relaxed);
-        if !pending {
-            if since != NO_HEAD {
-                self.head_ms.store(NO_HEAD, Ordering::Relaxed);
-            }
-        } else if since == NO_HEAD {
-            self.head_ms.store(now, Ordering::Relaxed);
+        let next = match (pending, since) {
+            (false, _) => NO_HEAD,
+            (true, NO_HEAD) => now,
+            (true, started) => started,
+        };
+        if next != since {
+            self.head_ms.store(next, Ordering::Relaxed);
         }
     }
 
@@ -335,17 +335,32 @@ impl Activity {
         Busy(self.clone())
     }
 
-    /// When to look again: at the pending head's deadline, at the idle deadline, and at least
-    /// every half head timeout, so a head that starts in between is cut close to its deadline.
+    /// When (in `now_ms` time) the connection falls due, and which timeout that is: the pending
+    /// head's deadline or the idle one, whichever comes first. `None` while a request is in
+    /// flight, which neither timeout interrupts.
+    fn due_ms(&self, limits: Limits) -> Option<(u64, &'static str)> {
+        if self.in_flight.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        let idle = (self.quiet_due_ms(limits.idle), "idle timeout");
+        Some(match self.head_ms.load(Ordering::Relaxed) {
+            NO_HEAD => idle,
+            since => idle.min((since.saturating_add(limits.head.as_millis() as u64), "header read timeout")),
+        })
+    }
+
+    /// When the connection will have moved no byte either way for `idle`.
+    fn quiet_due_ms(&self, idle: Duration) -> u64 {
+        self.last_ms.load(Ordering::Relaxed).saturating_add(idle.as_millis() as u64)
+    }
+
+    /// When to look again: when the connection falls due, and at least every half head timeout,
+    /// so a head that starts in between is cut close to its deadline.
     fn next_check(&self, limits: Limits) -> Instant {
         let now = now_ms();
         let mut at = now + (limits.head.as_millis() as u64 / 2).max(1);
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let since = self.head_ms.load(Ordering::Relaxed);
-            if since != NO_HEAD {
-                at = at.min(since.saturating_add(limits.head.as_millis() as u64));
-            }
-            at = at.min(self.last_ms.load(Ordering::Relaxed).saturating_add(limits.idle.as_millis() as u64));
+        if let Some((due, _)) = self.due_ms(limits) {
+            at = at.min(due);
         }
         epoch() + Duration::from_millis(at.max(now))
     }
@@ -353,18 +368,7 @@ impl Activity {
     /// Why the connection should close now, if it should: a head not finished in time, or no
     /// byte either way for the idle timeout. Never while a request is in flight.
     fn expired(&self, limits: Limits) -> Option<&'static str> {
-        if self.in_flight.load(Ordering::Relaxed) != 0 {
-            return None;
-        }
-        let now = now_ms();
-        let since = self.head_ms.load(Ordering::Relaxed);
-        if since != NO_HEAD && now.saturating_sub(since) >= limits.head.as_millis() as u64 {
-            return Some("header read timeout");
-        }
-        if now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) >= limits.idle.as_millis() as u64 {
-            return Some("idle timeout");
-        }
-        None
+        self.due_ms(limits).filter(|&(due, _)| now_ms() >= due).map(|(_, why)| why)
     }
 }
 

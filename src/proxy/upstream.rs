@@ -188,14 +188,13 @@ impl UpstreamPool {
     }
 }
 
-/// Runs the active health checks of a pool until the pool is dropped (e.g. replaced by a reload).
 /// A health check reads at most this much of the answer's body.
 const HEALTH_BODY_LIMIT: usize = 64 * 1024;
 /// Every this often, idle upstream connections that have ended are closed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// The background work of a pool while it is in use: the sweep of its idle connections and,
-/// when configured, its active health checks.
+/// The background work of a pool while it is in use (until it is dropped, e.g. replaced by a
+/// reload): the sweep of its idle connections and, when configured, its active health checks.
 pub fn spawn_upkeep(pool: &Arc<UpstreamPool>) {
     let weak: Weak<UpstreamPool> = Arc::downgrade(pool);
     tokio::spawn(async move {

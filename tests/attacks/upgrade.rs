@@ -39,6 +39,19 @@ async fn tls_stream(gw: &Gateway) -> tokio_rustls::client::TlsStream<tokio::net:
         .unwrap()
 }
 
+/// A WebSocket handshake to `/ws/feed` with `token`, over TLS through the gateway.
+async fn open_tunnel(
+    gw: &Gateway,
+    token: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    let mut req = format!("wss://localhost:{}/ws/feed", gw.https.port()).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::client_async(req, tls_stream(gw).await).await.unwrap()
+}
+
 #[tokio::test]
 async fn websocket_is_authorised_then_tunnelled_both_ways() {
     let (url, handshakes) = ws_echo().await;
@@ -51,9 +64,7 @@ async fn websocket_is_authorised_then_tunnelled_both_ways() {
     assert!(err.to_string().contains("401"), "{err}");
     assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
 
-    let mut req = format!("wss://localhost:{}/ws/feed", gw.https.port()).into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls_stream(&gw).await).await.unwrap();
+    let (mut ws, resp) = open_tunnel(&gw, &token).await;
     assert_eq!(resp.status(), 101);
     for i in 0..5 {
         ws.send(Message::text(format!("tick {i}"))).await.unwrap();
@@ -140,9 +151,7 @@ async fn websocket_tunnels_count_against_max_connections() {
     let token = json["accessToken"].as_str().unwrap().to_string();
     let mut tunnels = Vec::new();
     for _ in 0..2 {
-        let mut req = format!("wss://localhost:{}/ws/feed", gw.https.port()).into_client_request().unwrap();
-        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (ws, resp) = tokio_tungstenite::client_async(req, tls_stream(&gw).await).await.unwrap();
+        let (ws, resp) = open_tunnel(&gw, &token).await;
         assert_eq!(resp.status(), 101);
         tunnels.push(ws);
     }
@@ -174,9 +183,7 @@ async fn a_websocket_tunnel_closes_after_idle_timeout_without_traffic() {
     };
     let gw = Gateway::start(setup).await;
     let token = gw.access_token(TRADER).await;
-    let mut req = format!("wss://localhost:{}/ws/feed", gw.https.port()).into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tls_stream(&gw).await).await.unwrap();
+    let (mut ws, _) = open_tunnel(&gw, &token).await;
     // Traffic every 300 ms keeps it open past the idle timeout.
     for i in 0..7 {
         ws.send(Message::text(format!("tick {i}"))).await.unwrap();
