@@ -278,10 +278,7 @@ async fn an_upstream_that_closes_after_each_response_is_reconnected_to() {
 
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed = refused_addr();
     let slow = upstream::start("slow").await;
     let routes = route("down", "/down", &format!("http://{closed}"), "auth = \"public\"")
         + &route("slow", "/slow", &slow.url(), "auth = \"public\"\ntimeout = \"300ms\"");

@@ -12,8 +12,7 @@ fn pool_route(name: &str, prefix: &str, upstreams: &[String], extra: &str) -> St
 }
 
 fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", l.local_addr().unwrap())
+    format!("http://{}", refused_addr())
 }
 
 async fn route_health(gw: &Gateway, name: &str) -> (u64, u64) {

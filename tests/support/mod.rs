@@ -448,3 +448,14 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// An address that refuses connections: a socket bound but never listening. It is leaked, so
+/// the port stays reserved for the test process and no other test's listener can take it (a
+/// listener bound and dropped frees its port, and a parallel test may then be served there).
+pub fn refused_addr() -> SocketAddr {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(s);
+    addr
+}
