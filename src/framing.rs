@@ -20,9 +20,25 @@ enum State {
     Head,
     /// Inside a body of known length: bytes left.
     Body(u64),
-    Chunked(Chunk),
+    Chunked(ChunkedScan),
     /// Not following this connection any more.
     Off,
+}
+
+/// Follows a chunked body (sizes, extensions, data, trailers) to its end without decoding it:
+/// the watch uses it for request bodies, the fast path for the response bodies it relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkedScan(Chunk);
+
+/// Where a chunked body stands after the bytes given to [`ChunkedScan::scan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scanned {
+    /// All of them belong to the body, which goes on.
+    More,
+    /// The body ended after this many of them.
+    End(usize),
+    /// They are not chunked framing.
+    Invalid,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +206,7 @@ impl FramingWatch {
         let next = match (upgrade || req.method == Some("CONNECT"), chunked, lengths, length) {
             (true, ..) => None,
             // A Transfer-Encoding hyper does not frame as chunked is refused by hyper itself.
-            (_, true, ..) => Some(State::Chunked(Chunk::Size { size: 0, digits: 0, ext: false })),
+            (_, true, ..) => Some(State::Chunked(ChunkedScan::new())),
             (_, _, 0, _) | (.., Some(0)) => Some(State::Head),
             (.., Some(n)) => Some(State::Body(n)),
             (.., None) => None,
@@ -208,7 +224,40 @@ impl FramingWatch {
     }
 
     /// Follows a chunked body; returns how much of `data` it used.
-    fn chunked(&mut self, mut c: Chunk, data: &[u8]) -> usize {
+    fn chunked(&mut self, mut scan: ChunkedScan, data: &[u8]) -> usize {
+        match scan.scan(data) {
+            Scanned::More => {
+                self.state = State::Chunked(scan);
+                data.len()
+            }
+            Scanned::End(n) => {
+                self.state = State::Head;
+                n
+            }
+            Scanned::Invalid => self.stop(data.len()),
+        }
+    }
+
+    fn stop(&mut self, n: usize) -> usize {
+        self.off();
+        n
+    }
+}
+
+impl Default for ChunkedScan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkedScan {
+    pub fn new() -> Self {
+        Self(Chunk::Size { size: 0, digits: 0, ext: false })
+    }
+
+    /// Follows the next bytes of the body.
+    pub fn scan(&mut self, data: &[u8]) -> Scanned {
+        let mut c = self.0;
         let mut i = 0;
         while i < data.len() {
             let b = data[i];
@@ -223,7 +272,7 @@ impl FramingWatch {
                         Some(d) if digits < 16 => {
                             Chunk::Size { size: size * 16 + u64::from(d), digits: digits + 1, ext }
                         }
-                        _ => return self.stop(data.len()),
+                        _ => return Scanned::Invalid,
                     },
                 },
                 Chunk::SizeLf { size } if b == b'\n' => Self::after_size(size),
@@ -237,32 +286,21 @@ impl FramingWatch {
                 Chunk::DataCr | Chunk::DataLf if b == b'\n' => Chunk::Size { size: 0, digits: 0, ext: false },
                 Chunk::TrailerStart => match b {
                     b'\r' => Chunk::TrailerEndLf,
-                    b'\n' => {
-                        self.state = State::Head;
-                        return i;
-                    }
+                    b'\n' => return Scanned::End(i),
                     _ => Chunk::TrailerLine,
                 },
                 Chunk::TrailerLine if b == b'\n' => Chunk::TrailerStart,
                 Chunk::TrailerLine => c,
-                Chunk::TrailerEndLf if b == b'\n' => {
-                    self.state = State::Head;
-                    return i;
-                }
-                _ => return self.stop(data.len()),
+                Chunk::TrailerEndLf if b == b'\n' => return Scanned::End(i),
+                _ => return Scanned::Invalid,
             };
         }
-        self.state = State::Chunked(c);
-        i
+        self.0 = c;
+        Scanned::More
     }
 
     fn after_size(size: u64) -> Chunk {
         if size == 0 { Chunk::TrailerStart } else { Chunk::Data(size) }
-    }
-
-    fn stop(&mut self, n: usize) -> usize {
-        self.off();
-        n
     }
 }
 

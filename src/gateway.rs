@@ -83,7 +83,25 @@ impl Gateway {
 
     /// The Bearer check of SPEC §2.
     pub fn authenticate(&self, rt: &Runtime, headers: &HeaderMap) -> Result<Authenticated, GatewayError> {
-        let result = tokens::bearer_value(headers).and_then(|token| {
+        self.check_bearer(rt, tokens::bearer_value(headers))
+    }
+
+    /// The Bearer check from the Authorization value's bytes (the fast path has no header map).
+    pub fn authenticate_value(
+        &self,
+        rt: &Runtime,
+        value: Option<&[u8]>,
+        count: usize,
+    ) -> Result<Authenticated, GatewayError> {
+        self.check_bearer(rt, tokens::bearer_in(value, count))
+    }
+
+    fn check_bearer(
+        &self,
+        rt: &Runtime,
+        bearer: Result<&str, GatewayError>,
+    ) -> Result<Authenticated, GatewayError> {
+        let result = bearer.and_then(|token| {
             tokens::verify(
                 token,
                 &rt.keys,

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+mod fastpath;
 pub mod framing;
 pub mod gateway;
 pub mod health;

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,6 +18,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::fastpath;
 use crate::framing::{Finding, FramingWatch};
 use crate::gateway::Gateway;
 use crate::server::{self, ConnInfo, Listener};
@@ -121,6 +123,7 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
         let acceptor = if accept.tls { rt.tls.clone().map(TlsAcceptor::from) } else { None };
         let limits = Limits { idle: rt.idle_timeout, head: rt.header_read_timeout };
         let max_head = rt.max_header_bytes;
+        let fast = rt.fast_path && accept.kind == Listener::Main;
         drop(rt);
         let conn = Conn {
             slot: Arc::new(slot),
@@ -131,19 +134,23 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
             max_head,
             drain: conns.clone(),
             live: conns.enter(),
+            fast,
         };
         let wants_tls = accept.tls;
         tokio::spawn(async move {
             match (wants_tls, acceptor) {
                 (true, Some(acceptor)) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => conn.serve(tls_stream, true, &builder).await,
+                        Ok(Ok(tls_stream)) => {
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            conn.serve(tls_stream, true, h2, &builder).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
                 (true, None) => tracing::warn!(%peer, "no TLS configuration; connection dropped"),
-                (false, _) => conn.serve(stream, false, &builder).await,
+                (false, _) => conn.serve(stream, false, false, &builder).await,
             }
         });
     }
@@ -167,17 +174,52 @@ struct Conn {
     max_head: usize,
     drain: Arc<Drain>,
     live: Live,
+    /// Start on the fast path (`crate::fastpath`).
+    fast: bool,
 }
 
 impl Conn {
-    async fn serve<IO>(self, io: IO, tls: bool, builder: &auto::Builder<TokioExecutor>)
+    /// Serves the connection: on the fast path while its requests fit it, then (or from the
+    /// start: HTTP/2, the admin listener) with hyper, which gets the bytes read so far.
+    async fn serve<IO>(self, io: IO, tls: bool, h2: bool, builder: &auto::Builder<TokioExecutor>)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { slot, peer, kind, gw, limits, max_head, drain, live: _live } = self;
+        let Conn { slot, peer, kind, gw, limits, max_head, drain, live: _live, fast } = self;
         let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
         let activity = Arc::new(Activity::new());
         let info = ConnInfo::new(peer, tls);
+        let watch = FramingWatch::new(max_head);
+        let mut io = ActivityIo { inner: io, activity: activity.clone(), watch };
+        let mut buf = BytesMut::new();
+        let mut draining = false;
+        if fast && !h2 {
+            let lane =
+                fastpath::Lane { gw: &gw, info: &info, activity: &activity, drain: &drain.signal, max_head };
+            let served = fastpath::serve(&mut io, &mut buf, &lane);
+            tokio::pin!(served);
+            loop {
+                let deadline = activity.next_check(limits);
+                tokio::select! {
+                    outcome = served.as_mut() => match outcome {
+                        fastpath::Outcome::Close => return,
+                        fastpath::Outcome::Handoff => break,
+                    },
+                    _ = drain.signal.cancelled(), if !draining => {
+                        draining = true;
+                        if activity.in_flight.load(Ordering::Relaxed) == 0 {
+                            return;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline.into()) => {
+                        if let Some(why) = activity.expired(limits) {
+                            tracing::debug!(%peer, "{why}");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
         let act = activity.clone();
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let gw = gw.clone();
@@ -196,11 +238,12 @@ impl Conn {
                 resp
             }
         });
-        let watch = FramingWatch::new(max_head);
-        let io = ActivityIo { inner: io, activity: activity.clone(), watch };
+        let io = Rewind { pre: buf.freeze(), inner: io };
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let mut draining = false;
+        if draining {
+            conn.as_mut().graceful_shutdown();
+        }
         loop {
             let deadline = activity.next_check(limits);
             tokio::select! {
@@ -278,7 +321,7 @@ fn now_ms() -> u64 {
 /// When a connection last moved a byte, since when it has been waiting for the rest of a
 /// request head, how many requests it has in flight, and which of its HTTP/1 requests the framing
 /// watch refuses.
-struct Activity {
+pub(crate) struct Activity {
     last_ms: AtomicU64,
     /// When the pending head's first byte came ([`NO_HEAD`]: none pending); on a new connection,
     /// when it was accepted.
@@ -330,7 +373,18 @@ impl Activity {
         self.malformed.load(Ordering::Relaxed) == index + 1
     }
 
-    fn enter(self: &Arc<Self>) -> Busy {
+    /// Counts a request the fast path is about to serve; false (and not counted) when the
+    /// watch refuses it, which hyper's path then does.
+    pub(crate) fn claim_request(&self) -> bool {
+        let index = self.requests.load(Ordering::Relaxed);
+        if self.malformed.load(Ordering::Relaxed) == index + 1 {
+            return false;
+        }
+        self.requests.store(index + 1, Ordering::Relaxed);
+        true
+    }
+
+    pub(crate) fn enter(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Busy(self.clone())
     }
@@ -373,7 +427,7 @@ impl Activity {
 }
 
 /// A request in flight on its connection; the connection is not idle until it is dropped.
-struct Busy(Arc<Activity>);
+pub(crate) struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -383,6 +437,54 @@ impl Drop for Busy {
         if self.0.head_ms.load(Ordering::Relaxed) != NO_HEAD {
             self.0.head_ms.store(now, Ordering::Relaxed);
         }
+    }
+}
+
+/// The connection's IO with the bytes the fast path read before handing it over put back in front.
+struct Rewind<T> {
+    pre: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

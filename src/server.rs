@@ -114,23 +114,52 @@ pub async fn handle(
     if listener == Listener::Main {
         trail.stats.as_deref().unwrap_or(&gw.metrics.gateway).record(&method, status, took);
     }
-    tracing::info!(
-        target: "access",
-        request_id = ?request_id,
-        client = %conn.peer,
-        method = %method,
-        path = trail.normalised.as_deref().unwrap_or(uri.path()),
-        route = trail.route.as_deref().unwrap_or("-"),
+    log_access(AccessLine {
+        request_id: &request_id,
+        client: conn.peer,
+        method: &method,
+        path: trail.normalised.as_deref().unwrap_or(uri.path()),
+        route: trail.route.as_deref(),
         status,
-        bytes = http_body::Body::size_hint(resp.body()).exact(),
-        micros = took.as_micros() as u64,
-        upstream = trail.upstream.as_deref(),
-        login = trail.identity.as_deref().map(|i| i.login.as_str()),
-    );
+        bytes: http_body::Body::size_hint(resp.body()).exact(),
+        took,
+        upstream: trail.upstream.as_deref(),
+        login: trail.identity.as_deref().map(|i| i.login.as_str()),
+    });
     Ok(resp)
 }
 
-fn valid_request_id(v: &HeaderValue) -> bool {
+/// One request's access-log line (never a credential: no token, password or cookie).
+pub struct AccessLine<'a> {
+    pub request_id: &'a HeaderValue,
+    pub client: SocketAddr,
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub route: Option<&'a str>,
+    pub status: u16,
+    pub bytes: Option<u64>,
+    pub took: std::time::Duration,
+    pub upstream: Option<&'a str>,
+    pub login: Option<&'a str>,
+}
+
+pub fn log_access(l: AccessLine<'_>) {
+    tracing::info!(
+        target: "access",
+        request_id = ?l.request_id,
+        client = %l.client,
+        method = %l.method,
+        path = l.path,
+        route = l.route.unwrap_or("-"),
+        status = l.status,
+        bytes = l.bytes,
+        micros = l.took.as_micros() as u64,
+        upstream = l.upstream,
+        login = l.login,
+    );
+}
+
+pub fn valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
 }

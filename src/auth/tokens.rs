@@ -167,11 +167,16 @@ pub fn check_token68(token: &str) -> Result<(), GatewayError> {
 /// the token is not in the cache.
 pub fn bearer_value(headers: &HeaderMap) -> Result<&str, GatewayError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else { return Err(GatewayError::TokenMissing) };
-    if values.next().is_some() {
+    let first = values.next().map(HeaderValue::as_bytes);
+    bearer_in(first, usize::from(first.is_some()) + values.count())
+}
+
+/// As [`bearer_value`], from the (last) Authorization value and how many there were.
+pub fn bearer_in(value: Option<&[u8]>, count: usize) -> Result<&str, GatewayError> {
+    let Some(bytes) = value else { return Err(GatewayError::TokenMissing) };
+    if count > 1 {
         return Err(GatewayError::TokenInvalid("more than one Authorization header"));
     }
-    let bytes = value.as_bytes();
     if bytes.len() < 7 || !bytes[..7].eq_ignore_ascii_case(b"bearer ") {
         return Err(GatewayError::TokenMissing);
     }

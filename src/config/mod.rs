@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Async worker threads; 0 = one per available core. 1 runs a single-threaded runtime.
     pub worker_threads: usize,
+    /// Serve plain HTTP/1.1 requests to routes on the fast path (`crate::fastpath`).
+    pub fast_path: bool,
     pub header_read_timeout: ConfigDuration,
     pub idle_timeout: ConfigDuration,
     pub shutdown_grace: ConfigDuration,
@@ -90,6 +92,7 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_connections: 10_000,
             worker_threads: 0,
+            fast_path: true,
             header_read_timeout: ConfigDuration::secs(10),
             idle_timeout: ConfigDuration::secs(60),
             shutdown_grace: ConfigDuration::secs(30),

@@ -15,7 +15,7 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), plus the legacy ones proxies still see.
-const HOP_BY_HOP: &[&str] = &[
+pub const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -47,7 +47,7 @@ fn same_like(name: &str, other: &str) -> bool {
 
 /// Identity and forwarding headers the gateway owns: whatever the client sent under these
 /// names (in any spelling) is dropped before the gateway sets its own.
-fn is_gateway_owned(name: &str) -> bool {
+pub fn is_gateway_owned(name: &str) -> bool {
     starts_like(name, "x-auth-")
         || starts_like(name, "x-forwarded-")
         || same_like(name, "x-request-id")

@@ -12,8 +12,10 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-pub use headers::{Forwarding, X_REQUEST_ID, client_address, is_hop_by_hop, strip_hop_by_hop};
-use pool::SendError;
+pub use headers::{
+    Forwarding, HOP_BY_HOP, X_REQUEST_ID, client_address, is_gateway_owned, is_hop_by_hop, strip_hop_by_hop,
+};
+pub use pool::SendError;
 pub use pool::UpstreamBody;
 pub use upstream::{Balance, Upstream, UpstreamPool, spawn_upkeep};
 
@@ -115,6 +117,14 @@ pub async fn forward(
         });
         let (parts, _) = resp.into_parts();
         return Ok(Response::from_parts(parts, crate::body::empty()));
+    }
+    if resp.headers().contains_key(header::TRANSFER_ENCODING)
+        && resp.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        // Both framings at once (RFC 9112 §6.3: a smuggling sign); the connection is dropped.
+        return Err(GatewayError::UpstreamUnavailable(
+            "response with Content-Length and Transfer-Encoding".into(),
+        ));
     }
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(Either::Right))

@@ -45,6 +45,13 @@ pub struct Connections {
     authority: Authority,
     connect_timeout: Duration,
     idle: ArrayQueue<Idle>,
+    /// Idle plain sockets of the fast path (`crate::fastpath`), which speaks HTTP/1.1 itself.
+    streams: ArrayQueue<IdleStream>,
+}
+
+struct IdleStream {
+    stream: TcpStream,
+    since: Instant,
 }
 
 /// hyper's connection future with upgrade support (its type cannot be named, hence the box).
@@ -91,7 +98,45 @@ struct Idle {
 
 impl Connections {
     pub fn new(authority: Authority, connect_timeout: Duration) -> Arc<Self> {
-        Arc::new(Self { authority, connect_timeout, idle: ArrayQueue::new(MAX_IDLE) })
+        Arc::new(Self {
+            authority,
+            connect_timeout,
+            idle: ArrayQueue::new(MAX_IDLE),
+            streams: ArrayQueue::new(MAX_IDLE),
+        })
+    }
+
+    /// A kept-alive socket for the fast path that the upstream has not closed, if one is left.
+    /// A socket the reactor saw nothing on is taken as it is; one with readiness pending (a
+    /// close, stray bytes, or just not known to be empty) is probed with one read.
+    pub fn take_stream(&self) -> Option<TcpStream> {
+        while let Some(IdleStream { stream, since }) = self.streams.pop() {
+            if since.elapsed() < IDLE_FOR && is_quiet(&stream) {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Gives back a socket whose last response was read to its end.
+    pub fn keep_stream(&self, stream: TcpStream) {
+        let _ = self.streams.push(IdleStream { stream, since: Instant::now() });
+    }
+
+    /// A new socket to the upstream.
+    pub async fn open_stream(&self) -> Result<TcpStream, SendError> {
+        let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
+        let port = self.authority.port_u16().unwrap_or(80);
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port))).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SendError::Connect(format!("connect to {}: {e}", self.authority))),
+            Err(_) => return Err(SendError::Connect(format!("connect to {}: timed out", self.authority))),
+        };
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        Ok(stream)
     }
 
     /// Sends `req` (origin-form URI) on a pooled connection, or on a new one. A request that a
@@ -172,20 +217,16 @@ impl Connections {
                 let _ = self.idle.push(Idle { link, since });
             }
         }
+        for _ in 0..self.streams.len() {
+            let Some(IdleStream { stream, since }) = self.streams.pop() else { break };
+            if since.elapsed() < IDLE_FOR && is_quiet(&stream) {
+                let _ = self.streams.push(IdleStream { stream, since });
+            }
+        }
     }
 
     async fn connect(&self) -> Result<Link, SendError> {
-        let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
-        let port = self.authority.port_u16().unwrap_or(80);
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port))).await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SendError::Connect(format!("connect to {}: {e}", self.authority))),
-            Err(_) => return Err(SendError::Connect(format!("connect to {}: timed out", self.authority))),
-        };
-        let _ = stream.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let stream = self.open_stream().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -196,6 +237,15 @@ impl Connections {
             false => Err(SendError::Connect(format!("connection to {} ended at once", self.authority))),
         }
     }
+}
+
+/// Whether an idle socket is still open with nothing unread on it.
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if stream.poll_read_ready(&mut cx).is_pending() {
+        return true;
+    }
+    matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A connection lent to one exchange; back to the pool when its response has been read to the end.

@@ -346,11 +346,13 @@ impl RawConn {
 }
 
 impl RawConn {
-    /// Reads until the end of a response head, leaving the body unread.
+    /// Reads a response head (taking it off the connection), leaving the body unread.
     pub async fn response_head_only(&mut self) -> String {
         loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                return String::from_utf8_lossy(&self.buf[..i]).to_ascii_lowercase();
+                let head = String::from_utf8_lossy(&self.buf[..i]).to_ascii_lowercase();
+                self.buf.drain(..i + 4);
+                return head;
             }
             if !self.fill().await {
                 return String::from_utf8_lossy(&self.buf).to_ascii_lowercase();
