@@ -123,6 +123,7 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
         let acceptor = if accept.tls { rt.tls.clone().map(TlsAcceptor::from) } else { None };
         let limits = Limits { idle: rt.idle_timeout, head: rt.header_read_timeout };
         let max_head = rt.max_header_bytes;
+        let max_headers = rt.max_headers;
         let fast = rt.fast_path && accept.kind == Listener::Main;
         drop(rt);
         let conn = Conn {
@@ -135,6 +136,7 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
             drain: conns.clone(),
             live: conns.enter(),
             fast,
+            max_headers,
         };
         let wants_tls = accept.tls;
         tokio::spawn(async move {
@@ -176,6 +178,7 @@ struct Conn {
     live: Live,
     /// Start on the fast path (`crate::fastpath`).
     fast: bool,
+    max_headers: usize,
 }
 
 impl Conn {
@@ -185,7 +188,7 @@ impl Conn {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { slot, peer, kind, gw, limits, max_head, drain, live: _live, fast } = self;
+        let Conn { slot, peer, kind, gw, limits, max_head, drain, live: _live, fast, max_headers } = self;
         let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
         let activity = Arc::new(Activity::new());
         let info = ConnInfo::new(peer, tls);
@@ -194,8 +197,14 @@ impl Conn {
         let mut buf = BytesMut::new();
         let mut draining = false;
         if fast && !h2 {
-            let lane =
-                fastpath::Lane { gw: &gw, info: &info, activity: &activity, drain: &drain.signal, max_head };
+            let lane = fastpath::Lane {
+                gw: &gw,
+                info: &info,
+                activity: &activity,
+                drain: &drain.signal,
+                max_head,
+                max_headers,
+            };
             let served = fastpath::serve(&mut io, &mut buf, &lane);
             tokio::pin!(served);
             loop {

@@ -192,15 +192,8 @@ async fn dispatch(
     if let std::borrow::Cow::Owned(p) = &path {
         trail.normalised = Some(p.clone());
     }
-    match path.as_ref() {
-        "/healthz" => return health::healthz(req.method()),
-        "/readyz" => return health::readyz(gw, rt, req.method()).await,
-        "/.well-known/jwks.json" => return endpoints::jwks(rt, req.method()),
-        _ => {}
-    }
-    if let Some(ep) = Endpoint::find(&rt.api_prefix, &path) {
-        let client = proxy::client_address(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip));
-        return endpoints::handle(gw, rt, ep, req, client).await;
+    if is_own(rt, &path) {
+        return own(gw, rt, conn, &path, req.map(http_body_util::Either::Left)).await;
     }
     let host = request_host(&req);
     let route = rt.routes.find(host.as_ref().and_then(|h| h.to_str().ok()), &path, req.method())?;
@@ -226,6 +219,34 @@ async fn dispatch(
         request_id: request_id.clone(),
     };
     proxy::forward(route, &auth, &fwd, req, &path, rt.max_body_bytes, &mut trail.upstream).await
+}
+
+/// Whether the (normalised) path is one the gateway answers itself on the main listener.
+pub fn is_own(rt: &Runtime, path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/.well-known/jwks.json")
+        || Endpoint::find(&rt.api_prefix, path).is_some()
+}
+
+/// Answers one of the gateway's own endpoints (see [`is_own`]).
+pub async fn own(
+    gw: &Gateway,
+    rt: &Runtime,
+    conn: &ConnInfo,
+    path: &str,
+    req: Request<endpoints::EndpointBody>,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    match path {
+        "/healthz" => health::healthz(req.method()),
+        "/readyz" => health::readyz(gw, rt, req.method()).await,
+        "/.well-known/jwks.json" => endpoints::jwks(rt, req.method()),
+        _ => match Endpoint::find(&rt.api_prefix, path) {
+            Some(ep) => {
+                let client = proxy::client_address(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip));
+                endpoints::handle(gw, rt, ep, req, client).await
+            }
+            None => Err(GatewayError::NoRoute),
+        },
+    }
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or the Host header.

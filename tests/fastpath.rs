@@ -243,20 +243,47 @@ async fn pipelined_requests_are_answered_in_order_and_hyper_takes_over_when_need
     for i in 0..3 {
         batch.extend(get(&format!("/api/{i}"), &token, "X-Case: A\r\n"));
     }
-    // The gateway's own endpoint is hyper's: the connection is handed over, bytes and all.
+    // The gateway's own endpoints and refusals are answered on the fast path too...
     batch.extend(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
-    batch.extend(get("/api/3", &token, "X-Case: A\r\n"));
+    batch.extend(get("/nowhere", &token, ""));
+    // ...but a Connection header naming another header is hyper's: the connection is handed
+    // over, bytes and all, and hyper serves the rest of it.
+    batch.extend(get("/api/named", &token, "Connection: keep-alive, X-Drop\r\nX-Drop: 1\r\n"));
+    batch.extend(get("/api/4", &token, "X-Case: A\r\n"));
     conn.send(&batch).await;
     for i in 0..3 {
         let r = conn.response().await.unwrap();
         assert_eq!((r.status, String::from_utf8_lossy(&r.body).into_owned()), (200, format!("/api/{i}")));
     }
-    assert_eq!(conn.response().await.unwrap().status, 200, "health");
     let r = conn.response().await.unwrap();
-    assert_eq!((r.status, r.body.as_slice()), (200, &b"/api/3"[..]));
+    assert_eq!((r.status, r.body.as_slice()), (200, &br#"{"status":"ok"}"#[..]), "health");
+    let r = conn.response().await.unwrap();
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("route.none"));
+    let r = conn.response().await.unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"/api/named"[..]));
+    let r = conn.response().await.unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"/api/4"[..]));
     let heads = up.heads().await;
+    assert_eq!(heads.len(), 5);
     assert!(heads[..3].iter().all(|h| h.contains("X-Case: A")), "fast path: {heads:?}");
-    assert!(heads[3].contains("x-case: A"), "after the hand-over hyper serves: {}", heads[3]);
+    assert!(!heads[3].to_ascii_lowercase().contains("x-drop"), "{}", heads[3]);
+    assert!(heads[4].contains("x-case: A"), "after the hand-over hyper serves: {}", heads[4]);
+
+    // A login on a connection keeps it on the fast path for what follows.
+    let mut conn = RawConn::open(&gw).await;
+    let body = format!(r#"{{"login":"{}","password":"{}"}}"#, ADMIN.0, ADMIN.1);
+    conn.send(
+        format!("POST /auth/token HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            .as_bytes(),
+    )
+    .await;
+    let r = conn.response().await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let fresh: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    conn.send(&get("/api/5", fresh["accessToken"].as_str().unwrap(), "X-Case: A\r\n")).await;
+    assert_eq!(conn.response().await.unwrap().status, 200);
+    assert!(up.heads().await[5].contains("X-Case: A"));
 
     // A chunked request body is hyper's too, from the first request.
     let mut conn = RawConn::open(&gw).await;

@@ -6,6 +6,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+
+/// What an endpoint reads its request body from: hyper's stream, or the bytes the fast path
+/// has already read (`crate::fastpath`).
+pub type EndpointBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
 use serde::{Deserialize, Serialize};
 
 use super::credentials::{self, Verdict};
@@ -17,7 +21,7 @@ use crate::runtime::{Runtime, validate_lifetimes};
 use crate::store::{ConnectorSettings, NewSession, Rotation, StoreError};
 
 /// JSON bodies of the auth endpoints are small; anything larger is refused unread.
-const MAX_JSON_BYTES: usize = 64 * 1024;
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
 const MAX_LOGIN_BYTES: usize = 256;
 const MAX_PASSWORD_BYTES: usize = 4096;
 /// Refresh tokens and OTTs are 43 characters; this leaves room without hashing megabytes.
@@ -100,7 +104,7 @@ pub async fn handle(
     gw: &Gateway,
     rt: &Runtime,
     endpoint: Endpoint,
-    req: Request<Incoming>,
+    req: Request<EndpointBody>,
     client: IpAddr,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     endpoint.allows(req.method())?;
@@ -143,7 +147,7 @@ pub fn json_response<T: Serialize>(
     Ok(resp)
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, GatewayError> {
+async fn read_body(req: Request<EndpointBody>) -> Result<Bytes, GatewayError> {
     match Limited::new(req.into_body(), MAX_JSON_BYTES).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::TooLarge),
@@ -197,7 +201,7 @@ async fn start_session(
 async fn login(
     gw: &Gateway,
     rt: &Runtime,
-    req: Request<Incoming>,
+    req: Request<EndpointBody>,
     client: IpAddr,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let body: LoginBody = parse_json(&read_body(req).await?)?;
@@ -244,7 +248,7 @@ async fn login(
 }
 
 /// The refresh token from the `token` header, or `{"refreshToken"}` when the header is absent.
-async fn refresh_token_of(req: Request<Incoming>) -> Result<String, GatewayError> {
+async fn refresh_token_of(req: Request<EndpointBody>) -> Result<String, GatewayError> {
     let mut values = req.headers().get_all("token").iter();
     if let Some(v) = values.next() {
         if values.next().is_some() {
@@ -270,7 +274,7 @@ async fn refresh_token_of(req: Request<Incoming>) -> Result<String, GatewayError
 async fn refresh(
     gw: &Gateway,
     rt: &Runtime,
-    req: Request<Incoming>,
+    req: Request<EndpointBody>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let presented = refresh_token_of(req).await?;
     if presented.len() > MAX_OPAQUE_TOKEN_BYTES {
@@ -342,7 +346,7 @@ fn identity_of(auth: &tokens::Authenticated) -> Result<&Identity, GatewayError> 
 async fn issue_ott(
     gw: &Gateway,
     rt: &Runtime,
-    req: Request<Incoming>,
+    req: Request<EndpointBody>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     let id = identity_of(&auth)?;
@@ -361,7 +365,7 @@ async fn issue_ott(
 async fn verify_ott(
     gw: &Gateway,
     rt: &Runtime,
-    req: Request<Incoming>,
+    req: Request<EndpointBody>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let body: OttBody = parse_json(&read_body(req).await?)?;
     let invalid = || {
@@ -397,7 +401,7 @@ async fn verify_ott(
 async fn revoke(
     gw: &Gateway,
     rt: &Runtime,
-    req: Request<Incoming>,
+    req: Request<EndpointBody>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     let id = identity_of(&auth)?;
@@ -412,7 +416,7 @@ async fn revoke(
 async fn settings(
     gw: &Gateway,
     rt: &Runtime,
-    req: Request<Incoming>,
+    req: Request<EndpointBody>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     if !identity_of(&auth)?.has_role("admin") {

@@ -26,12 +26,12 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticated;
-use crate::auth::endpoints::Endpoint;
+use crate::auth::endpoints::EndpointBody;
 use crate::error::GatewayError;
 use crate::framing::{ChunkedScan, Scanned};
 use crate::gateway::Gateway;
 use crate::listener::Activity;
-use crate::proxy::{SendError, Upstream};
+use crate::proxy::{SendError, Upstream, X_REQUEST_ID};
 use crate::routes::{AuthMode, Route, normalize_path};
 use crate::runtime::Runtime;
 use crate::server::{self, ConnInfo};
@@ -42,6 +42,8 @@ use response::{Framing, ResponseHead};
 const MAX_HEAD_READS: u32 = 4;
 /// An upstream response head larger than this is refused (502).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// How long closing a connection cleanly may take (a peer that reads nothing cannot stall it).
+const SHUTDOWN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bytes relayed per read.
 const CHUNK: usize = 16 * 1024;
 
@@ -51,7 +53,9 @@ pub struct Lane<'a> {
     pub info: &'a ConnInfo,
     pub activity: &'a Arc<Activity>,
     pub drain: &'a CancellationToken,
+    /// The head limits of the snapshot the connection started with (as hyper's are).
     pub max_head: usize,
+    pub max_headers: usize,
 }
 
 pub enum Outcome {
@@ -71,10 +75,9 @@ where
         Exchange { out: Vec::with_capacity(2048), up: BytesMut::new(), spare: Vec::new(), drained: false };
     loop {
         let mut reads = 0;
-        let rt = lane.gw.runtime();
         let head = loop {
             if !buf.is_empty() {
-                match request::parse(buf, rt.max_headers, std::mem::take(&mut x.spare)) {
+                match request::parse(buf, lane.max_headers, std::mem::take(&mut x.spare)) {
                     Parsed::Complete(head) => break head,
                     Parsed::Unfit => return Outcome::Handoff,
                     Parsed::Partial if buf.len() > lane.max_head || reads >= MAX_HEAD_READS => {
@@ -93,50 +96,69 @@ where
                 Ok(_) => reads += 1,
             }
         };
+        // The snapshot current when the request arrived (a reload applies from the next one).
+        let rt = lane.gw.runtime();
         let Some(plan) = plan(&rt, buf, &head) else { return Outcome::Handoff };
         if !lane.activity.claim_request() {
             // The framing watch refuses this request: hyper's path answers it.
             return Outcome::Handoff;
         }
         let busy = lane.activity.enter();
-        let keep = x.serve(io, buf, &head, &rt, plan, lane).await;
+        let keep = match plan {
+            Plan::Route { route, normalised } => x.serve(io, buf, &head, &rt, route, normalised, lane).await,
+            Plan::Own(path) => x.own(io, buf, &head, &rt, &path, lane).await,
+            Plan::Refuse(e) => x.refuse(io, buf, &head, e, lane).await,
+        };
         drop(busy);
         buf.advance(
             head.len + usize::try_from(head.content_length).unwrap_or(usize::MAX).min(buf.len() - head.len),
         );
         x.spare = head.headers;
         if !keep {
-            let _ = io.flush().await;
+            // A clean end (TLS close_notify, then FIN), as hyper's path ends a connection.
+            let _ = tokio::time::timeout(SHUTDOWN_FOR, io.shutdown()).await;
             return Outcome::Close;
         }
     }
 }
 
 /// What the fast path decided for a request before taking it on.
-struct Plan<'r> {
-    route: &'r Route,
-    /// The normalised path, when normalising changed it.
-    normalised: Option<String>,
+enum Plan<'r> {
+    /// Forward on this route; `normalised` when normalising changed the path.
+    Route { route: &'r Route, normalised: Option<String> },
+    /// One of the gateway's own endpoints, at this (normalised) path.
+    Own(String),
+    /// Answered with this error without going further.
+    Refuse(GatewayError),
 }
 
-/// The route of a request the fast path serves; `None` where hyper's path answers it: an own
-/// endpoint, a path or route it refuses, a body over the limit.
+/// What becomes of a request, as hyper's path (`server::dispatch`) would decide it; `None` for
+/// what the fast path leaves to hyper (an own endpoint's body larger than it reads).
 fn plan<'r>(rt: &'r Runtime, buf: &[u8], head: &RequestHead) -> Option<Plan<'r>> {
     let raw_path = std::str::from_utf8(&buf[head.path.clone()]).ok()?;
-    let path = normalize_path(raw_path).ok()?;
-    if matches!(path.as_ref(), "/healthz" | "/readyz" | "/.well-known/jwks.json")
-        || Endpoint::find(&rt.api_prefix, &path).is_some()
-        || head.content_length > rt.max_body_bytes
-    {
-        return None;
+    let path = match normalize_path(raw_path) {
+        Ok(p) => p,
+        Err(e) => return Some(Plan::Refuse(e)),
+    };
+    if server::is_own(rt, &path) {
+        if head.content_length > crate::auth::endpoints::MAX_JSON_BYTES as u64 {
+            return None;
+        }
+        return Some(Plan::Own(path.into_owned()));
     }
     let host = std::str::from_utf8(&buf[head.host.clone()]).ok()?;
-    let route = rt.routes.find(Some(host), &path, &head.method).ok()?;
+    let route = match rt.routes.find(Some(host), &path, &head.method) {
+        Ok(route) => route,
+        Err(e) => return Some(Plan::Refuse(e)),
+    };
+    if head.content_length > rt.max_body_bytes {
+        return Some(Plan::Refuse(GatewayError::TooLarge));
+    }
     let normalised = match path {
         std::borrow::Cow::Owned(p) => Some(p),
         std::borrow::Cow::Borrowed(_) => None,
     };
-    Some(Plan { route, normalised })
+    Some(Plan::Route { route, normalised })
 }
 
 /// Buffers reused from request to request on one connection.
@@ -172,13 +194,15 @@ impl Failure {
 
 impl Exchange {
     /// Serves one request; false when the connection must close after it.
+    #[allow(clippy::too_many_arguments)] // the request's parts, borrowed from three owners
     async fn serve<IO>(
         &mut self,
         io: &mut IO,
         buf: &[u8],
         head: &RequestHead,
         rt: &Runtime,
-        plan: Plan<'_>,
+        route: &Route,
+        normalised: Option<String>,
         lane: &Lane<'_>,
     ) -> bool
     where
@@ -186,19 +210,9 @@ impl Exchange {
     {
         let started = Instant::now();
         let gw = lane.gw;
-        let route = plan.route;
-        let path = plan
-            .normalised
-            .as_deref()
-            .unwrap_or_else(|| std::str::from_utf8(&buf[head.path.clone()]).unwrap_or("/"));
+        let path = normalised.as_deref().unwrap_or_else(|| raw_path(buf, head));
         let trusted = rt.is_trusted(lane.info.peer.ip());
-        let request_id = match &head.request_id {
-            Some(r) if trusted => HeaderValue::from_bytes(&buf[r.clone()])
-                .ok()
-                .filter(server::valid_request_id)
-                .unwrap_or_else(|| gw.new_request_id()),
-            _ => gw.new_request_id(),
-        };
+        let request_id = request_id(gw, trusted, buf, head);
         // The body bytes already read; the rest comes from the client as it is relayed.
         let body_here = usize::try_from(head.content_length).unwrap_or(usize::MAX).min(buf.len() - head.len);
         let whole_body_here = body_here as u64 == head.content_length;
@@ -282,22 +296,15 @@ impl Exchange {
                 (status, bytes, None)
             }
         };
-        let took = started.elapsed();
-        if let Some(stats) = route.stats.get() {
-            stats.record(&head.method, status, took);
-        }
-        server::log_access(server::AccessLine {
-            request_id: &request_id,
-            client: lane.info.peer,
-            method: &head.method,
+        let done = Done {
             path,
-            route: Some(&route.name),
+            route: Some(route),
             status,
             bytes,
-            took,
             upstream: upstream_used.map(|u| &*u.url),
             login: login.as_deref().map(|i| i.login.as_str()),
-        });
+        };
+        finish(lane, head, &request_id, started, done);
         !close
     }
 
@@ -551,13 +558,33 @@ impl Exchange {
     where
         IO: AsyncWrite + Unpin,
     {
-        let resp = e.into_response();
+        self.respond(io, e.into_response(), request_id, close, false).await
+    }
+
+    /// Writes a response the gateway made itself (a JSON answer or an error); the body's
+    /// length, or `None` when the client could not be written to.
+    async fn respond<IO>(
+        &mut self,
+        io: &mut IO,
+        resp: http::Response<crate::body::GatewayBody>,
+        request_id: &[u8],
+        close: bool,
+        head_request: bool,
+    ) -> Option<u64>
+    where
+        IO: AsyncWrite + Unpin,
+    {
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.ok()?.to_bytes();
         self.out.clear();
         response::status_line(&mut self.out, parts.status.as_u16(), "");
         for (name, value) in &parts.headers {
-            request::line(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
+            if name != http::header::CONTENT_LENGTH
+                && name != http::header::CONNECTION
+                && name != X_REQUEST_ID
+            {
+                request::line(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
+            }
         }
         let mut len = itoa::Buffer::new();
         request::line(&mut self.out, b"content-length", len.format(body.len()).as_bytes());
@@ -567,11 +594,163 @@ impl Exchange {
             request::line(&mut self.out, b"connection", b"close");
         }
         self.out.extend_from_slice(b"\r\n");
-        self.out.extend_from_slice(&body);
+        if !head_request {
+            self.out.extend_from_slice(&body);
+        }
         io.write_all(&self.out).await.ok()?;
         io.flush().await.ok()?;
         Some(body.len() as u64)
     }
+
+    /// Answers `e` for a request refused before it reached a route's upstream (path, route,
+    /// body size); false when the connection must close after it.
+    async fn refuse<IO>(
+        &mut self,
+        io: &mut IO,
+        buf: &[u8],
+        head: &RequestHead,
+        e: GatewayError,
+        lane: &Lane<'_>,
+    ) -> bool
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let started = Instant::now();
+        let rt = lane.gw.runtime();
+        let request_id = request_id(lane.gw, rt.is_trusted(lane.info.peer.ip()), buf, head);
+        // A body the client is still sending cannot be skipped without reading it.
+        let close = head.close || !whole_body_here(buf, head) || lane.drain.is_cancelled();
+        let status = e.status().as_u16();
+        log_failure(&e, &request_id);
+        let bytes = self.answer(io, e, request_id.as_bytes(), close).await;
+        let done =
+            Done { path: raw_path(buf, head), route: None, status, bytes, upstream: None, login: None };
+        finish(lane, head, &request_id, started, done);
+        bytes.is_some() && !close
+    }
+
+    /// Serves one of the gateway's own endpoints: its body (at most the endpoints' JSON limit)
+    /// is read whole, then the same handler as on hyper's path answers.
+    async fn own<IO>(
+        &mut self,
+        io: &mut IO,
+        buf: &mut BytesMut,
+        head: &RequestHead,
+        rt: &Runtime,
+        path: &str,
+        lane: &Lane<'_>,
+    ) -> bool
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let started = Instant::now();
+        let gw = lane.gw;
+        let request_id = request_id(gw, rt.is_trusted(lane.info.peer.ip()), buf, head);
+        // Within the endpoints' limit (see `plan`), and the header read timeout: a body this
+        // small has no reason to trickle.
+        let end = head.len + head.content_length as usize;
+        let read = async {
+            while buf.len() < end {
+                buf.reserve(end - buf.len());
+                if matches!(io.read_buf(buf).await, Ok(0) | Err(_)) {
+                    return false;
+                }
+            }
+            true
+        };
+        if !matches!(tokio::time::timeout(rt.header_read_timeout, read).await, Ok(true)) {
+            return false;
+        }
+        let result = match own_request(buf, head) {
+            Ok(req) => server::own(gw, rt, lane.info, path, req).await,
+            Err(e) => Err(e),
+        };
+        let resp = result.unwrap_or_else(|e| {
+            log_failure(&e, &request_id);
+            e.into_response()
+        });
+        let status = resp.status().as_u16();
+        let close = head.close || lane.drain.is_cancelled();
+        let head_request = head.method == Method::HEAD;
+        let bytes = self.respond(io, resp, request_id.as_bytes(), close, head_request).await;
+        let done = Done { path, route: None, status, bytes, upstream: None, login: None };
+        finish(lane, head, &request_id, started, done);
+        bytes.is_some() && !close
+    }
+}
+
+/// How a request ended, for its metrics and access-log line.
+struct Done<'a> {
+    path: &'a str,
+    route: Option<&'a Route>,
+    status: u16,
+    bytes: Option<u64>,
+    upstream: Option<&'a str>,
+    login: Option<&'a str>,
+}
+
+/// Records a finished request as hyper's path does: the route's metrics (or the gateway's,
+/// without a route) and the access-log line.
+fn finish(lane: &Lane<'_>, head: &RequestHead, request_id: &HeaderValue, started: Instant, d: Done<'_>) {
+    let took = started.elapsed();
+    match d.route.and_then(|r| r.stats.get()) {
+        Some(stats) => stats.record(&head.method, d.status, took),
+        None => lane.gw.metrics.gateway.record(&head.method, d.status, took),
+    }
+    server::log_access(server::AccessLine {
+        request_id,
+        client: lane.info.peer,
+        method: &head.method,
+        path: d.path,
+        route: d.route.map(|r| &*r.name),
+        status: d.status,
+        bytes: d.bytes,
+        took,
+        upstream: d.upstream,
+        login: d.login,
+    });
+}
+
+/// The request as hyper's path hands it to an own endpoint: method, target, headers, and the
+/// body, already read.
+fn own_request(buf: &[u8], head: &RequestHead) -> Result<http::Request<EndpointBody>, GatewayError> {
+    let malformed = |what: &str| GatewayError::Malformed(format!("{what} not accepted"));
+    let target = &buf[head.path.start..head.query.as_ref().map_or(head.path.end, |q| q.end)];
+    let uri = http::Uri::try_from(target).map_err(|_| malformed("target"))?;
+    let mut headers = http::HeaderMap::with_capacity(head.headers.len());
+    for h in &head.headers {
+        let name =
+            http::HeaderName::from_bytes(&buf[h.name.clone()]).map_err(|_| malformed("header name"))?;
+        let value = HeaderValue::from_bytes(&buf[h.value.clone()]).map_err(|_| malformed("header value"))?;
+        headers.append(name, value);
+    }
+    let body = bytes::Bytes::copy_from_slice(&buf[head.len..head.len + head.content_length as usize]);
+    let mut req = http::Request::new(http_body_util::Either::Right(http_body_util::Full::new(body)));
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// The request id: a trusted peer's own (when valid), else a new one.
+fn request_id(gw: &Gateway, trusted: bool, buf: &[u8], head: &RequestHead) -> HeaderValue {
+    match &head.request_id {
+        Some(r) if trusted => HeaderValue::from_bytes(&buf[r.clone()])
+            .ok()
+            .filter(server::valid_request_id)
+            .unwrap_or_else(|| gw.new_request_id()),
+        _ => gw.new_request_id(),
+    }
+}
+
+/// The path as the client sent it (ASCII: the target was checked byte by byte).
+fn raw_path<'b>(buf: &'b [u8], head: &RequestHead) -> &'b str {
+    std::str::from_utf8(&buf[head.path.clone()]).unwrap_or("/")
+}
+
+/// Whether the request's whole body has been read already.
+fn whole_body_here(buf: &[u8], head: &RequestHead) -> bool {
+    (buf.len() - head.len) as u64 >= head.content_length
 }
 
 /// Reads what the socket has into `buf`'s spare room, waiting for it first (so a socket whose
