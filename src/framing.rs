@@ -43,11 +43,18 @@ pub enum Scanned {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    /// In a chunk-size line: the size so far and whether an extension has started.
+    /// In a chunk size: the size so far and its digit count.
     Size {
         size: u64,
         digits: u8,
-        ext: bool,
+    },
+    /// Whitespace after the size: only an extension or the line end may follow.
+    SizeBws {
+        size: u64,
+    },
+    /// In a chunk extension, up to the line end.
+    Ext {
+        size: u64,
     },
     SizeLf {
         size: u64,
@@ -58,6 +65,7 @@ enum Chunk {
     /// At the start of a trailer line (after the last chunk).
     TrailerStart,
     TrailerLine,
+    TrailerLf,
     TrailerEndLf,
 }
 
@@ -252,46 +260,46 @@ impl Default for ChunkedScan {
 
 impl ChunkedScan {
     pub fn new() -> Self {
-        Self(Chunk::Size { size: 0, digits: 0, ext: false })
+        Self(Chunk::Size { size: 0, digits: 0 })
     }
 
-    /// Follows the next bytes of the body.
+    /// Follows the next bytes of the body. Lines end in CRLF (a bare LF is not framing here:
+    /// parsers differ on it), a size has 1 to 16 hex digits, and only an extension (`;...`),
+    /// optionally after whitespace, may follow it.
     pub fn scan(&mut self, data: &[u8]) -> Scanned {
         let mut c = self.0;
         let mut i = 0;
         while i < data.len() {
             let b = data[i];
             i += 1;
-            c = match c {
-                Chunk::Size { size, digits, ext } => match b {
-                    b'\r' => Chunk::SizeLf { size },
-                    b'\n' => Self::after_size(size),
-                    _ if ext => c,
-                    b';' | b' ' | b'\t' => Chunk::Size { size, digits, ext: true },
-                    _ => match (b as char).to_digit(16) {
-                        Some(d) if digits < 16 => {
-                            Chunk::Size { size: size * 16 + u64::from(d), digits: digits + 1, ext }
-                        }
-                        _ => return Scanned::Invalid,
-                    },
-                },
-                Chunk::SizeLf { size } if b == b'\n' => Self::after_size(size),
-                Chunk::Data(left) => {
+            c = match (c, b) {
+                (Chunk::Size { size, digits }, _) if b.is_ascii_hexdigit() && digits < 16 => {
+                    let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                    Chunk::Size { size: size * 16 + d, digits: digits + 1 }
+                }
+                (Chunk::Size { digits: 0, .. }, _) => return Scanned::Invalid,
+                (Chunk::Size { size, .. } | Chunk::SizeBws { size } | Chunk::Ext { size }, b'\r') => {
+                    Chunk::SizeLf { size }
+                }
+                (Chunk::Size { size, .. } | Chunk::SizeBws { size }, b' ' | b'\t') => Chunk::SizeBws { size },
+                (Chunk::Size { size, .. } | Chunk::SizeBws { size }, b';') => Chunk::Ext { size },
+                (Chunk::Ext { .. }, b'\n') => return Scanned::Invalid,
+                (Chunk::Ext { .. }, _) => c,
+                (Chunk::SizeLf { size }, b'\n') => Self::after_size(size),
+                (Chunk::Data(left), _) => {
                     let n = usize::try_from(left - 1).unwrap_or(usize::MAX).min(data.len() - i);
                     i += n;
                     let left = left - 1 - n as u64;
                     if left == 0 { Chunk::DataCr } else { Chunk::Data(left) }
                 }
-                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-                Chunk::DataCr | Chunk::DataLf if b == b'\n' => Chunk::Size { size: 0, digits: 0, ext: false },
-                Chunk::TrailerStart => match b {
-                    b'\r' => Chunk::TrailerEndLf,
-                    b'\n' => return Scanned::End(i),
-                    _ => Chunk::TrailerLine,
-                },
-                Chunk::TrailerLine if b == b'\n' => Chunk::TrailerStart,
-                Chunk::TrailerLine => c,
-                Chunk::TrailerEndLf if b == b'\n' => return Scanned::End(i),
+                (Chunk::DataCr, b'\r') => Chunk::DataLf,
+                (Chunk::DataLf, b'\n') => Chunk::Size { size: 0, digits: 0 },
+                (Chunk::TrailerStart, b'\r') => Chunk::TrailerEndLf,
+                (Chunk::TrailerStart | Chunk::TrailerLine, b'\n') => return Scanned::Invalid,
+                (Chunk::TrailerLine, b'\r') => Chunk::TrailerLf,
+                (Chunk::TrailerStart | Chunk::TrailerLine, _) => Chunk::TrailerLine,
+                (Chunk::TrailerLf, b'\n') => Chunk::TrailerStart,
+                (Chunk::TrailerEndLf, b'\n') => return Scanned::End(i),
                 _ => return Scanned::Invalid,
             };
         }
@@ -388,6 +396,42 @@ mod tests {
             let (f, w) = feed_all(&[start, DUP]);
             assert_eq!(f, Finding::Fine, "{}", String::from_utf8_lossy(start));
             assert!(w.is_off());
+        }
+    }
+
+    #[test]
+    fn the_chunk_scanner_takes_strict_framing_only() {
+        let scan = |body: &[u8]| ChunkedScan::new().scan(body);
+        let good: &[&[u8]] = &[
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"5;ext=1\r\nhello\r\n0 ;last\r\nX-T: 1\r\n\r\n",
+            b"A \r\n0123456789\r\n0\r\n\r\n",
+        ];
+        for body in good {
+            assert_eq!(scan(body), Scanned::End(body.len()), "{}", String::from_utf8_lossy(body));
+        }
+        let mut with_rest = b"0\r\n\r\nHTTP/1.1".to_vec();
+        assert_eq!(scan(&with_rest), Scanned::End(5));
+        with_rest.truncate(3);
+        assert_eq!(scan(&with_rest), Scanned::More);
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5 junk\r\nhello\r\n0\r\n\r\n",
+            b"\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXY0\r\n\r\n",
+            b"0\r\nX-T: 1\n\r\n",
+            b"11111111111111111\r\n",
+            b"-5\r\n",
+        ] {
+            assert_eq!(scan(bad), Scanned::Invalid, "{}", String::from_utf8_lossy(bad));
+        }
+        // Split anywhere, the same end.
+        let body = good[1];
+        for cut in 1..body.len() {
+            let mut s = ChunkedScan::new();
+            assert_eq!(s.scan(&body[..cut]), Scanned::More, "cut at {cut}");
+            assert_eq!(s.scan(&body[cut..]), Scanned::End(body.len() - cut), "cut at {cut}");
         }
     }
 

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -215,8 +215,9 @@ impl Conn {
                         fastpath::Outcome::Handoff => break,
                     },
                     _ = drain.signal.cancelled(), if !draining => {
+                        // Otherwise the fast path closes after the response it is on.
                         draining = true;
-                        if activity.in_flight.load(Ordering::Relaxed) == 0 {
+                        if activity.between.load(Ordering::Relaxed) {
                             return;
                         }
                     }
@@ -247,11 +248,42 @@ impl Conn {
                 resp
             }
         });
-        let io = Rewind { pre: buf.freeze(), inner: io };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let io = TokioIo::new(Rewind { pre: buf.freeze(), inner: io });
+        let watch = Watch { activity: &activity, limits, drain: &drain, draining, peer };
+        if activity.requests.load(Ordering::Relaxed) > 0 {
+            // A connection that has spoken HTTP/1.1 stays HTTP/1.1: hyper's auto builder would
+            // look for an HTTP/2 preface again (and cannot be told not to with upgrades on).
+            let conn = http1_builder(max_head, max_headers).serve_connection(io, service).with_upgrades();
+            watch.run(conn, |c| c.graceful_shutdown()).await
+        } else {
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            watch.run(conn, |c| c.graceful_shutdown()).await
+        }
+    }
+}
+
+/// What watches a connection hyper serves: the drain signal and the connection's timeouts.
+struct Watch<'a> {
+    activity: &'a Activity,
+    limits: Limits,
+    drain: &'a Drain,
+    /// The drain had begun before hyper took the connection.
+    draining: bool,
+    peer: SocketAddr,
+}
+
+impl Watch<'_> {
+    /// Drives `conn` to its end: on a drain, `graceful` asks it to finish; past a timeout it is
+    /// dropped (nothing in flight then, so no response is lost).
+    async fn run<C, E>(self, conn: C, graceful: impl Fn(Pin<&mut C>))
+    where
+        C: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let Watch { activity, limits, drain, mut draining, peer } = self;
         tokio::pin!(conn);
         if draining {
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
         }
         loop {
             let deadline = activity.next_check(limits);
@@ -264,11 +296,10 @@ impl Conn {
                 }
                 _ = drain.signal.cancelled(), if !draining => {
                     draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     if let Some(why) = activity.expired(limits) {
-                        // Nothing in flight: dropping the connection loses no response.
                         tracing::debug!(%peer, "{why}");
                         return;
                     }
@@ -276,6 +307,17 @@ impl Conn {
             }
         }
     }
+}
+
+/// hyper's HTTP/1-only server, set as the auto builder's HTTP/1 side (see [`http_builder`]).
+fn http1_builder(max_head: usize, max_headers: usize) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(max_head)
+        .max_headers(max_headers)
+        .keep_alive(true);
+    b
 }
 
 /// What an upgraded tunnel keeps of its connection, carried by the upgrade request (only
@@ -340,6 +382,8 @@ pub(crate) struct Activity {
     requests: AtomicU64,
     /// One more than the index of the request to refuse; 0 for none.
     malformed: AtomicU64,
+    /// The fast path is waiting for a request with nothing of it read: a drain may close now.
+    between: AtomicBool,
 }
 
 const NO_HEAD: u64 = u64::MAX;
@@ -353,6 +397,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            between: AtomicBool::new(false),
         }
     }
 
@@ -391,6 +436,10 @@ impl Activity {
         }
         self.requests.store(index + 1, Ordering::Relaxed);
         true
+    }
+
+    pub(crate) fn set_between_requests(&self, between: bool) {
+        self.between.store(between, Ordering::Relaxed);
     }
 
     pub(crate) fn enter(self: &Arc<Self>) -> Busy {

@@ -353,3 +353,70 @@ async fn upstream_sockets_closed_while_idle_are_never_used() {
     assert_eq!(up.connections.load(Ordering::SeqCst), 4);
     assert_eq!(up.seen.lock().await.len(), 4, "each request sent once");
 }
+
+#[tokio::test]
+async fn a_retry_on_another_upstream_sends_the_whole_request() {
+    let up = recorder(|s| (ok(&String::from_utf8_lossy(&s.body)), false)).await;
+    let refused = format!("http://{}", refused_addr());
+    let routes = format!(
+        "[[routes]]\nname = \"bo\"\nprefix = \"/api\"\nupstreams = [\"{refused}\", \"{}\"]\n",
+        up.url
+    );
+    let gw = Gateway::start(Setup::routes(routes)).await;
+    let token = gw.access_token(ADMIN).await;
+    let mut conn = RawConn::open(&gw).await;
+    for _ in 0..2 {
+        conn.send(
+            format!("PUT /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nContent-Length: 5\r\n\r\nhello")
+                .as_bytes(),
+        )
+        .await;
+        let r = conn.response().await.unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    }
+    assert!(up.seen.lock().await.iter().all(|s| s.body == b"hello"));
+}
+
+#[tokio::test]
+async fn a_response_body_that_stops_moving_ends_at_the_idle_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut b = [0u8; 4096];
+                let _ = sock.read(&mut b).await;
+                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234").await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let gw = Gateway::start(Setup {
+        server: "idle_timeout = \"1s\"".into(),
+        ..Setup::routes(route("bo", "/api", &url, ""))
+    })
+    .await;
+    let token = gw.access_token(ADMIN).await;
+    let mut conn = RawConn::open(&gw).await;
+    conn.send(&get("/api/x", &token, "")).await;
+    let started = std::time::Instant::now();
+    let head = conn.response_head_only().await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(conn.is_closed().await, "still open");
+    assert!(started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_connection_that_spoke_http1_does_not_turn_into_http2() {
+    let up = recorder(|s| (ok(&target(s)), false)).await;
+    let gw = gateway(&up, "").await;
+    let token = gw.access_token(ADMIN).await;
+    let mut conn = RawConn::open(&gw).await;
+    conn.send(&get("/api/x", &token, "")).await;
+    assert_eq!(conn.response().await.unwrap().status, 200);
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    conn.send(&preface).await;
+    let head = conn.response_head_only().await;
+    assert!(head.is_empty() || head.starts_with("http/1.1 4"), "answered as HTTP/2: {head:?}");
+}

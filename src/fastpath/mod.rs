@@ -30,7 +30,7 @@ use crate::auth::endpoints::EndpointBody;
 use crate::error::GatewayError;
 use crate::framing::{ChunkedScan, Scanned};
 use crate::gateway::Gateway;
-use crate::listener::Activity;
+use crate::listener::{Activity, Busy};
 use crate::proxy::{SendError, Upstream, X_REQUEST_ID};
 use crate::routes::{AuthMode, Route, normalize_path};
 use crate::runtime::Runtime;
@@ -40,10 +40,14 @@ use response::{Framing, ResponseHead};
 
 /// Reads a head may take before hyper gets it: hyper bounds a slow head's parsing work.
 const MAX_HEAD_READS: u32 = 4;
+/// Reads a response head may take (each one re-parses it): more is refused (502).
+const MAX_RESPONSE_HEAD_READS: u32 = 64;
 /// An upstream response head larger than this is refused (502).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// How long closing a connection cleanly may take (a peer that reads nothing cannot stall it).
 const SHUTDOWN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+/// Buffer capacity a connection keeps between requests.
+const RETAIN: usize = 32 * 1024;
 /// Bytes relayed per read.
 const CHUNK: usize = 16 * 1024;
 
@@ -78,6 +82,8 @@ where
         let head = loop {
             if !buf.is_empty() {
                 match request::parse(buf, lane.max_headers, std::mem::take(&mut x.spare)) {
+                    // Past the limit: hyper answers 431.
+                    Parsed::Complete(head) if head.len > lane.max_head => return Outcome::Handoff,
                     Parsed::Complete(head) => break head,
                     Parsed::Unfit => return Outcome::Handoff,
                     Parsed::Partial if buf.len() > lane.max_head || reads >= MAX_HEAD_READS => {
@@ -85,13 +91,19 @@ where
                     }
                     Parsed::Partial => {}
                 }
-            } else if lane.drain.is_cancelled() {
+            }
+            // Between requests, a drain closes the connection (the listener reads the flag).
+            let between = buf.is_empty();
+            lane.activity.set_between_requests(between);
+            if between && lane.drain.is_cancelled() {
                 return Outcome::Close;
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096);
             }
-            match io.read_buf(buf).await {
+            let read = io.read_buf(buf).await;
+            lane.activity.set_between_requests(false);
+            match read {
                 Ok(0) | Err(_) => return Outcome::Close,
                 Ok(_) => reads += 1,
             }
@@ -105,11 +117,13 @@ where
         }
         let busy = lane.activity.enter();
         let keep = match plan {
-            Plan::Route { route, normalised } => x.serve(io, buf, &head, &rt, route, normalised, lane).await,
+            Plan::Route { route, normalised } => {
+                x.serve(io, buf, &head, &rt, Target { route, normalised }, lane, busy).await
+            }
             Plan::Own(path) => x.own(io, buf, &head, &rt, &path, lane).await,
             Plan::Refuse(e) => x.refuse(io, buf, &head, e, lane).await,
         };
-        drop(busy);
+        x.trim();
         buf.advance(
             head.len + usize::try_from(head.content_length).unwrap_or(usize::MAX).min(buf.len() - head.len),
         );
@@ -161,6 +175,13 @@ fn plan<'r>(rt: &'r Runtime, buf: &[u8], head: &RequestHead) -> Option<Plan<'r>>
     Some(Plan::Route { route, normalised })
 }
 
+/// A route and the path sent on it.
+struct Target<'r> {
+    route: &'r Route,
+    /// The normalised path, when normalising changed it.
+    normalised: Option<String>,
+}
+
 /// Buffers reused from request to request on one connection.
 struct Exchange {
     /// The head (and first body bytes) being written, upstream or to the client.
@@ -193,7 +214,20 @@ impl Failure {
 }
 
 impl Exchange {
-    /// Serves one request; false when the connection must close after it.
+    /// Gives back what one large request or response made the buffers grow to, so an idle
+    /// kept-alive connection holds little.
+    fn trim(&mut self) {
+        if self.out.capacity() > RETAIN {
+            self.out = Vec::with_capacity(2048);
+        }
+        if self.up.capacity() > RETAIN {
+            self.up = BytesMut::new();
+        }
+    }
+
+    /// Serves one request; false when the connection must close after it. `busy` keeps the
+    /// connection's timeouts off until the response head is out (then, as on hyper's path, a
+    /// body that stops moving for the idle timeout ends the connection).
     #[allow(clippy::too_many_arguments)] // the request's parts, borrowed from three owners
     async fn serve<IO>(
         &mut self,
@@ -201,15 +235,16 @@ impl Exchange {
         buf: &[u8],
         head: &RequestHead,
         rt: &Runtime,
-        route: &Route,
-        normalised: Option<String>,
+        target: Target<'_>,
         lane: &Lane<'_>,
+        busy: Busy,
     ) -> bool
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let started = Instant::now();
         let gw = lane.gw;
+        let Target { route, normalised } = target;
         let path = normalised.as_deref().unwrap_or_else(|| raw_path(buf, head));
         let trusted = rt.is_trusted(lane.info.peer.ip());
         let request_id = request_id(gw, trusted, buf, head);
@@ -263,6 +298,7 @@ impl Exchange {
                         ..fwd
                     };
                     request::write_upstream_head(&mut self.out, buf, head, &fwd);
+                    self.out.extend_from_slice(&buf[head.len..head.len + body_here]);
                     result = self.send(io, route, second, 0, head).await;
                 }
                 result.map(|r| (r, auth)).map_err(Failure::into_error)
@@ -273,7 +309,7 @@ impl Exchange {
                 // A drain that began while the upstream answered: the client learns it here.
                 close |= resp_head.framing == Framing::UntilClose || lane.drain.is_cancelled();
                 let relayed =
-                    self.relay(io, stream, &resp_head, upstream, request_id.as_bytes(), close).await;
+                    self.relay(io, stream, &resp_head, upstream, request_id.as_bytes(), close, busy).await;
                 let login = auth.identity_arc();
                 match relayed {
                     Ok(bytes) => (resp_head.status, bytes, login),
@@ -323,7 +359,8 @@ impl Exchange {
     {
         let _in_flight = upstream.start_request();
         let started = Instant::now();
-        let resend = body_left == 0 && is_idempotent(&head.method);
+        // Resending what was already written is only safe for a safe method (RFC 9110 §9.2.1).
+        let resend = body_left == 0 && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let attempt = async {
             loop {
                 let (mut stream, reused) = match upstream.conns.take_stream() {
@@ -337,8 +374,8 @@ impl Exchange {
                 // go out together (see `proxy::pool`: one origin wake-up per batch).
                 tokio::task::yield_now().await;
                 match self.exchange(io, &mut stream, body_left, head).await {
-                    // A kept-alive socket the upstream closed unseen: once more on a new one,
-                    // where sending the request again is safe (idempotent, all of it here).
+                    // A kept-alive socket the upstream closed as it was taken: once more on a new
+                    // one, where sending the request again is safe.
                     Err(Failure::Stale) if reused && resend => continue,
                     Err(e) => return Err(e),
                     Ok(resp) => return Ok((stream, resp)),
@@ -400,7 +437,12 @@ impl Exchange {
             }
         }
         self.up.clear();
+        let mut reads = 0;
         loop {
+            reads += 1;
+            if reads > MAX_RESPONSE_HEAD_READS {
+                return Err(Failure::Other("response head in too many pieces".into()));
+            }
             if self.up.capacity() - self.up.len() < 4096 {
                 self.up.reserve(CHUNK);
             }
@@ -437,6 +479,7 @@ impl Exchange {
     /// Relays the response whose head is at the start of `up`; gives the socket back when the
     /// upstream keeps it and it was read exactly to the response's end. Returns the body's
     /// length where it is known.
+    #[allow(clippy::too_many_arguments)]
     async fn relay<IO>(
         &mut self,
         io: &mut IO,
@@ -445,6 +488,7 @@ impl Exchange {
         upstream: &Upstream,
         request_id: &[u8],
         close: bool,
+        busy: Busy,
     ) -> io::Result<Option<u64>>
     where
         IO: AsyncWrite + Unpin,
@@ -452,9 +496,11 @@ impl Exchange {
         self.out.clear();
         response::write_client_head(&mut self.out, &self.up, head, request_id, close);
         self.up.advance(head.len);
+        // Each write sends what `out` holds: first the head with the body bytes already here.
+        let mut busy = Some(busy);
         let length = match head.framing {
             Framing::Empty => {
-                io.write_all(&self.out).await?;
+                self.write_out(io, &mut busy).await?;
                 Some(0)
             }
             Framing::Length(total) => {
@@ -464,8 +510,7 @@ impl Exchange {
                     self.out.extend_from_slice(&self.up[..n]);
                     self.up.advance(n);
                     left -= n as u64;
-                    io.write_all(&self.out).await?;
-                    self.out.clear();
+                    self.write_out(io, &mut busy).await?;
                     if left == 0 {
                         break;
                     }
@@ -483,14 +528,13 @@ impl Exchange {
                         Scanned::End(n) => {
                             self.out.extend_from_slice(&self.up[..n]);
                             self.up.advance(n);
-                            io.write_all(&self.out).await?;
+                            self.write_out(io, &mut busy).await?;
                             break;
                         }
                         Scanned::More => {
                             self.out.extend_from_slice(&self.up);
                             self.up.clear();
-                            io.write_all(&self.out).await?;
-                            self.out.clear();
+                            self.write_out(io, &mut busy).await?;
                             self.refill(&mut stream, CHUNK as u64).await?;
                         }
                     }
@@ -503,8 +547,7 @@ impl Exchange {
                     total += self.up.len() as u64;
                     self.out.extend_from_slice(&self.up);
                     self.up.clear();
-                    io.write_all(&self.out).await?;
-                    self.out.clear();
+                    self.write_out(io, &mut busy).await?;
                     if self.refill_or_end(&mut stream).await? {
                         break;
                     }
@@ -523,6 +566,20 @@ impl Exchange {
         }
         self.up.clear();
         Ok(length)
+    }
+
+    /// Writes what `out` holds to the client. After the first write (the response head) the
+    /// request is no longer `busy`: from there a body that stops moving either way for the idle
+    /// timeout ends the connection, as on hyper's path.
+    async fn write_out<IO: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut IO,
+        busy: &mut Option<Busy>,
+    ) -> io::Result<()> {
+        io.write_all(&self.out).await?;
+        self.out.clear();
+        *busy = None;
+        Ok(())
     }
 
     /// Reads more of the body (at most `want` bytes); an early end is an error.

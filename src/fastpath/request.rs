@@ -165,15 +165,19 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
         }
         if fate == Fate::Keep && is_gateway_owned(h.name) {
             fate = Fate::Drop;
+            // The first of each counts, as hyper's path reads them (`HeaderMap::get`).
+            let first = |slot: &mut Option<Range<usize>>| {
+                slot.get_or_insert_with(|| at(value));
+            };
             if name.eq_ignore_ascii_case(b"x-request-id") {
-                head.request_id = Some(at(value));
+                first(&mut head.request_id);
             } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
                 forwarded_fors += 1;
-                head.forwarded_for = Some(at(value));
+                first(&mut head.forwarded_for);
             } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
-                head.forwarded_proto = Some(at(value));
+                first(&mut head.forwarded_proto);
             } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
-                head.forwarded_host = Some(at(value));
+                first(&mut head.forwarded_host);
             }
         }
         head.headers.push(Header { name: at(name), value: at(value), fate });
@@ -283,7 +287,9 @@ pub fn write_upstream_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, f:
     }
     let trusted = |r: &Option<Range<usize>>| r.as_ref().filter(|_| f.trusted_peer).map(|r| trim(b(r)));
     out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(prev) = trusted(&head.forwarded_for).filter(|p| !p.is_empty()) {
+    // A chain that is not visible ASCII is dropped (hyper's path cannot read it as text either).
+    let readable = |p: &&[u8]| !p.is_empty() && p.iter().all(|b| (0x20..0x7f).contains(b));
+    if let Some(prev) = trusted(&head.forwarded_for).filter(readable) {
         out.extend_from_slice(prev);
         out.extend_from_slice(b", ");
     }

@@ -46,7 +46,7 @@ pub fn parse(buf: &[u8], head_request: bool) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Invalid("unparsable response head"),
     };
-    let Some(status) = resp.code else { return Parsed::Invalid("no status") };
+    let Some(status) = resp.code.filter(|&c| c >= 100) else { return Parsed::Invalid("no valid status") };
     if status == 101 {
         return Parsed::Invalid("101 without an upgrade request");
     }

@@ -106,9 +106,8 @@ impl Connections {
         })
     }
 
-    /// A kept-alive socket for the fast path that the upstream has not closed, if one is left.
-    /// A socket the reactor saw nothing on is taken as it is; one with readiness pending (a
-    /// close, stray bytes, or just not known to be empty) is probed with one read.
+    /// A kept-alive socket for the fast path that the upstream has not closed and has sent
+    /// nothing more on, if one is left.
     pub fn take_stream(&self) -> Option<TcpStream> {
         while let Some(IdleStream { stream, since }) = self.streams.pop() {
             if since.elapsed() < IDLE_FOR && is_quiet(&stream) {
@@ -209,8 +208,7 @@ impl Connections {
     /// Closes idle connections that have ended or been idle too long, so an upstream that
     /// closed them is not left with half-closed sockets until the next request comes.
     pub fn sweep(&self) {
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         for _ in 0..self.idle.len() {
             let Some(Idle { mut link, since }) = self.idle.pop() else { break };
             if since.elapsed() < IDLE_FOR && link.drive(&mut cx) {
@@ -239,13 +237,11 @@ impl Connections {
     }
 }
 
-/// Whether an idle socket is still open with nothing unread on it.
+/// Whether an idle socket is still open with nothing unread on it. Asked of the kernel (a
+/// non-blocking peek), not of the reactor's readiness record, which may be stale.
 fn is_quiet(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    if stream.poll_read_ready(&mut cx).is_pending() {
-        return true;
-    }
-    matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(stream).peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A connection lent to one exchange; back to the pool when its response has been read to the end.
@@ -365,6 +361,35 @@ mod tests {
         assert_eq!(conns.idle.len(), 0, "closed by the upstream while idle: swept");
         // The next request opens a new connection.
         assert_eq!(get(&conns).await, "ok");
+    }
+
+    #[tokio::test]
+    async fn only_quiet_open_sockets_are_taken_from_the_pool() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns =
+            Connections::new(format!("127.0.0.1:{}", addr.port()).parse().unwrap(), Duration::from_secs(1));
+        let pair = || async {
+            let (c, s) = tokio::join!(TcpStream::connect(addr), listener.accept());
+            (c.unwrap(), s.unwrap().0)
+        };
+        let (quiet, _q) = pair().await;
+        conns.keep_stream(quiet);
+        assert!(conns.take_stream().is_some(), "an open, silent socket is reused");
+
+        // Bytes that came after the last response, even with the reactor's readiness cleared
+        // (as the fast path does after a read that emptied the socket): never handed out.
+        let (chatty, mut up) = pair().await;
+        up.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSECRET").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = chatty
+            .try_io(tokio::io::Interest::READABLE, || Err::<(), _>(std::io::ErrorKind::WouldBlock.into()));
+        conns.keep_stream(chatty);
+        let (closed, up2) = pair().await;
+        drop(up2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conns.keep_stream(closed);
+        assert!(conns.take_stream().is_none(), "a socket with unread bytes or closed is dropped");
     }
 
     #[tokio::test]
