@@ -11,6 +11,7 @@
 #   hs256   HS256, cache_capacity = 0                         vs haproxy-hs256
 #   tls     EdDSA, cache on, over TLS                         vs nginx-proxy-tls, haproxy-hs256-tls
 #   logins  as `cache`, with 10 logins/s (argon2id, default cost) running beside the load
+# FAST_PATH=false serves everything on hyper's path (server.fast_path), for comparison.
 # Harness settings (ROUNDS, DURATION, CONNS, ...) pass through; see ../shared/bench/README.md.
 # Summaries are copied to $OUT (default /tmp/bo-gateway-load).
 set -euo pipefail
@@ -59,6 +60,7 @@ listen = "127.0.0.1:$PORT_TLS"
 plain_listen = "127.0.0.1:$PORT_PLAIN"
 admin_listen = "127.0.0.1:$PORT_ADMIN"
 shutdown_grace = "2s"
+fast_path = ${FAST_PATH:-true}
 [tls]
 cert = "$dir/tls.crt"
 key = "$dir/tls.key"

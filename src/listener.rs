@@ -193,7 +193,7 @@ impl Conn {
         let activity = Arc::new(Activity::new());
         let info = ConnInfo::new(peer, tls);
         let watch = FramingWatch::new(max_head);
-        let mut io = ActivityIo { inner: io, activity: activity.clone(), watch };
+        let mut io = ActivityIo { inner: io, activity: activity.clone(), watch, pre: Bytes::new() };
         let mut buf = BytesMut::new();
         let mut draining = false;
         if fast && !h2 {
@@ -248,7 +248,8 @@ impl Conn {
                 resp
             }
         });
-        let io = TokioIo::new(Rewind { pre: buf.freeze(), inner: io });
+        io.pre = buf.freeze();
+        let io = TokioIo::new(io);
         let watch = Watch { activity: &activity, limits, drain: &drain, draining, peer };
         if activity.requests.load(Ordering::Relaxed) > 0 {
             // A connection that has spoken HTTP/1.1 stays HTTP/1.1: hyper's auto builder would
@@ -498,13 +499,17 @@ impl Drop for Busy {
     }
 }
 
-/// The connection's IO with the bytes the fast path read before handing it over put back in front.
-struct Rewind<T> {
-    pre: Bytes,
+/// The connection's IO, noting the time of every successful read or write and showing what the
+/// client sends to the framing watch. `pre` holds bytes the fast path read (and the watch saw)
+/// before handing the connection to hyper, which reads them first.
+struct ActivityIo<T> {
     inner: T,
+    activity: Arc<Activity>,
+    watch: FramingWatch,
+    pre: Bytes,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -516,50 +521,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
             self.pre.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// The connection's IO, noting the time of every successful read or write and showing what the
-/// client sends to the framing watch.
-struct ActivityIo<T> {
-    inner: T,
-    activity: Arc<Activity>,
-    watch: FramingWatch,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
