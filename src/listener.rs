@@ -212,7 +212,10 @@ impl Conn {
                 tokio::select! {
                     outcome = served.as_mut() => match outcome {
                         fastpath::Outcome::Close => return,
-                        fastpath::Outcome::Handoff => break,
+                        fastpath::Outcome::Handoff => {
+                            gw.metrics.fast_path_handoffs.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
                     },
                     _ = drain.signal.cancelled(), if !draining => {
                         // Otherwise the fast path closes after the response it is on.

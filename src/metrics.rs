@@ -145,6 +145,8 @@ pub struct Metrics {
     pub otts_issued: AtomicU64,
     pub otts_verified: Outcomes,
     pub open_connections: AtomicI64,
+    /// Connections the fast path handed to hyper's path (`crate::fastpath`).
+    pub fast_path_handoffs: AtomicU64,
     pub store: StoreStats,
 }
 
@@ -315,6 +317,12 @@ impl Collector for GatewayCollector {
             "bo_gateway_open_connections",
             "Client connections open on the main listeners.",
             &[(vec![], m.open_connections.load(Ordering::Relaxed))],
+        )?;
+        counter(
+            &mut e,
+            "bo_gateway_fast_path_handoffs",
+            "Connections the HTTP/1.1 fast path handed to the general path (a request it does not take).",
+            &[(vec![], m.fast_path_handoffs.load(Ordering::Relaxed))],
         )?;
 
         let store_lat: Vec<_> =

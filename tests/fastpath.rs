@@ -269,6 +269,8 @@ async fn pipelined_requests_are_answered_in_order_and_hyper_takes_over_when_need
     assert!(heads[..3].iter().all(|h| h.contains("X-Case: A")), "fast path: {heads:?}");
     assert!(!heads[3].to_ascii_lowercase().contains("x-drop"), "{}", heads[3]);
     assert!(heads[4].contains("x-case: A"), "after the hand-over hyper serves: {}", heads[4]);
+    let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\nbo_gateway_fast_path_handoffs_total 1\n"), "{metrics}");
 
     // A login on a connection keeps it on the fast path for what follows.
     let mut conn = RawConn::open(&gw).await;

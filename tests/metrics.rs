@@ -41,6 +41,7 @@ async fn every_family_appears_and_moves() {
         "bo_gateway_token_cache_entries",
         "bo_gateway_upstream_healthy",
         "bo_gateway_open_connections",
+        "bo_gateway_fast_path_handoffs_total",
         "bo_gateway_store_duration_seconds",
         "bo_gateway_store_errors_total",
     ] {
