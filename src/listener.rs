@@ -18,6 +18,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::GatewayBody;
 use crate::fastpath;
 use crate::framing::{Finding, FramingWatch};
 use crate::gateway::Gateway;
@@ -247,8 +248,8 @@ impl Conn {
             }
             async move {
                 let resp = server::handle(gw, info, kind, req).await;
-                drop(busy);
-                resp
+                let responding = Some(busy.responding());
+                resp.map(|r| r.map(|inner| TrackedBody { inner, responding }))
             }
         });
         io.pre = buf.freeze();
@@ -382,6 +383,8 @@ pub(crate) struct Activity {
     /// when it was accepted.
     head_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Responses whose head is out and whose body is still being written.
+    responding: AtomicUsize,
     /// Requests handed to the service so far.
     requests: AtomicU64,
     /// One more than the index of the request to refuse; 0 for none.
@@ -399,6 +402,7 @@ impl Activity {
             last_ms: AtomicU64::new(now),
             head_ms: AtomicU64::new(now),
             in_flight: AtomicUsize::new(0),
+            responding: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             between: AtomicBool::new(false),
@@ -459,6 +463,10 @@ impl Activity {
             return None;
         }
         let idle = (self.quiet_due_ms(limits.idle), "idle timeout");
+        if self.responding.load(Ordering::Relaxed) != 0 {
+            // A response body on its way: a head pipelined behind it is not late yet.
+            return Some(idle);
+        }
         Some(match self.head_ms.load(Ordering::Relaxed) {
             NO_HEAD => idle,
             since => idle.min((since.saturating_add(limits.head.as_millis() as u64), "header read timeout")),
@@ -488,17 +496,72 @@ impl Activity {
     }
 }
 
-/// A request in flight on its connection; the connection is not idle until it is dropped.
+/// A request in flight on its connection, until its response head is out: no timeout applies.
 pub(crate) struct Busy(Arc<Activity>);
+
+impl Busy {
+    /// The response head is out: from now a body that stops moving for the idle timeout ends
+    /// the connection, while the header read timeout waits for the body's end.
+    pub(crate) fn responding(self) -> Responding {
+        self.0.responding.fetch_add(1, Ordering::Relaxed);
+        Responding(self.0.clone())
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let now = self.0.touch();
-        // A pipelined head that arrived while this request was served is timed from now.
-        if self.0.head_ms.load(Ordering::Relaxed) != NO_HEAD {
-            self.0.head_ms.store(now, Ordering::Relaxed);
+        self.0.retime_head();
+    }
+}
+
+/// A response whose body is being written (see [`Busy::responding`]).
+pub(crate) struct Responding(Arc<Activity>);
+
+impl Drop for Responding {
+    fn drop(&mut self) {
+        self.0.responding.fetch_sub(1, Ordering::Relaxed);
+        self.0.retime_head();
+    }
+}
+
+impl Activity {
+    /// A pipelined head that arrived while a request was served is timed from now.
+    fn retime_head(&self) {
+        let now = self.touch();
+        if self.head_ms.load(Ordering::Relaxed) != NO_HEAD {
+            self.head_ms.store(now, Ordering::Relaxed);
         }
+    }
+}
+
+/// A response body on hyper's path, `Responding` until it ends or is dropped.
+pub struct TrackedBody {
+    inner: GatewayBody,
+    responding: Option<Responding>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = <GatewayBody as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.responding = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

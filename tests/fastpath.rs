@@ -422,3 +422,75 @@ async fn a_connection_that_spoke_http1_does_not_turn_into_http2() {
     let head = conn.response_head_only().await;
     assert!(head.is_empty() || head.starts_with("http/1.1 4"), "answered as HTTP/2: {head:?}");
 }
+
+#[tokio::test]
+async fn refusals_follow_hyper_s_path_in_order_and_form() {
+    let up = recorder(|s| (ok(&s.head), false)).await;
+    let extra = "upstream_headers = { X-Forwarded-Proto = \"https\", X-Request-Id = \"fixed\" }";
+    let setup =
+        Setup { server: "max_body_bytes = 10".into(), ..Setup::routes(route("bo", "/api", &up.url, extra)) };
+    let gw = Gateway::start(setup).await;
+    let token = gw.access_token(ADMIN).await;
+    let mut conn = RawConn::open(&gw).await;
+    // A HEAD refusal has no body: the next response on the connection reads whole.
+    let mut two = b"HEAD /nope HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+    two.extend(get("/api/x", &token, ""));
+    conn.send(&two).await;
+    let head = conn.response_head_only().await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    let r = conn.response().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.head);
+    // A configured upstream header replaces the gateway's own of that name.
+    let h = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+    assert_eq!(h.matches("x-forwarded-proto:").count(), 1, "{h}");
+    assert!(h.contains("x-forwarded-proto: https") && h.contains("x-request-id: fixed"), "{h}");
+    assert_eq!(h.matches("x-request-id:").count(), 1, "{h}");
+    // Without a token, a body over the limit is a 401 first (as the Bearer check comes first).
+    conn.send(b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n").await;
+    assert_eq!(conn.response().await.unwrap().status, 401);
+    let mut conn = RawConn::open(&gw).await;
+    conn.send(
+        format!(
+            "POST /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(conn.response().await.unwrap().status, 413);
+    // A 204 of the gateway's own has no Content-Length (RFC 9110 §8.6).
+    let mut conn = RawConn::open(&gw).await;
+    conn.send(format!("POST /auth/token/revoke HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+        .await;
+    let head = conn.response_head_only().await;
+    assert!(head.starts_with("http/1.1 204") && !head.contains("content-length"), "{head}");
+}
+
+#[tokio::test]
+async fn a_body_streaming_longer_than_the_header_timeout_is_not_cut_for_a_pipelined_head() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut b = [0u8; 4096];
+                let _ = sock.read(&mut b).await;
+                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n").await;
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = sock.write_all(b"x").await;
+                }
+            });
+        }
+    });
+    let server = "header_read_timeout = \"1s\"\nidle_timeout = \"5s\"";
+    for fast in [true, false] {
+        let server = format!("{server}\nfast_path = {fast}");
+        let gw =
+            Gateway::start(Setup { server, ..Setup::routes(route("bo", "/api", &url, "auth = \"public\"")) })
+                .await;
+        let mut conn = RawConn::open(&gw).await;
+        conn.send(b"GET /api/slow HTTP/1.1\r\nHost: a\r\n\r\nGET /api/next HTTP/1.1\r\nHost: a\r\n").await;
+        let r = conn.response().await.unwrap();
+        assert_eq!((r.status, r.body.len()), (200, 10), "fast_path = {fast}");
+    }
+}

@@ -30,7 +30,7 @@ use crate::auth::endpoints::EndpointBody;
 use crate::error::GatewayError;
 use crate::framing::{ChunkedScan, Scanned};
 use crate::gateway::Gateway;
-use crate::listener::{Activity, Busy};
+use crate::listener::{Activity, Busy, Responding};
 use crate::proxy::{SendError, Upstream, X_REQUEST_ID};
 use crate::routes::{AuthMode, Route, normalize_path};
 use crate::runtime::Runtime;
@@ -124,6 +124,9 @@ where
             Plan::Refuse(e) => x.refuse(io, buf, &head, e, lane).await,
         };
         x.trim();
+        if buf.is_empty() && buf.capacity() > RETAIN {
+            *buf = BytesMut::new();
+        }
         buf.advance(
             head.len + usize::try_from(head.content_length).unwrap_or(usize::MAX).min(buf.len() - head.len),
         );
@@ -165,14 +168,19 @@ fn plan<'r>(rt: &'r Runtime, buf: &[u8], head: &RequestHead) -> Option<Plan<'r>>
         Ok(route) => route,
         Err(e) => return Some(Plan::Refuse(e)),
     };
-    if head.content_length > rt.max_body_bytes {
-        return Some(Plan::Refuse(GatewayError::TooLarge));
-    }
     let normalised = match path {
         std::borrow::Cow::Owned(p) => Some(p),
         std::borrow::Cow::Borrowed(_) => None,
     };
     Some(Plan::Route { route, normalised })
+}
+
+/// Where a response stands, for the connection's timeouts (the value is only held).
+#[allow(dead_code)]
+enum Sending {
+    Head(Busy),
+    Body(Responding),
+    Done,
 }
 
 /// A route and the path sent on it.
@@ -265,6 +273,8 @@ impl Exchange {
         let mut upstream_used = None;
         let outcome = match auth {
             Err(e) => Err(e),
+            // After the Bearer check, as on hyper's path (an anonymous client learns nothing).
+            Ok(_) if head.content_length > rt.max_body_bytes => Err(GatewayError::TooLarge),
             Ok(auth) => {
                 let upstream = route.pool.pick();
                 upstream_used = Some(upstream);
@@ -325,7 +335,7 @@ impl Exchange {
                 close |= !whole_body_here || lane.drain.is_cancelled();
                 let status = e.status().as_u16();
                 log_failure(&e, &request_id);
-                let bytes = self.answer(io, e, request_id.as_bytes(), close).await;
+                let bytes = self.answer(io, e, head, request_id.as_bytes(), close).await;
                 if bytes.is_none() {
                     close = true;
                 }
@@ -497,7 +507,7 @@ impl Exchange {
         response::write_client_head(&mut self.out, &self.up, head, request_id, close);
         self.up.advance(head.len);
         // Each write sends what `out` holds: first the head with the body bytes already here.
-        let mut busy = Some(busy);
+        let mut busy = Sending::Head(busy);
         let length = match head.framing {
             Framing::Empty => {
                 self.write_out(io, &mut busy).await?;
@@ -574,11 +584,15 @@ impl Exchange {
     async fn write_out<IO: AsyncWrite + Unpin>(
         &mut self,
         io: &mut IO,
-        busy: &mut Option<Busy>,
+        state: &mut Sending,
     ) -> io::Result<()> {
         io.write_all(&self.out).await?;
         self.out.clear();
-        *busy = None;
+        if matches!(state, Sending::Head(_)) {
+            if let Sending::Head(busy) = std::mem::replace(state, Sending::Done) {
+                *state = Sending::Body(busy.responding());
+            }
+        }
         Ok(())
     }
 
@@ -609,13 +623,14 @@ impl Exchange {
         &mut self,
         io: &mut IO,
         e: GatewayError,
+        head: &RequestHead,
         request_id: &[u8],
         close: bool,
     ) -> Option<u64>
     where
         IO: AsyncWrite + Unpin,
     {
-        self.respond(io, e.into_response(), request_id, close, false).await
+        self.respond(io, e.into_response(), request_id, close, head.method == Method::HEAD).await
     }
 
     /// Writes a response the gateway made itself (a JSON answer or an error); the body's
@@ -643,8 +658,11 @@ impl Exchange {
                 request::line(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
             }
         }
-        let mut len = itoa::Buffer::new();
-        request::line(&mut self.out, b"content-length", len.format(body.len()).as_bytes());
+        // RFC 9110 §8.6: never on a 1xx or 204.
+        if parts.status.as_u16() >= 200 && parts.status != http::StatusCode::NO_CONTENT {
+            let mut len = itoa::Buffer::new();
+            request::line(&mut self.out, b"content-length", len.format(body.len()).as_bytes());
+        }
         request::line(&mut self.out, b"date", &date::now());
         request::line(&mut self.out, b"x-request-id", request_id);
         if close {
@@ -679,7 +697,7 @@ impl Exchange {
         let close = head.close || !whole_body_here(buf, head) || lane.drain.is_cancelled();
         let status = e.status().as_u16();
         log_failure(&e, &request_id);
-        let bytes = self.answer(io, e, request_id.as_bytes(), close).await;
+        let bytes = self.answer(io, e, head, request_id.as_bytes(), close).await;
         let done =
             Done { path: raw_path(buf, head), route: None, status, bytes, upstream: None, login: None };
         finish(lane, head, &request_id, started, done);

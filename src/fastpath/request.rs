@@ -280,25 +280,35 @@ pub fn write_upstream_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, f:
             line(out, name, b(&h.value));
         }
     }
+    // A configured header replaces the gateway's own of that name, as on hyper's path.
+    let configured = |name: &[u8]| extra.iter().any(|(n, _)| n.as_str().as_bytes() == name);
+    let set = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+        if !configured(name) {
+            line(out, name, value);
+        }
+    };
     if let Some(id) = f.auth.identity() {
-        line(out, b"x-auth-login", id.login_header.as_bytes());
-        line(out, b"x-auth-roles", id.roles_header.as_bytes());
-        line(out, b"x-auth-session", id.session_header.as_bytes());
+        set(out, b"x-auth-login", id.login_header.as_bytes());
+        set(out, b"x-auth-roles", id.roles_header.as_bytes());
+        set(out, b"x-auth-session", id.session_header.as_bytes());
     }
     let trusted = |r: &Option<Range<usize>>| r.as_ref().filter(|_| f.trusted_peer).map(|r| trim(b(r)));
-    out.extend_from_slice(b"x-forwarded-for: ");
-    // A chain that is not visible ASCII is dropped (hyper's path cannot read it as text either).
-    let readable = |p: &&[u8]| !p.is_empty() && p.iter().all(|b| (0x20..0x7f).contains(b));
-    if let Some(prev) = trusted(&head.forwarded_for).filter(readable) {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
+    if !configured(b"x-forwarded-for") {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        // A chain that is not text is dropped (hyper's path cannot read it as text either).
+        let readable =
+            |p: &&[u8]| !p.is_empty() && p.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+        if let Some(prev) = trusted(&head.forwarded_for).filter(readable) {
+            out.extend_from_slice(prev);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(f.peer);
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(f.peer);
-    out.extend_from_slice(b"\r\n");
-    line(out, b"x-forwarded-proto", trusted(&head.forwarded_proto).unwrap_or(f.proto));
-    line(out, b"x-forwarded-host", trusted(&head.forwarded_host).unwrap_or(b(&head.host)));
-    line(out, b"x-request-id", f.request_id);
-    line(out, b"host", f.upstream_host);
+    set(out, b"x-forwarded-proto", trusted(&head.forwarded_proto).unwrap_or(f.proto));
+    set(out, b"x-forwarded-host", trusted(&head.forwarded_host).unwrap_or(b(&head.host)));
+    set(out, b"x-request-id", f.request_id);
+    set(out, b"host", f.upstream_host);
     for (name, value) in extra {
         line(out, name.as_str().as_bytes(), value.as_bytes());
     }
