@@ -117,6 +117,28 @@ async fn recorder(reply: impl Fn(&Seen) -> (Vec<u8>, bool) + Send + Sync + 'stat
     Recorder { url, seen, connections }
 }
 
+/// An upstream that answers each connection's first request with `start`, then one byte every
+/// 200 ms, `drip` times, then nothing (the connection stays open for 30 s).
+async fn dripping(start: &'static [u8], drip: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut b = [0u8; 4096];
+                let _ = sock.read(&mut b).await;
+                let _ = sock.write_all(start).await;
+                for _ in 0..drip {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = sock.write_all(b"x").await;
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    url
+}
+
 fn ok(body: &str) -> Vec<u8> {
     format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
@@ -381,18 +403,7 @@ async fn a_retry_on_another_upstream_sends_the_whole_request() {
 
 #[tokio::test]
 async fn a_response_body_that_stops_moving_ends_at_the_idle_timeout() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut b = [0u8; 4096];
-                let _ = sock.read(&mut b).await;
-                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234").await;
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            });
-        }
-    });
+    let url = dripping(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234", 0).await;
     let gw = Gateway::start(Setup {
         server: "idle_timeout = \"1s\"".into(),
         ..Setup::routes(route("bo", "/api", &url, ""))
@@ -467,21 +478,7 @@ async fn refusals_follow_hyper_s_path_in_order_and_form() {
 
 #[tokio::test]
 async fn a_body_streaming_longer_than_the_header_timeout_is_not_cut_for_a_pipelined_head() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut b = [0u8; 4096];
-                let _ = sock.read(&mut b).await;
-                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n").await;
-                for _ in 0..10 {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = sock.write_all(b"x").await;
-                }
-            });
-        }
-    });
+    let url = dripping(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 10).await;
     let server = "header_read_timeout = \"1s\"\nidle_timeout = \"5s\"";
     for fast in [true, false] {
         let server = format!("{server}\nfast_path = {fast}");
