@@ -203,7 +203,8 @@ static TOKEN68: [bool; 256] = {
     t
 };
 
-fn trim_spaces(mut b: &[u8]) -> &[u8] {
+/// `b` without leading and trailing spaces and tabs (HTTP's optional whitespace).
+pub fn trim_spaces(mut b: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = b {
         b = rest;
     }

@@ -31,7 +31,7 @@ use crate::error::GatewayError;
 use crate::framing::{ChunkedScan, Scanned};
 use crate::gateway::Gateway;
 use crate::listener::{Activity, Busy, Responding};
-use crate::proxy::{SendError, Upstream, X_REQUEST_ID};
+use crate::proxy::{SendError, Upstream, X_REQUEST_ID, is_idempotent};
 use crate::routes::{AuthMode, Route, normalize_path};
 use crate::runtime::Runtime;
 use crate::server::{self, ConnInfo};
@@ -75,8 +75,13 @@ pub async fn serve<IO>(io: &mut IO, buf: &mut BytesMut, lane: &Lane<'_>) -> Outc
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut x =
-        Exchange { out: Vec::with_capacity(2048), up: BytesMut::new(), spare: Vec::new(), drained: false };
+    let mut x = Exchange {
+        out: Vec::with_capacity(2048),
+        up: BytesMut::new(),
+        spare: Vec::new(),
+        resp_spare: Vec::new(),
+        drained: false,
+    };
     loop {
         let mut reads = 0;
         let head = loop {
@@ -127,9 +132,7 @@ where
         if buf.is_empty() && buf.capacity() > RETAIN {
             *buf = BytesMut::new();
         }
-        buf.advance(
-            head.len + usize::try_from(head.content_length).unwrap_or(usize::MAX).min(buf.len() - head.len),
-        );
+        buf.advance(head.len + head.body_here(buf.len()));
         x.spare = head.headers;
         if !keep {
             // A clean end (TLS close_notify, then FIN), as hyper's path ends a connection.
@@ -197,6 +200,7 @@ struct Exchange {
     /// What the upstream sent.
     up: BytesMut,
     spare: Vec<request::Header>,
+    resp_spare: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     /// The last upstream read left the socket empty (it read less than it had room for).
     drained: bool,
 }
@@ -257,8 +261,8 @@ impl Exchange {
         let trusted = rt.is_trusted(lane.info.peer.ip());
         let request_id = request_id(gw, trusted, buf, head);
         // The body bytes already read; the rest comes from the client as it is relayed.
-        let body_here = usize::try_from(head.content_length).unwrap_or(usize::MAX).min(buf.len() - head.len);
-        let whole_body_here = body_here as u64 == head.content_length;
+        let body_here = head.body_here(buf.len());
+        let whole_body_here = head.whole_body_here(buf.len());
         let mut close = head.close || lane.drain.is_cancelled();
         let auth = match route.auth {
             AuthMode::Required if head.token_header => {
@@ -321,12 +325,14 @@ impl Exchange {
                 let relayed =
                     self.relay(io, stream, &resp_head, upstream, request_id.as_bytes(), close, busy).await;
                 let login = auth.identity_arc();
+                let status = resp_head.status;
+                self.resp_spare = resp_head.headers;
                 match relayed {
-                    Ok(bytes) => (resp_head.status, bytes, login),
+                    Ok(bytes) => (status, bytes, login),
                     Err(e) => {
                         tracing::debug!(error = %e, "response relay failed");
                         close = true;
-                        (resp_head.status, None, login)
+                        (status, None, login)
                     }
                 }
             }
@@ -470,7 +476,11 @@ impl Exchange {
                 });
             }
             loop {
-                match response::parse(&self.up, head.method == Method::HEAD) {
+                match response::parse(
+                    &self.up,
+                    head.method == Method::HEAD,
+                    std::mem::take(&mut self.resp_spare),
+                ) {
                     response::Parsed::Complete(resp) => return Ok(resp),
                     response::Parsed::Interim(len) => self.up.advance(len),
                     response::Parsed::Partial if self.up.len() > MAX_RESPONSE_HEAD => {
@@ -694,7 +704,7 @@ impl Exchange {
         let rt = lane.gw.runtime();
         let request_id = request_id(lane.gw, rt.is_trusted(lane.info.peer.ip()), buf, head);
         // A body the client is still sending cannot be skipped without reading it.
-        let close = head.close || !whole_body_here(buf, head) || lane.drain.is_cancelled();
+        let close = head.close || !head.whole_body_here(buf.len()) || lane.drain.is_cancelled();
         let status = e.status().as_u16();
         log_failure(&e, &request_id);
         let bytes = self.answer(io, e, head, request_id.as_bytes(), close).await;
@@ -823,11 +833,6 @@ fn raw_path<'b>(buf: &'b [u8], head: &RequestHead) -> &'b str {
     std::str::from_utf8(&buf[head.path.clone()]).unwrap_or("/")
 }
 
-/// Whether the request's whole body has been read already.
-fn whole_body_here(buf: &[u8], head: &RequestHead) -> bool {
-    (buf.len() - head.len) as u64 >= head.content_length
-}
-
 /// Reads what the socket has into `buf`'s spare room, waiting for it first (so a socket whose
 /// readiness was cleared costs no empty read).
 async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
@@ -847,8 +852,4 @@ fn log_failure(e: &GatewayError, request_id: &HeaderValue) {
     } else {
         tracing::debug!(request_id = ?request_id, error = %e, "request refused");
     }
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
 }

@@ -7,6 +7,7 @@ use std::ops::Range;
 use http::Method;
 
 use crate::auth::Authenticated;
+pub use crate::auth::tokens::trim_spaces as trim;
 use crate::proxy::is_gateway_owned;
 use crate::routes::Route;
 
@@ -51,6 +52,18 @@ pub struct RequestHead {
     pub content_length: u64,
     /// The client asked for the connection to close after this response.
     pub close: bool,
+}
+
+impl RequestHead {
+    /// How much of the body is already in the buffer (of length `buf_len`) behind the head.
+    pub fn body_here(&self, buf_len: usize) -> usize {
+        usize::try_from(self.content_length).unwrap_or(usize::MAX).min(buf_len - self.len)
+    }
+
+    /// Whether the whole body has been read already.
+    pub fn whole_body_here(&self, buf_len: usize) -> bool {
+        self.body_here(buf_len) as u64 == self.content_length
+    }
 }
 
 // Returned by value once per request; boxing the head would allocate for each.
@@ -190,21 +203,11 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
 }
 
 /// A Content-Length value: digits only, at most 18 of them (no sign, space or list).
-fn parse_length(v: &[u8]) -> Option<u64> {
+pub fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
     Some(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
-}
-
-pub fn trim(mut b: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = b {
-        b = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = b {
-        b = rest;
-    }
-    b
 }
 
 /// Request-target bytes the fast path takes as they are: unreserved, sub-delims, `%`, `:`, `@`,

@@ -5,7 +5,9 @@ use std::mem::MaybeUninit;
 
 use http::StatusCode;
 
-use super::request::{MAX_HEADERS, line, trim};
+use std::ops::Range;
+
+use super::request::{MAX_HEADERS, line, parse_length, trim};
 
 /// How a response body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,10 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// The upstream keeps the connection open after this response.
     pub reusable: bool,
+    /// Where the reason phrase and each header's name and value are in the buffer parsed, so
+    /// the client's head is written without parsing again.
+    reason: Range<usize>,
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
 }
 
 pub enum Parsed {
@@ -35,8 +41,8 @@ pub enum Parsed {
 }
 
 /// Parses the response head at the start of `buf`, answering a request with method HEAD when
-/// `head_request`.
-pub fn parse(buf: &[u8], head_request: bool) -> Parsed {
+/// `head_request`. `spare` is a previous head's header list, reused.
+pub fn parse(buf: &[u8], head_request: bool, mut spare: Vec<(Range<usize>, Range<usize>)>) -> Parsed {
     let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -58,11 +64,8 @@ pub fn parse(buf: &[u8], head_request: bool) -> Parsed {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
-            let v = trim(h.value);
-            if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
-                return Parsed::Invalid("bad Content-Length");
-            }
-            length = v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            let Some(n) = parse_length(trim(h.value)) else { return Parsed::Invalid("bad Content-Length") };
+            length = n;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             encodings += 1;
             chunked = trim(h.value).eq_ignore_ascii_case(b"chunked");
@@ -80,35 +83,33 @@ pub fn parse(buf: &[u8], head_request: bool) -> Parsed {
         _ => return Parsed::Invalid("ambiguous or unsupported body framing"),
     };
     let reusable = resp.version == Some(1) && !close && framing != Framing::UntilClose;
-    Parsed::Complete(ResponseHead { len, status, framing, reusable })
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + s.len()
+    };
+    spare.clear();
+    spare.extend(resp.headers.iter().map(|h| (at(h.name.as_bytes()), at(h.value))));
+    let reason = resp.reason.map_or(0..0, |r| at(r.as_bytes()));
+    Parsed::Complete(ResponseHead { len, status, framing, reusable, reason, headers: spare })
 }
 
 /// Writes the client's response head for the upstream head at the start of `buf`.
 pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, request_id: &[u8], close: bool) {
-    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    // Parsed before; the same bytes parse the same way.
-    let _ = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        &buf[..head.len],
-        &mut raw,
-    );
-    status_line(out, head.status, resp.reason.unwrap_or(""));
+    let headers = || head.headers.iter().map(|(n, v)| (&buf[n.clone()], &buf[v.clone()]));
+    status_line(out, head.status, std::str::from_utf8(&buf[head.reason.clone()]).unwrap_or(""));
     // Headers the Connection header names go too (as hyper's path strips them).
     let named = |name: &[u8]| {
-        resp.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .any(|h| h.value.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(name)))
+        headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+            .any(|(_, v)| v.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(name)))
     };
     let mut dated = false;
-    for h in resp.headers.iter() {
-        let name = h.name.as_bytes();
+    for (name, value) in headers() {
         if is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"x-request-id") || named(name) {
             continue;
         }
         dated |= name.eq_ignore_ascii_case(b"date");
-        line(out, name, h.value);
+        line(out, name, value);
     }
     if head.framing == Framing::Chunked {
         line(out, b"transfer-encoding", b"chunked");
@@ -142,7 +143,7 @@ mod tests {
     use super::*;
 
     fn framing(head: &str, head_request: bool) -> Result<(Framing, bool), &'static str> {
-        match parse(head.as_bytes(), head_request) {
+        match parse(head.as_bytes(), head_request, Vec::new()) {
             Parsed::Complete(h) => Ok((h.framing, h.reusable)),
             Parsed::Invalid(why) => Err(why),
             _ => Err("not complete"),
@@ -180,7 +181,7 @@ mod tests {
             assert!(framing(bad, false).is_err(), "{bad:?}");
         }
         assert!(matches!(
-            parse(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1", false),
+            parse(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1", false, Vec::new()),
             Parsed::Interim(40)
         ));
     }
@@ -189,7 +190,7 @@ mod tests {
     fn the_client_head_loses_hop_by_hop_and_named_headers() {
         let up = "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
                   X-Request-Id: theirs\r\nDate: d\r\nTransfer-Encoding: chunked\r\nX-Kept: 2\r\n\r\n";
-        let Parsed::Complete(head) = parse(up.as_bytes(), false) else { panic!("complete") };
+        let Parsed::Complete(head) = parse(up.as_bytes(), false, Vec::new()) else { panic!("complete") };
         let mut out = Vec::new();
         write_client_head(&mut out, up.as_bytes(), &head, b"ours", false);
         let out = String::from_utf8(out).unwrap();

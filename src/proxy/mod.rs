@@ -189,7 +189,7 @@ fn upstream_uri(upstream: &Upstream, target: &str, client: &Uri) -> Result<Uri, 
     Uri::try_from(uri).map_err(|e| GatewayError::Malformed(format!("upstream uri: {e}")))
 }
 
-fn is_idempotent(m: &Method) -> bool {
+pub fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
