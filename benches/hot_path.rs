@@ -59,6 +59,31 @@ fn bearer(c: &mut Criterion) {
     }
 }
 
+/// The ES256 signature check alone: the per-key table (`auth::es256`) against aws-lc.
+fn es256(c: &mut Criterion) {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, ParsedPublicKey,
+    };
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let message = [b'x'; 300];
+    let sig = pair.sign(&rng, &message).unwrap();
+    let public = pair.public_key().as_ref();
+    let ours = bo_gateway::auth::es256::PublicKey::new(public).unwrap();
+    let aws = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public).unwrap();
+    c.bench_function("es256/verify/table", |b| {
+        b.iter(|| assert!(ours.verify(black_box(&message), sig.as_ref())))
+    });
+    c.bench_function("es256/verify/aws_lc", |b| {
+        b.iter(|| aws.verify_sig(black_box(&message), sig.as_ref()).unwrap())
+    });
+    c.bench_function("es256/key_table", |b| {
+        b.iter(|| bo_gateway::auth::es256::PublicKey::new(black_box(public)).unwrap())
+    });
+}
+
 fn paths(c: &mut Criterion) {
     c.bench_function("path/normal", |b| {
         b.iter(|| normalize_path(black_box("/api/v1/accounts/42/orders")).unwrap())
@@ -116,6 +141,6 @@ fn store(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(3));
-    targets = bearer, paths, store
+    targets = bearer, es256, paths, store
 }
 criterion_main!(benches);

@@ -406,6 +406,13 @@ async fn every_supported_algorithm_issues_and_verifies() {
             200,
             "{alg}"
         );
+        // One character of the signature changed: refused, whatever the algorithm.
+        let mut tampered = access.clone().into_bytes();
+        let at = tampered.len() - 10;
+        tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        let r = gw.client.get(gw.url("/api/x")).bearer_auth(&tampered).send().await.unwrap();
+        assert_eq!(error_code(r).await, (401, "token.invalid".into()), "{alg}");
         let jwks: Value =
             gw.client.get(gw.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
         match kty {

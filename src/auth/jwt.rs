@@ -1,6 +1,7 @@
 //! JWS compact verification with keys parsed once. jsonwebtoken re-parses the public key on
 //! every call (for P-256 that doubles the cost of a check); here each key is an aws-lc
-//! `ParsedPublicKey` (or an HMAC key) built when the snapshot loads. The header is parsed
+//! `ParsedPublicKey`, an HMAC key, or for ES256 a P-256 key with its own multiplication table
+//! (`es256`), built when the snapshot loads. The header is parsed
 //! strictly: the algorithm is pinned, the `kid` must name a known key, `crit` is refused.
 
 use aws_lc_rs::signature::{self, ParsedPublicKey};
@@ -9,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use super::es256;
 use super::keys::KeySet;
 use super::tokens::{Claims, MAX_TOKEN_BYTES, TokenSettings};
 use crate::error::GatewayError;
@@ -16,6 +18,7 @@ use crate::error::GatewayError;
 /// A verification key, ready to use.
 pub enum Verifier {
     Public(ParsedPublicKey),
+    P256(Box<es256::PublicKey>),
     Hmac(Box<aws_lc_rs::hmac::Key>),
 }
 
@@ -24,7 +27,7 @@ impl Verifier {
     pub fn public(alg: Algorithm, public: &[u8]) -> Result<Self, String> {
         let algorithm: &'static dyn signature::VerificationAlgorithm = match alg {
             Algorithm::EdDSA => &signature::ED25519,
-            Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+            Algorithm::ES256 => return es256::PublicKey::new(public).map(|k| Self::P256(Box::new(k))),
             Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
             _ => return Err("not an asymmetric algorithm".into()),
         };
@@ -40,6 +43,7 @@ impl Verifier {
     fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
         match self {
             Self::Public(k) => k.verify_sig(message, sig).is_ok(),
+            Self::P256(k) => k.verify(message, sig),
             Self::Hmac(k) => aws_lc_rs::hmac::verify(k, message, sig).is_ok(),
         }
     }

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod credentials;
 pub mod endpoints;
+pub mod es256;
 pub mod jwt;
 pub mod keys;
 pub mod tokens;
