@@ -10,7 +10,7 @@
 #   es256   ES256, cache_capacity = 0 (verify every request)  vs haproxy-es256
 #   hs256   HS256, cache_capacity = 0                         vs haproxy-hs256
 #   tls     EdDSA, cache on, over TLS                         vs nginx-proxy-tls, haproxy-hs256-tls
-#   logins  as `cache`, with 10 logins/s (argon2id, default cost) running beside the load
+#   logins  as `cache`, then again with 10 logins/s (argon2id, default cost) running beside the load
 # FAST_PATH=false serves everything on hyper's path (server.fast_path), for comparison.
 # Harness settings (ROUNDS, DURATION, CONNS, ...) pass through; see ../shared/bench/README.md.
 # Summaries are copied to $OUT (default /tmp/bo-gateway-load).
@@ -107,6 +107,10 @@ for mode in $MODES; do
     tls)    start_gateway EdDSA 100000; run_harness gw-eddsa-tls "https://127.0.0.1:$PORT_TLS/" "nginx-proxy-tls haproxy-hs256-tls" ;;
     logins)
       start_gateway EdDSA 100000
+      # The same gateway process first without logins, then with them. p99 drifts between two
+      # harness runs even for a peer nothing changed for, so nginx-proxy, which never gets a
+      # login, is measured in both as the control.
+      run_harness gw-eddsa-cache-nologins "http://127.0.0.1:$PORT_PLAIN/" "nginx-proxy"
       # 10 logins per second, open loop, for as long as the harness runs (bounded: 15 minutes).
       # One client process on the client core (wrk's): a curl per login cost wrk's core enough
       # to move every target's p99 (nginx-proxy's too), whatever the server did.
@@ -129,7 +133,21 @@ PY
       LOGIN_PID=$!
       run_harness gw-eddsa-cache-logins "http://127.0.0.1:$PORT_PLAIN/" "nginx-proxy"
       echo "logins served during the run (gateway metrics):"
-      curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" | grep '^bo_gateway_logins' | tee -a "$OUT/gw-eddsa-cache-logins.log" ;;
+      curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" | grep '^bo_gateway_logins' | tee -a "$OUT/gw-eddsa-cache-logins.log"
+      python3 - "$OUT" <<'PY' | tee -a "$OUT/gw-eddsa-cache-logins.log"
+import sys
+def p99(run, target):
+    for line in open(f"{sys.argv[1]}/{run}.md"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == target:
+            return float(cells[3])
+    sys.exit(f"no row for {target} in {run}.md")
+before, after = "gw-eddsa-cache-nologins", "gw-eddsa-cache-logins"
+for name, a, b in [("bo-gateway", p99(before, before), p99(after, after)),
+                   ("nginx-proxy (control, no logins)", p99(before, "nginx-proxy"), p99(after, "nginx-proxy"))]:
+    print(f"p99 without -> with logins: {name}: {a:.3f} -> {b:.3f} ms ({(b / a - 1) * 100:+.1f} %)")
+PY
+      ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
   cleanup
