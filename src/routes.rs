@@ -67,7 +67,11 @@ impl RouteTable {
 
     /// Among routes whose host fits, the longest prefix wins; then its methods are checked.
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Result<&Route, GatewayError> {
-        let host = host.map(host_without_port);
+        // `example.com.` is the same name as `example.com` (a fully qualified form).
+        let host = host.map(|h| {
+            let h = host_without_port(h);
+            h.strip_suffix('.').unwrap_or(h)
+        });
         let route = self
             .routes
             .iter()
@@ -89,6 +93,40 @@ impl RouteTable {
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix == "/"
         || (path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+/// Whether a Host value (or a URI authority) is `host[:port]` with a host of letters, digits,
+/// `-`, `.` and `_`, or an IPv6 literal in brackets, and a port of digits. Stricter than RFC
+/// 3986's reg-name on purpose: no userinfo, path, comma, space, percent or control byte, so
+/// what routes a request, and what the upstream sees in `X-Forwarded-Host`, is a plain name.
+pub fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.first() {
+        Some(b'[') => match v.iter().position(|&c| c == b']') {
+            Some(end) => {
+                let literal = &v[1..end];
+                let ok = !literal.is_empty()
+                    && literal.iter().all(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.'));
+                if !ok {
+                    return false;
+                }
+                (&v[..=end], &v[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match v.iter().position(|&c| c == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &[][..]),
+        },
+    };
+    let name_ok = host.starts_with(b"[")
+        || (!host.is_empty()
+            && host.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')));
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    name_ok && port_ok
 }
 
 /// `Host` without its port; IPv6 literals keep their brackets.
@@ -242,6 +280,42 @@ mod tests {
         assert!(!prefix_matches("/api", "/apix"));
         assert!(!prefix_matches("/public", "/public;x"));
         assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            "a",
+            "api.example",
+            "api.example.",
+            "API-1.example_x:8443",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8443",
+            "h:",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            "u@api.example",
+            "api.example/x",
+            "other,api.example",
+            "a b",
+            "a\tb",
+            "[::1",
+            "[]",
+            "[x::1]",
+            "[::1]x",
+            "a:b",
+            "a:123456",
+            "a:1:2",
+            "%61",
+            "a\\b",
+            ":80",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]

@@ -251,7 +251,16 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
     };
     let host = match r.host.trim() {
         "" => None,
-        h => Some(crate::routes::host_without_port(h).to_ascii_lowercase()),
+        h if !crate::routes::valid_host(h.as_bytes()) => {
+            return Err(err(
+                "host",
+                format!("`{h}` is not a host name (letters, digits, `-`, `.`, `_`, optional :port)"),
+            ));
+        }
+        h => {
+            let h = crate::routes::host_without_port(h);
+            Some(h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase())
+        }
     };
     let methods = if r.methods.is_empty() {
         None
@@ -263,6 +272,10 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
                 Method::from_bytes(up.as_bytes())
                     .map_err(|_| err("methods", format!("`{m}` is not a method")))?,
             );
+        }
+        // HEAD is GET without the body (RFC 9110 §9.3.2): a GET route answers it too.
+        if ms.contains(&Method::GET) && !ms.contains(&Method::HEAD) {
+            ms.push(Method::HEAD);
         }
         Some(ms)
     };

@@ -16,7 +16,7 @@ use crate::gateway::Gateway;
 use crate::health;
 use crate::metrics::RouteStats;
 use crate::proxy::{self, Forwarding, X_REQUEST_ID};
-use crate::routes::{AuthMode, normalize_path};
+use crate::routes::{AuthMode, normalize_path, valid_host};
 use crate::runtime::Runtime;
 
 /// Every endpoint the gateway answers itself: path (auth paths under `api_prefix`), methods,
@@ -64,6 +64,20 @@ pub enum Listener {
 #[derive(Debug, Clone, Copy)]
 pub struct AmbiguousFraming;
 
+/// No Transfer-Encoding header, or exactly one `chunked` coding in it.
+fn plain_chunked(headers: &http::HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(crate::auth::tokens::trim_spaces)
+        .filter(|c| !c.is_empty());
+    match codings.next() {
+        None => !headers.contains_key(header::TRANSFER_ENCODING),
+        Some(c) => c.eq_ignore_ascii_case(b"chunked") && codings.next().is_none(),
+    }
+}
+
 /// What one request did, for its access-log line and metrics.
 #[derive(Default)]
 pub struct Trail {
@@ -89,11 +103,19 @@ pub async fn handle(
         _ => gw.new_request_id(),
     };
     let method = req.method().clone();
+    // A refused CONNECT is followed by the bytes meant for the tunnel: none of them is a request.
+    let coding = !plain_chunked(req.headers());
+    let close = req.extensions().get::<AmbiguousFraming>().is_some()
+        || coding
+        || (method == http::Method::CONNECT && req.version() <= http::Version::HTTP_11);
     let uri = req.uri().clone();
     let mut trail = Trail::default();
     let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let result = match listener {
         _ if ambiguous => Err(GatewayError::Malformed("ambiguous body framing".into())),
+        // hyper removes the chunked framing; another coding (gzip, chunked) would reach the
+        // upstream as if it were the content, and `chunked, chunked` would leave one framing in.
+        _ if coding => Err(GatewayError::Malformed("transfer codings other than one chunked".into())),
         Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut trail).await,
         Listener::Admin => admin(&gw, &rt, req).await,
     };
@@ -106,7 +128,7 @@ pub async fn handle(
         e.into_response()
     });
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
-    if ambiguous {
+    if close {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let took = started.elapsed();
@@ -192,10 +214,10 @@ async fn dispatch(
     if let std::borrow::Cow::Owned(p) = &path {
         trail.normalised = Some(p.clone());
     }
+    let host = request_host(&req)?;
     if is_own(rt, &path) {
         return own(gw, rt, conn, &path, req.map(http_body_util::Either::Left)).await;
     }
-    let host = request_host(&req);
     let route = rt.routes.find(host.as_ref().and_then(|h| h.to_str().ok()), &path, req.method())?;
     trail.route = Some(route.name.clone());
     trail.stats = route.stats.get().cloned();
@@ -249,10 +271,36 @@ pub async fn own(
     }
 }
 
-/// The request's host: the URI authority (HTTP/2, absolute-form) or the Host header.
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if let Some(a) = req.uri().authority() {
-        return HeaderValue::from_str(a.as_str()).ok();
+/// The request's host: the URI authority (HTTP/2, absolute-form) or the Host header. Refused
+/// (400), as RFC 9112 §3.2 asks: a repeated Host, an HTTP/1.1 request without one, and a value
+/// that is not `host[:port]` (userinfo, paths, lists), since routes are chosen by it.
+fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, GatewayError> {
+    let bad = |why: &str| GatewayError::Malformed(why.into());
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
     }
-    req.headers().get(header::HOST).cloned()
+    if let Some(authority) = req.uri().authority() {
+        let a = authority.as_str();
+        if !valid_host(a.as_bytes()) {
+            return Err(bad("the request target's authority is not host[:port]"));
+        }
+        // HTTP/2 with both: they must name the same host (RFC 9113 §8.3.1). In HTTP/1.1 the
+        // absolute-form's authority replaces Host (RFC 9112 §3.2.3).
+        if req.version() == http::Version::HTTP_2
+            && header.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(a.as_bytes()))
+        {
+            return Err(bad("Host differs from :authority"));
+        }
+        return Ok(HeaderValue::from_str(a).ok());
+    }
+    match header {
+        // An empty Host is allowed for a target without authority; it names no host.
+        Some(h) if h.is_empty() => Ok(None),
+        Some(h) if valid_host(h.as_bytes()) => Ok(Some(h.clone())),
+        Some(_) => Err(bad("the Host header is not host[:port]")),
+        None if req.version() == http::Version::HTTP_11 => Err(bad("an HTTP/1.1 request without Host")),
+        None => Ok(None),
+    }
 }

@@ -59,6 +59,12 @@ fn bad_values_and_missing_files_are_refused_at_start() {
             "routes[0].auth",
         ),
         (format!("{base}{creds}[store]\nkind = \"postgres\"\n"), "store.kind"),
+        (
+            format!(
+                "{base}{creds}[[routes]]\nname = \"r\"\nupstreams = [\"http://127.0.0.1:1\"]\nhost = \"a b/c\"\n"
+            ),
+            "routes[0].host",
+        ),
     ];
     let ok = dir.path().join("ok.toml");
     std::fs::write(&ok, format!("{base}{creds}")).unwrap();

@@ -193,7 +193,7 @@ async fn routing_by_prefix_host_and_method() {
     let r = gw.client.get(gw.url("/apix")).send().await.unwrap();
     assert_eq!(error_code(r).await, (404, "route.none".into()));
     let r = gw.client.delete(gw.url("/api/orders/7")).send().await.unwrap();
-    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(r.headers()["allow"], "GET, POST, HEAD", "HEAD comes with GET");
     assert_eq!(error_code(r).await, (405, "method.not_allowed".into()));
     let resp =
         gw.raw(b"GET /api/x HTTP/1.1\r\nHost: reports.example:8443\r\nConnection: close\r\n\r\n").await;

@@ -138,6 +138,10 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
         match name.len() {
             2 if name.eq_ignore_ascii_case(b"te") => fate = Fate::Drop,
             4 if name.eq_ignore_ascii_case(b"host") => {
+                // hyper's path refuses a malformed Host with the SPEC's error body.
+                if !crate::routes::valid_host(value) {
+                    return Parsed::Unfit;
+                }
                 hosts += 1;
                 head.host = at(value);
                 fate = Fate::Drop;

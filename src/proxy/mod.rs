@@ -61,6 +61,14 @@ pub async fn forward(
         &route.upstream_headers,
         upgrade,
     );
+    // hyper's client sends a GET or HEAD body of unknown length (chunked, or HTTP/2 without
+    // Content-Length) as no body at all unless the request says chunked: say it.
+    if !http_body::Body::is_end_stream(&body)
+        && http_body::Body::size_hint(&body).exact().is_none()
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
     // One retry on another upstream, only when nothing can have been sent: a connect failure of
     // an idempotent request without a body. The copy is made only when a retry is possible.
     let retry = (route.pool.upstreams.len() > 1

@@ -176,3 +176,94 @@ async fn a_token_in_two_places_is_refused_never_first_wins() {
     assert_eq!(error_code(r).await, (401, "token.invalid".into()));
     assert_eq!(up.hits(), 0);
 }
+
+async fn status_of(gw: &Gateway, raw: &str) -> RawResponse {
+    let mut c = RawConn::open(gw).await;
+    c.send(raw.as_bytes()).await;
+    c.response().await.unwrap_or_else(|| panic!("no answer to {raw:?}"))
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_one_chunked_are_refused() {
+    let (gw, up) = setup("").await;
+    // hyper removes the chunked framing: whatever else was named would reach the upstream as if
+    // it were the content.
+    for te in ["gzip, chunked", "chunked, chunked", "chunked\r\nTransfer-Encoding: chunked"] {
+        let raw = format!(
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let (r, closed) = exchange(&gw, &raw).await;
+        let r = r.unwrap_or_else(|| panic!("no answer to {te:?}"));
+        assert_eq!(r.status, 400, "{te:?}");
+        assert!(String::from_utf8_lossy(&r.body).contains("request.malformed"), "{te:?}");
+        assert!(closed, "connection kept open after {te:?}");
+    }
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_get_body_sent_chunked_reaches_the_upstream() {
+    let (gw, _up) = setup("").await;
+    for method in ["GET", "DELETE", "POST"] {
+        let raw = format!(
+            "{method} /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        );
+        let r = status_of(&gw, &raw).await;
+        assert_eq!((r.status, echo_of(&r)["body"].as_str()), (200, Some("hello world")), "{method}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connect_closes_the_connection() {
+    let (gw, up) = setup("").await;
+    let raw = "CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\nGET /public/tunnelled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let (r, closed) = exchange(&gw, raw).await;
+    assert_eq!(r.unwrap().status, 400);
+    assert!(closed, "the bytes after a refused CONNECT were read as a request");
+    assert_eq!(up.hits(), 0);
+}
+
+/// Routes are chosen by host, so a host the gateway cannot read one way only is refused: two
+/// Host headers, userinfo, lists and paths in it, or none at all in HTTP/1.1 (RFC 9112 §3.2).
+#[tokio::test]
+async fn host_headers_are_validated_before_routing() {
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        routes: route("hosted", "/public", &up.url(), "host = \"api.example\"")
+            + &route("pub", "/public", &up.url(), "auth = \"public\"")
+            + &route("get", "/getonly", &up.url(), "auth = \"public\"\nmethods = [\"GET\"]"),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    for host_lines in [
+        "Host: other\r\nHost: api.example\r\n",
+        "Host: api.example\r\nHost: api.example\r\n",
+        "",
+        "Host: api.example/x\r\n",
+        "Host: other,api.example\r\n",
+        "Host: u@api.example\r\n",
+        "Host: api example\r\n",
+    ] {
+        let r =
+            status_of(&gw, &format!("GET /public/x HTTP/1.1\r\n{host_lines}Connection: close\r\n\r\n")).await;
+        assert_eq!(r.status, 400, "{host_lines:?}");
+        assert!(String::from_utf8_lossy(&r.body).contains("request.malformed"), "{host_lines:?}");
+    }
+    let r = status_of(&gw, "GET http://u@api.example/public/x HTTP/1.1\r\nHost: api.example\r\n\r\n").await;
+    assert_eq!(r.status, 400, "userinfo in an absolute-form target");
+    // The host route (auth required) for its name in any case, with a port or a final dot.
+    for host in ["api.example", "API.Example:8443", "api.example."] {
+        let r = status_of(&gw, &format!("GET /public/x HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+        assert_eq!(r.status, 401, "{host}");
+    }
+    let r = status_of(&gw, "GET http://api.example/public/x HTTP/1.1\r\nHost: other\r\n\r\n").await;
+    assert_eq!(r.status, 401, "an absolute-form target's authority replaces Host");
+    assert_eq!(status_of(&gw, "GET /public/x HTTP/1.1\r\nHost: other\r\n\r\n").await.status, 200);
+    assert_eq!(status_of(&gw, "GET /public/x HTTP/1.0\r\n\r\n").await.status, 200, "HTTP/1.0 needs no Host");
+    // HEAD is allowed wherever GET is.
+    assert_eq!(status_of(&gw, "HEAD /getonly HTTP/1.1\r\nHost: a\r\n\r\n").await.status, 200);
+    let r = status_of(&gw, "POST /getonly HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").await;
+    assert_eq!(r.status, 405);
+    assert!(r.head.contains("allow: get, head"), "{}", r.head);
+}
