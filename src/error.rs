@@ -27,6 +27,8 @@ pub enum GatewayError {
     Malformed(String),
     #[error("request body too large")]
     TooLarge,
+    #[error("request head too large")]
+    HeadTooLarge,
     #[error("no route for this request")]
     NoRoute,
     #[error("method not allowed")]
@@ -55,6 +57,7 @@ impl GatewayError {
             TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Malformed(_) => StatusCode::BAD_REQUEST,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             NoRoute => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Forbidden(_) => StatusCode::FORBIDDEN,
@@ -76,7 +79,7 @@ impl GatewayError {
             TokenExpired => "token.expired",
             TokenReused => "token.reused",
             Malformed(_) => "request.malformed",
-            TooLarge => "request.too_large",
+            TooLarge | HeadTooLarge => "request.too_large",
             NoRoute => "route.none",
             MethodNotAllowed { .. } => "method.not_allowed",
             Forbidden(_) => "forbidden",
@@ -101,6 +104,7 @@ impl GatewayError {
             TokenReused => "The refresh token was already used; the session has been revoked.",
             Malformed(_) => "The request is malformed.",
             TooLarge => "The request body is too large.",
+            HeadTooLarge => "The request's header section is too large.",
             NoRoute => "No route matches this request.",
             MethodNotAllowed { .. } => "This method is not allowed on this route.",
             Forbidden(_) => "You are not allowed to do this.",
@@ -158,6 +162,7 @@ mod tests {
             (GatewayError::TokenReused, 401, "token.reused"),
             (GatewayError::Malformed("x".into()), 400, "request.malformed"),
             (GatewayError::TooLarge, 413, "request.too_large"),
+            (GatewayError::HeadTooLarge, 431, "request.too_large"),
             (GatewayError::NoRoute, 404, "route.none"),
             (
                 GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET") },

@@ -87,13 +87,22 @@ where
         let head = loop {
             if !buf.is_empty() {
                 match request::parse(buf, lane.max_headers, std::mem::take(&mut x.spare)) {
-                    // Past the limit: hyper answers 431.
-                    Parsed::Complete(head) if head.len > lane.max_head => return Outcome::Handoff,
+                    Parsed::Complete(head) if head.len > lane.max_head => {
+                        return x.unreadable(io, GatewayError::HeadTooLarge, lane).await;
+                    }
                     Parsed::Complete(head) => break head,
                     Parsed::Unfit => return Outcome::Handoff,
-                    Parsed::Partial if buf.len() > lane.max_head || reads >= MAX_HEAD_READS => {
-                        return Outcome::Handoff;
+                    Parsed::Malformed(why) => {
+                        return x.unreadable(io, GatewayError::Malformed(why.into()), lane).await;
                     }
+                    Parsed::Partial if buf.len() > lane.max_head => {
+                        return x.unreadable(io, GatewayError::HeadTooLarge, lane).await;
+                    }
+                    Parsed::TooManyHeaders => {
+                        return x.unreadable(io, GatewayError::HeadTooLarge, lane).await;
+                    }
+                    // A head trickling in a byte at a time: hyper's path reads the rest.
+                    Parsed::Partial if reads >= MAX_HEAD_READS => return Outcome::Handoff,
                     Parsed::Partial => {}
                 }
             }
@@ -685,6 +694,19 @@ impl Exchange {
         io.write_all(&self.out).await.ok()?;
         io.flush().await.ok()?;
         Some(body.len() as u64)
+    }
+
+    /// Answers a head that cannot be read (unparseable, or past `max_header_bytes`) with `e`
+    /// and the SPEC's body, then closes: nothing after it can be framed. (hyper's own answer
+    /// to these is an empty 400 or 431.) Like hyper's, no route or access line records it.
+    async fn unreadable<IO>(&mut self, io: &mut IO, e: GatewayError, lane: &Lane<'_>) -> Outcome
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let request_id = lane.gw.new_request_id();
+        log_failure(&e, &request_id);
+        let _ = self.respond(io, e.into_response(), request_id.as_bytes(), true, false).await;
+        Outcome::Close
     }
 
     /// Answers `e` for a request refused before it reached a route's upstream (path, route,

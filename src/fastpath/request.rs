@@ -73,6 +73,10 @@ pub enum Parsed {
     Partial,
     /// Not for the fast path: hyper serves it (and answers whatever is wrong with it).
     Unfit,
+    /// Not an HTTP/1.1 request anyone could read: refused with 400 and the connection closed.
+    Malformed(&'static str),
+    /// More header fields than `max_headers`: refused with 431 and the connection closed.
+    TooManyHeaders,
 }
 
 /// Parses the head at the start of `buf`. Only plain HTTP/1.1 requests are fit: origin-form
@@ -85,10 +89,18 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
     let len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Unfit,
+        // Another version (an HTTP/2 preface) is hyper's to read.
+        Err(httparse::Error::Version) => return Parsed::Unfit,
+        // Past this parser's own array but within the configured limit: hyper's path reads it.
+        Err(httparse::Error::TooManyHeaders) if max_headers > MAX_HEADERS => return Parsed::Unfit,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::TooManyHeaders,
+        Err(e) => return Parsed::Malformed(malformed_why(e)),
     };
-    if req.version != Some(1) || req.headers.len() > max_headers {
+    if req.version != Some(1) {
         return Parsed::Unfit;
+    }
+    if req.headers.len() > max_headers {
+        return Parsed::TooManyHeaders;
     }
     let method = match req.method {
         Some("GET") => Method::GET,
@@ -171,7 +183,7 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
                 lengths += 1;
                 match parse_length(value) {
                     Some(n) => head.content_length = n,
-                    None => return Parsed::Unfit,
+                    None => return Parsed::Malformed("Content-Length is not one number"),
                 }
             }
             16 if name.eq_ignore_ascii_case(b"proxy-connection") => fate = Fate::Drop,
@@ -204,6 +216,16 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
         return Parsed::Unfit;
     }
     Parsed::Complete(head)
+}
+
+fn malformed_why(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Token => "invalid request line",
+        _ => "unparseable request head",
+    }
 }
 
 /// A Content-Length value: digits only, at most 18 of them (no sign, space or list).
@@ -384,5 +406,31 @@ mod tests {
             parse(format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(), 10, Vec::new()),
             Parsed::Complete(_)
         ));
+    }
+
+    #[test]
+    fn unreadable_heads_are_refused_here_and_other_versions_go_to_hyper() {
+        for head in [
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nX Space: a\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n folded\r\n\r\n",
+            "GE@T /a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost : a\r\n\r\n",
+        ] {
+            assert!(matches!(parse(head.as_bytes(), 100, Vec::new()), Parsed::Malformed(_)), "{head:?}");
+        }
+        let preface = parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 100, Vec::new());
+        assert!(matches!(preface, Parsed::Unfit), "an HTTP/2 preface is hyper's");
+        let many = |n: usize| {
+            let lines: String = (0..n).map(|i| format!("x-{i}: 1\r\n")).collect();
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{lines}\r\n")
+        };
+        assert!(matches!(parse(many(20).as_bytes(), 10, Vec::new()), Parsed::TooManyHeaders));
+        assert!(matches!(parse(many(MAX_HEADERS + 5).as_bytes(), 100, Vec::new()), Parsed::TooManyHeaders));
+        // Configured above this parser's array: hyper's path applies the configured limit.
+        assert!(matches!(parse(many(MAX_HEADERS + 5).as_bytes(), 500, Vec::new()), Parsed::Unfit));
     }
 }

@@ -267,3 +267,40 @@ async fn host_headers_are_validated_before_routing() {
     assert_eq!(r.status, 405);
     assert!(r.head.contains("allow: get, head"), "{}", r.head);
 }
+
+/// Heads nobody can read get the SPEC's error body (hyper's own answer to them is empty).
+#[tokio::test]
+async fn unreadable_heads_get_the_spec_error_body_and_a_close() {
+    let (gw, up) = setup("max_header_bytes = 16384\nmax_headers = 50").await;
+    let many: String = (0..60).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = format!("GET /public/x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    for (raw, status, code) in [
+        (
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello".to_string(),
+            400,
+            "request.malformed",
+        ),
+        (
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello".to_string(),
+            400,
+            "request.malformed",
+        ),
+        (
+            "GET /public/x HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n folded\r\n\r\n".to_string(),
+            400,
+            "request.malformed",
+        ),
+        ("GET /public/x HTTP/1.1\r\nHost: a\r\nX\x01Ctl: a\r\n\r\n".to_string(), 400, "request.malformed"),
+        (format!("GET /public/x HTTP/1.1\r\nHost: a\r\n{many}\r\n"), 431, "request.too_large"),
+        (big, 431, "request.too_large"),
+    ] {
+        let (r, closed) = exchange(&gw, &raw).await;
+        let r = r.unwrap_or_else(|| panic!("no answer to {:?}", &raw[..40]));
+        assert_eq!(r.status, status, "{:?}", &raw[..60.min(raw.len())]);
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        assert_eq!(body["errors"][0], code, "{:?}", &raw[..60.min(raw.len())]);
+        assert!(r.head.contains("x-request-id:"), "{}", r.head);
+        assert!(closed);
+    }
+    assert_eq!(up.hits(), 0);
+}
