@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -30,7 +30,18 @@ pub fn empty() -> GatewayBody {
 pub struct LimitedBody {
     inner: Option<Incoming>,
     remaining: u64,
-    exceeded: Arc<AtomicBool>,
+    fate: Arc<AtomicU8>,
+}
+
+/// How a request body ended, as [`LimitedBody`] records it for the caller: the upstream
+/// exchange fails either way, and this says whose fault that was.
+pub mod body_fate {
+    pub const READING: u8 = 0;
+    /// Past the configured limit: 413.
+    pub const TOO_LARGE: u8 = 1;
+    /// The client's side broke (bad chunked framing, or it went away mid-body): not the
+    /// upstream's failure.
+    pub const CLIENT_FAILED: u8 = 2;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +49,12 @@ pub struct LimitedBody {
 pub struct BodyTooLarge;
 
 impl LimitedBody {
-    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
-        Self { inner: Some(inner), remaining: limit, exceeded }
+    pub fn new(inner: Incoming, limit: u64, fate: Arc<AtomicU8>) -> Self {
+        Self { inner: Some(inner), remaining: limit, fate }
     }
 
     pub fn empty() -> Self {
-        Self { inner: None, remaining: 0, exceeded: Arc::new(AtomicBool::new(false)) }
+        Self { inner: None, remaining: 0, fate: Arc::new(AtomicU8::new(body_fate::READING)) }
     }
 }
 
@@ -62,7 +73,7 @@ impl Body for LimitedBody {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > this.remaining {
-                        this.exceeded.store(true, Ordering::Release);
+                        this.fate.store(body_fate::TOO_LARGE, Ordering::Release);
                         this.inner = None;
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
@@ -70,7 +81,11 @@ impl Body for LimitedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                this.fate.store(body_fate::CLIENT_FAILED, Ordering::Release);
+                this.inner = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

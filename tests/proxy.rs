@@ -276,6 +276,28 @@ async fn an_upstream_that_closes_after_each_response_is_reconnected_to() {
     assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 20);
 }
 
+/// hyper's path (HTTP/2 here) keeps its own pool of upstream connections. An upstream that
+/// closes a kept-alive connection a moment after answering (an idle timeout, a restart) must
+/// not cost the next request a 502: the kernel is asked before a connection is reused, and an
+/// idempotent request lost on one anyway is sent again.
+#[tokio::test]
+async fn connections_the_upstream_closed_while_idle_are_not_reused_over_http2() {
+    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec();
+    let (addr, count, _task) = upstream::raw_closing_after(reply, Duration::from_millis(20)).await;
+    let gw = Gateway::start(Setup::routes(route("pub", "/", &format!("http://{addr}"), "auth = \"public\"")))
+        .await;
+    let h2 = gw.http2_client();
+    for i in 0..12 {
+        let r = if i % 2 == 0 { h2.get(gw.url("/x")) } else { h2.post(gw.url("/x")).body("data") };
+        let r = r.send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 12);
+}
+
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     let closed = refused_addr();
@@ -386,4 +408,61 @@ async fn readiness_turns_503_on_shutdown_while_in_flight_requests_finish() {
     let done = in_flight.await.unwrap().unwrap();
     assert_eq!(done.status(), 200, "in-flight request was cut");
     tokio::time::timeout(Duration::from_secs(5), running.wait()).await.unwrap();
+}
+
+/// The race the kernel check cannot close: the upstream drops a kept-alive connection just as
+/// a request reaches it, without answering. An idempotent request without a body is sent
+/// again on a new connection; one with a body is not (it may have been acted on).
+#[tokio::test]
+async fn a_request_lost_on_a_reused_connection_is_sent_again_only_if_idempotent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = answered.clone();
+    let _task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let answered = counter.clone();
+            tokio::spawn(async move {
+                // Each connection answers its first request, then drops the second unanswered.
+                for turn in 0..2 {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if !matches!(s.read(&mut byte).await, Ok(1)) {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    let mut body = vec![0u8; len];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    if turn == 1 {
+                        return;
+                    }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(Setup::routes(route("pub", "/", &format!("http://{addr}"), "auth = \"public\"")))
+        .await;
+    let h2 = gw.http2_client();
+    assert_eq!(h2.get(gw.url("/first")).send().await.unwrap().status(), 200);
+    // The pooled connection is reused and dropped: sent again on a new one.
+    let r = h2.get(gw.url("/second")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A POST with a body on the connection that will drop it: 502, never sent twice.
+    let r = h2.post(gw.url("/third")).body("data").send().await.unwrap();
+    assert_eq!(error_code(r).await, (502, "upstream.unavailable".into()));
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

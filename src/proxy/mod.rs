@@ -5,7 +5,7 @@ mod pool;
 mod upstream;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Either;
@@ -20,7 +20,7 @@ pub use pool::UpstreamBody;
 pub use upstream::{Balance, Upstream, UpstreamPool, spawn_upkeep};
 
 use crate::auth::Authenticated;
-use crate::body::{GatewayBody, LimitedBody};
+use crate::body::{GatewayBody, LimitedBody, body_fate};
 use crate::error::GatewayError;
 use crate::routes::Route;
 
@@ -76,8 +76,8 @@ pub async fn forward(
         && http_body::Body::is_end_stream(&body))
     .then(|| (parts.method.clone(), parts.headers.clone(), parts.uri.clone()));
     parts.uri = upstream_uri(first, target, &parts.uri)?;
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, exceeded.clone()));
+    let fate = Arc::new(AtomicU8::new(body_fate::READING));
+    let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, fate.clone()));
     *served_by = Some(first.url.clone());
     let mut result = send(route, first, req).await;
     if let (Err(Failure::Connect(_)), Some((method, mut headers, query))) = (&result, retry) {
@@ -94,7 +94,12 @@ pub async fn forward(
     let mut resp = match result {
         Ok(resp) => resp,
         Err(Failure::Timeout) => return Err(GatewayError::UpstreamTimeout),
-        Err(_) if exceeded.load(Ordering::Acquire) => return Err(GatewayError::TooLarge),
+        Err(_) if fate.load(Ordering::Acquire) == body_fate::TOO_LARGE => return Err(GatewayError::TooLarge),
+        Err(_) if fate.load(Ordering::Acquire) == body_fate::CLIENT_FAILED => {
+            return Err(GatewayError::Malformed(
+                "the request body broke off or its framing is invalid".into(),
+            ));
+        }
         Err(Failure::Connect(e) | Failure::Other(e)) => return Err(GatewayError::UpstreamUnavailable(e)),
     };
 

@@ -304,3 +304,19 @@ async fn unreadable_heads_get_the_spec_error_body_and_a_close() {
     }
     assert_eq!(up.hits(), 0);
 }
+
+/// A chunked body whose framing breaks is the client's fault: 400, not the upstream's 502.
+#[tokio::test]
+async fn bad_chunk_framing_is_refused_as_malformed_not_blamed_on_the_upstream() {
+    let (gw, _up) = setup("").await;
+    for chunks in
+        ["zz\r\nhello\r\n0\r\n\r\n", "-5\r\nhello\r\n0\r\n\r\n", "FFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n"]
+    {
+        let raw = format!("POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}");
+        let (r, closed) = exchange(&gw, &raw).await;
+        let r = r.unwrap_or_else(|| panic!("no answer to {chunks:?}"));
+        assert_eq!(r.status, 400, "{chunks:?}");
+        assert!(String::from_utf8_lossy(&r.body).contains("request.malformed"), "{chunks:?}");
+        assert!(closed, "{chunks:?}");
+    }
+}

@@ -98,6 +98,15 @@ pub async fn start_with_delay(name: &'static str, delay_ms: u64) -> Upstream {
 /// A raw TCP upstream: for every connection, reads the request head and writes `reply` as is
 /// (then closes). Returns the address and the count of requests it read.
 pub async fn raw(reply: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    raw_closing_after(reply, std::time::Duration::ZERO).await
+}
+
+/// As [`raw`], but the connection stays open `linger` after the reply before it closes, as a
+/// server closing an idle keep-alive connection does.
+pub async fn raw_closing_after(
+    reply: Vec<u8>,
+    linger: std::time::Duration,
+) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -118,6 +127,9 @@ pub async fn raw(reply: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::
                 }
                 c.fetch_add(1, Ordering::SeqCst);
                 let _ = s.write_all(&reply).await;
+                if !linger.is_zero() {
+                    tokio::time::sleep(linger).await;
+                }
                 let _ = s.shutdown().await;
             });
         }
