@@ -328,6 +328,13 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         if crate::proxy::is_hop_by_hop(&hname) || hname == http::header::HOST {
             return Err(err(&hk, "hop-by-hop headers and Host cannot be set".into()));
         }
+        // SPEC §5: secrets come from files or the environment, never only inline.
+        if !value.starts_with("env:") && is_credential_header(&hname) {
+            return Err(err(
+                &hk,
+                format!("`{name}` carries a credential: give its value as env:NAME, not inline"),
+            ));
+        }
         let text = match value.strip_prefix("env:") {
             Some(var) => {
                 std::env::var(var).map_err(|_| err(&hk, format!("environment variable {var} is not set")))?
@@ -352,4 +359,11 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         pool: Arc::new(pool),
         stats: std::sync::OnceLock::new(),
     })
+}
+
+/// Header names whose values are credentials (`Authorization`, `Cookie`, API keys, tokens).
+fn is_credential_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(n, "authorization" | "proxy-authorization" | "cookie")
+        || ["token", "secret", "password", "api-key", "apikey", "api_key"].iter().any(|w| n.contains(w))
 }

@@ -116,6 +116,8 @@ pub async fn handle(
         // hyper removes the chunked framing; another coding (gzip, chunked) would reach the
         // upstream as if it were the content, and `chunked, chunked` would leave one framing in.
         _ if coding => Err(GatewayError::Malformed("transfer codings other than one chunked".into())),
+        // hyper counts HTTP/1 header fields itself; HTTP/2 has only a byte limit there.
+        _ if req.headers().len() > rt.max_headers => Err(GatewayError::HeadTooLarge),
         Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut trail).await,
         Listener::Admin => admin(&gw, &rt, req).await,
     };

@@ -65,6 +65,13 @@ fn bad_values_and_missing_files_are_refused_at_start() {
             ),
             "routes[0].host",
         ),
+        (
+            format!(
+                "{base}{creds}[[routes]]\nname = \"r\"\nupstreams = [\"http://127.0.0.1:1\"]\n\
+                 upstream_headers = {{ Authorization = \"Bearer inline\" }}\n"
+            ),
+            "routes[0].upstream_headers.Authorization",
+        ),
     ];
     let ok = dir.path().join("ok.toml");
     std::fs::write(&ok, format!("{base}{creds}")).unwrap();

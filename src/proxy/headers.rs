@@ -53,6 +53,24 @@ pub fn is_gateway_owned(name: &str) -> bool {
         || same_like(name, "x-request-id")
         || same_like(name, "x-real-ip")
         || same_like(name, "forwarded")
+        || is_framing_lookalike(name)
+}
+
+/// `Content_Length`, `Transfer_Encoding` and the like: harmless to the gateway, but an upstream
+/// that maps `_` to `-` would see a second framing header (nginx drops such names too).
+fn is_framing_lookalike(name: &str) -> bool {
+    const NAMES: [&str; 9] = [
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+    ];
+    name.contains('_') && NAMES.iter().any(|n| same_like(name, n))
 }
 
 /// Removes hop-by-hop headers and any header named in `Connection`.

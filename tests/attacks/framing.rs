@@ -42,6 +42,33 @@ async fn identity_and_forwarding_headers_from_clients_are_replaced() {
     assert_eq!(e["headers"]["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
     assert!(e["headers"].get("x_auth_login").is_none() && e["headers"].get("x_forwarded_for").is_none());
     assert_ne!(e["headers"]["x-request-id"][0], "chosen");
+    // Framing headers spelt with `_` never reach an upstream that may read them as framing,
+    // on the fast path (HTTP/1.1) and on hyper's (HTTP/2).
+    let raw = format!(
+        "POST /api/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Length: 5\r\n\
+         Content_Length: 99\r\nTransfer_Encoding: chunked\r\nX_Custom: kept\r\nConnection: close\r\n\r\nhello"
+    );
+    let (r, _) = exchange(&gw, &raw).await;
+    let e = echo_of(&r.unwrap());
+    assert_eq!(e["body"], "hello");
+    let names: Vec<&String> = e["headers"].as_object().unwrap().keys().collect();
+    assert!(!names.iter().any(|n| *n == "content_length" || *n == "transfer_encoding"), "{names:?}");
+    assert_eq!(e["headers"]["x_custom"], serde_json::json!(["kept"]));
+    let r = gw
+        .http2_client()
+        .post(gw.url("/api/x"))
+        .bearer_auth(&token)
+        .header("content_length", "99")
+        .header("transfer_encoding", "chunked")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["headers"].get("content_length").is_none() && e["headers"].get("transfer_encoding").is_none(),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -302,6 +329,14 @@ async fn unreadable_heads_get_the_spec_error_body_and_a_close() {
         assert!(r.head.contains("x-request-id:"), "{}", r.head);
         assert!(closed);
     }
+    // HTTP/2 (hyper's path) applies the same header count.
+    let mut req = gw.http2_client().get(gw.url("/public/x"));
+    for i in 0..60 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(error_code(r).await, (431, "request.too_large".into()));
     assert_eq!(up.hits(), 0);
 }
 
