@@ -118,8 +118,11 @@ pub fn valid_host(v: &[u8]) -> bool {
             None => (v, &[][..]),
         },
     };
+    // Labels are not empty: no leading dot and no `..` (one final dot is the FQDN form).
     let name_ok = host.starts_with(b"[")
         || (!host.is_empty()
+            && host[0] != b'.'
+            && !host.windows(2).any(|w| w == b"..")
             && host.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')));
     let port_ok = match port.split_first() {
         None => true,
@@ -313,6 +316,10 @@ mod tests {
             "%61",
             "a\\b",
             ":80",
+            "a..",
+            "a..b",
+            ".a",
+            ".",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }

@@ -64,6 +64,13 @@ pub enum Listener {
 #[derive(Debug, Clone, Copy)]
 pub struct AmbiguousFraming;
 
+/// The request head's size as written in HTTP/1.1 (request line, `name: value` lines).
+fn head_size<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    req.headers().iter().fold(line + 2, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
 /// No Transfer-Encoding header, or exactly one `chunked` coding in it.
 fn plain_chunked(headers: &http::HeaderMap) -> bool {
     let mut codings = headers
@@ -105,8 +112,10 @@ pub async fn handle(
     let method = req.method().clone();
     // A refused CONNECT is followed by the bytes meant for the tunnel: none of them is a request.
     let coding = !plain_chunked(req.headers());
+    let oversized = head_size(&req) > rt.max_header_bytes;
     let close = req.extensions().get::<AmbiguousFraming>().is_some()
         || coding
+        || oversized
         || (method == http::Method::CONNECT && req.version() <= http::Version::HTTP_11);
     let uri = req.uri().clone();
     let mut trail = Trail::default();
@@ -116,8 +125,10 @@ pub async fn handle(
         // hyper removes the chunked framing; another coding (gzip, chunked) would reach the
         // upstream as if it were the content, and `chunked, chunked` would leave one framing in.
         _ if coding => Err(GatewayError::Malformed("transfer codings other than one chunked".into())),
-        // hyper counts HTTP/1 header fields itself; HTTP/2 has only a byte limit there.
-        _ if req.headers().len() > rt.max_headers => Err(GatewayError::HeadTooLarge),
+        // hyper counts HTTP/1 header fields itself; HTTP/2 has only a byte limit there. And
+        // hyper checks its byte limit only while a head is incomplete: one that arrives in a
+        // single large read (its buffer grows with earlier bodies) is parsed whole.
+        _ if req.headers().len() > rt.max_headers || oversized => Err(GatewayError::HeadTooLarge),
         Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut trail).await,
         Listener::Admin => admin(&gw, &rt, req).await,
     };

@@ -454,15 +454,20 @@ async fn a_request_lost_on_a_reused_connection_is_sent_again_only_if_idempotent(
     });
     let gw = Gateway::start(Setup::routes(route("pub", "/", &format!("http://{addr}"), "auth = \"public\"")))
         .await;
-    let h2 = gw.http2_client();
-    assert_eq!(h2.get(gw.url("/first")).send().await.unwrap().status(), 200);
-    // The pooled connection is reused and dropped: sent again on a new one.
-    let r = h2.get(gw.url("/second")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "ok");
-    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 2);
-    // A POST with a body on the connection that will drop it: 502, never sent twice.
-    let r = h2.post(gw.url("/third")).body("data").send().await.unwrap();
-    assert_eq!(error_code(r).await, (502, "upstream.unavailable".into()));
-    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let count = || answered.load(std::sync::atomic::Ordering::SeqCst);
+    // hyper's path (HTTP/2) and the fast path (HTTP/1.1) keep separate upstream pools.
+    for (client, protocol) in [(gw.http2_client(), "HTTP/2"), (gw.client.clone(), "HTTP/1.1")] {
+        let before = count();
+        assert_eq!(client.get(gw.url("/first")).send().await.unwrap().status(), 200, "{protocol}");
+        // The pooled connection is reused and dropped: sent again on a new one. A DELETE
+        // without a body is idempotent too.
+        let r = client.delete(gw.url("/second")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{protocol}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        assert_eq!(count(), before + 2, "{protocol}");
+        // A POST with a body on the connection that will drop it: 502, never sent twice.
+        let r = client.post(gw.url("/third")).body("data").send().await.unwrap();
+        assert_eq!(error_code(r).await, (502, "upstream.unavailable".into()), "{protocol}");
+        assert_eq!(count(), before + 2, "{protocol}");
+    }
 }

@@ -384,8 +384,11 @@ impl Exchange {
     {
         let _in_flight = upstream.start_request();
         let started = Instant::now();
-        // Resending what was already written is only safe for a safe method (RFC 9110 §9.2.1).
-        let resend = body_left == 0 && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        // Resending what was already written: a safe method, or an idempotent one without a
+        // body (RFC 9110 §9.2.2), as hyper's path does.
+        let resend = body_left == 0
+            && (matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS)
+                || (head.content_length == 0 && crate::proxy::is_idempotent(&head.method)));
         let attempt = async {
             loop {
                 let (mut stream, reused) = match upstream.conns.take_stream() {

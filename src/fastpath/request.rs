@@ -89,8 +89,9 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
     let len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        // Another version (an HTTP/2 preface) is hyper's to read.
-        Err(httparse::Error::Version) => return Parsed::Unfit,
+        // An HTTP/2 preface is hyper's to read; another version, or a space in the target,
+        // is a request line nobody reads.
+        Err(httparse::Error::Version) if buf.starts_with(b"PRI * HTTP/2.0") => return Parsed::Unfit,
         // Past this parser's own array but within the configured limit: hyper's path reads it.
         Err(httparse::Error::TooManyHeaders) if max_headers > MAX_HEADERS => return Parsed::Unfit,
         Err(httparse::Error::TooManyHeaders) => return Parsed::TooManyHeaders,
@@ -187,7 +188,14 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
                 }
             }
             16 if name.eq_ignore_ascii_case(b"proxy-connection") => fate = Fate::Drop,
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Unfit,
+            // One `chunked` is hyper's to decode; any other coding is refused here, with the
+            // SPEC's body (hyper's own refusal has none).
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                if !trim(value).eq_ignore_ascii_case(b"chunked") {
+                    return Parsed::Malformed("transfer codings other than one chunked");
+                }
+                return Parsed::Unfit;
+            }
             18 if name.eq_ignore_ascii_case(b"proxy-authenticate") => fate = Fate::Drop,
             19 if name.eq_ignore_ascii_case(b"proxy-authorization") => fate = Fate::Drop,
             _ => {}
@@ -418,6 +426,10 @@ mod tests {
             "GET /a HTTP/1.1\r\nHost: a\r\nX Space: a\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n folded\r\n\r\n",
             "GE@T /a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a HTTP/1.2\r\nHost: a\r\n\r\n",
+            "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost : a\r\n\r\n",
         ] {
             assert!(matches!(parse(head.as_bytes(), 100, Vec::new()), Parsed::Malformed(_)), "{head:?}");

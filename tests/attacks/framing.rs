@@ -318,6 +318,13 @@ async fn unreadable_heads_get_the_spec_error_body_and_a_close() {
             "request.malformed",
         ),
         ("GET /public/x HTTP/1.1\r\nHost: a\r\nX\x01Ctl: a\r\n\r\n".to_string(), 400, "request.malformed"),
+        ("GET /public/x HTTP/1.2\r\nHost: a\r\n\r\n".to_string(), 400, "request.malformed"),
+        ("GET /public/x y HTTP/1.1\r\nHost: a\r\n\r\n".to_string(), 400, "request.malformed"),
+        (
+            "POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n".to_string(),
+            400,
+            "request.malformed",
+        ),
         (format!("GET /public/x HTTP/1.1\r\nHost: a\r\n{many}\r\n"), 431, "request.too_large"),
         (big, 431, "request.too_large"),
     ] {
@@ -354,4 +361,26 @@ async fn bad_chunk_framing_is_refused_as_malformed_not_blamed_on_the_upstream() 
         assert!(String::from_utf8_lossy(&r.body).contains("request.malformed"), "{chunks:?}");
         assert!(closed, "{chunks:?}");
     }
+}
+
+/// hyper checks its head size limit only while a head is incomplete; after a large body its
+/// buffer is large enough to take an oversized head in one read. The limit still holds.
+#[tokio::test]
+async fn the_head_size_limit_holds_after_a_large_chunked_body() {
+    let (gw, up) = setup("").await;
+    let mut c = RawConn::open(&gw).await;
+    let body = "a".repeat(300_000);
+    let first = format!(
+        "POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let second = format!("GET /public/y HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(100_000));
+    c.send(first.as_bytes()).await;
+    assert_eq!(c.response().await.unwrap().status, 200);
+    c.send(second.as_bytes()).await;
+    let r = c.response().await.expect("an answer to the oversized head");
+    assert_eq!(r.status, 431);
+    assert!(String::from_utf8_lossy(&r.body).contains("request.too_large"), "{}", r.head);
+    assert!(c.is_closed().await);
+    assert_eq!(up.hits(), 1, "the oversized request reached the upstream");
 }
