@@ -67,11 +67,7 @@ impl RouteTable {
 
     /// Among routes whose host fits, the longest prefix wins; then its methods are checked.
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Result<&Route, GatewayError> {
-        // `example.com.` is the same name as `example.com` (a fully qualified form).
-        let host = host.map(|h| {
-            let h = host_without_port(h);
-            h.strip_suffix('.').unwrap_or(h)
-        });
+        let host = host.map(host_name);
         let route = self
             .routes
             .iter()
@@ -130,6 +126,13 @@ pub fn valid_host(v: &[u8]) -> bool {
         Some(_) => false,
     };
     name_ok && port_ok
+}
+
+/// The name a route's `host` is compared with: without the port, and without a final dot
+/// (`example.com.` is the fully qualified form of `example.com`).
+pub fn host_name(host: &str) -> &str {
+    let h = host_without_port(host);
+    h.strip_suffix('.').unwrap_or(h)
 }
 
 /// `Host` without its port; IPv6 literals keep their brackets.

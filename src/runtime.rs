@@ -257,10 +257,7 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
                 format!("`{h}` is not a host name (letters, digits, `-`, `.`, `_`, optional :port)"),
             ));
         }
-        h => {
-            let h = crate::routes::host_without_port(h);
-            Some(h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase())
-        }
+        h => Some(crate::routes::host_name(h).to_ascii_lowercase()),
     };
     let methods = if r.methods.is_empty() {
         None
@@ -328,16 +325,16 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         if crate::proxy::is_hop_by_hop(&hname) || hname == http::header::HOST {
             return Err(err(&hk, "hop-by-hop headers and Host cannot be set".into()));
         }
-        // SPEC §5: secrets come from files or the environment, never only inline.
-        if !value.starts_with("env:") && is_credential_header(&hname) {
-            return Err(err(
-                &hk,
-                format!("`{name}` carries a credential: give its value as env:NAME, not inline"),
-            ));
-        }
         let text = match value.strip_prefix("env:") {
             Some(var) => {
                 std::env::var(var).map_err(|_| err(&hk, format!("environment variable {var} is not set")))?
+            }
+            // SPEC §5: secrets come from files or the environment, never only inline.
+            None if is_credential_header(&hname) => {
+                return Err(err(
+                    &hk,
+                    format!("`{name}` carries a credential: give its value as env:NAME, not inline"),
+                ));
             }
             None => value.clone(),
         };
@@ -362,8 +359,9 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
 }
 
 /// Header names whose values are credentials (`Authorization`, `Cookie`, API keys, tokens).
+/// (`Proxy-Authorization` is hop-by-hop, refused before this is asked.)
 fn is_credential_header(name: &HeaderName) -> bool {
     let n = name.as_str();
-    matches!(n, "authorization" | "proxy-authorization" | "cookie")
+    matches!(n, "authorization" | "cookie")
         || ["token", "secret", "password", "api-key", "apikey", "api_key"].iter().any(|w| n.contains(w))
 }

@@ -110,16 +110,17 @@ pub async fn handle(
         _ => gw.new_request_id(),
     };
     let method = req.method().clone();
-    // A refused CONNECT is followed by the bytes meant for the tunnel: none of them is a request.
+    let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let coding = !plain_chunked(req.headers());
     let oversized = head_size(&req) > rt.max_header_bytes;
-    let close = req.extensions().get::<AmbiguousFraming>().is_some()
+    // Nothing after these can be framed. A refused CONNECT is followed by the bytes meant for
+    // the tunnel: none of them is a request.
+    let close = ambiguous
         || coding
         || oversized
         || (method == http::Method::CONNECT && req.version() <= http::Version::HTTP_11);
     let uri = req.uri().clone();
     let mut trail = Trail::default();
-    let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let result = match listener {
         _ if ambiguous => Err(GatewayError::Malformed("ambiguous body framing".into())),
         // hyper removes the chunked framing; another coding (gzip, chunked) would reach the

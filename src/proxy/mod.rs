@@ -71,23 +71,21 @@ pub async fn forward(
     }
     // One retry on another upstream, only when nothing can have been sent: a connect failure of
     // an idempotent request without a body. The copy is made only when a retry is possible.
-    let retry = (route.pool.upstreams.len() > 1
+    let may_retry = route.pool.upstreams.len() > 1
         && is_idempotent(&parts.method)
-        && http_body::Body::is_end_stream(&body))
-    .then(|| (parts.method.clone(), parts.headers.clone(), parts.uri.clone()));
-    parts.uri = upstream_uri(first, target, &parts.uri)?;
+        && http_body::Body::is_end_stream(&body);
+    let client_uri = parts.uri.clone();
+    parts.uri = upstream_uri(first, target, &client_uri)?;
     let fate = Arc::new(AtomicU8::new(body_fate::READING));
     let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, fate.clone()));
+    let retry = may_retry.then(|| pool::bodiless_copy(&req));
     *served_by = Some(first.url.clone());
     let mut result = send(route, first, req).await;
-    if let (Err(Failure::Connect(_)), Some((method, mut headers, query))) = (&result, retry) {
+    if let (Err(Failure::Connect(_)), Some(mut req)) = (&result, retry) {
         let second = route.pool.pick_other(first);
         tracing::info!(route = %route.name, from = %first.url, to = %second.url, "retrying after connect failure");
-        headers.insert(header::HOST, second.host_header.clone());
-        let mut req = Request::new(LimitedBody::empty());
-        *req.method_mut() = method;
-        *req.uri_mut() = upstream_uri(second, target, &query)?;
-        *req.headers_mut() = headers;
+        req.headers_mut().insert(header::HOST, second.host_header.clone());
+        *req.uri_mut() = upstream_uri(second, target, &client_uri)?;
         *served_by = Some(second.url.clone());
         result = send(route, second, req).await;
     }

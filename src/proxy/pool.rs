@@ -158,14 +158,7 @@ impl Connections {
             // sending it. A request that may be repeated (idempotent, no body; RFC 9110 §9.2.2)
             // then goes once more, on a new connection.
             let again = (reused && crate::proxy::is_idempotent(req.method()) && req.body().is_end_stream())
-                .then(|| {
-                    let mut copy = Request::new(LimitedBody::empty());
-                    *copy.method_mut() = req.method().clone();
-                    *copy.uri_mut() = req.uri().clone();
-                    *copy.version_mut() = req.version();
-                    *copy.headers_mut() = req.headers().clone();
-                    copy
-                });
+                .then(|| bodiless_copy(&req));
             // Let the other requests that are ready be read first, so their upstream writes go
             // out together: an upstream on the same core (the load benchmark's origin) then
             // wakes once per batch instead of once per request (measured: 39k -> 44k req/s).
@@ -259,6 +252,16 @@ impl Connections {
             false => Err(SendError::Connect(format!("connection to {} ended at once", self.authority))),
         }
     }
+}
+
+/// A request without a body, again: method, target, version and headers (for a resend).
+pub(super) fn bodiless_copy(req: &Request<LimitedBody>) -> Request<LimitedBody> {
+    let mut copy = Request::new(LimitedBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// Whether an idle socket is still open with nothing unread on it. Asked of the kernel (a
