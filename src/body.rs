@@ -42,6 +42,8 @@ pub mod body_fate {
     /// The client's side broke (bad chunked framing, or it went away mid-body): not the
     /// upstream's failure.
     pub const CLIENT_FAILED: u8 = 2;
+    /// Read to its end.
+    pub const ENDED: u8 = 3;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,9 @@ impl Body for LimitedBody {
                     }
                     this.remaining -= len;
                 }
+                if this.inner.as_ref().is_some_and(|b| b.is_end_stream()) {
+                    this.fate.store(body_fate::ENDED, Ordering::Release);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -86,7 +91,10 @@ impl Body for LimitedBody {
                 this.inner = None;
                 Poll::Ready(Some(Err(Box::new(e))))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.fate.store(body_fate::ENDED, Ordering::Release);
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -6,12 +6,16 @@
 //! and names the first ambiguous request; the service answers that one with 400 and closes the
 //! connection.
 //!
-//! It fails open: on anything it cannot follow (HTTP/2, an upgrade, a head hyper rejects anyway)
-//! it stops watching, so it never refuses what hyper would have framed differently.
+//! It also names the first head nobody can read (`Finding::Unreadable`), by the same rule the
+//! fast path reads heads with ([`unreadable_head`]), so hyper's path answers it with the SPEC's
+//! error body instead of hyper's empty 400 or 431.
+//!
+//! It fails open: on anything it cannot follow (HTTP/2, an upgrade) it stops watching, so it
+//! never refuses what hyper would have framed differently.
 
 use std::mem::MaybeUninit;
 
-/// Headers parsed per head; a head with more is refused by hyper (431) long before this matters.
+/// Headers parsed per head; more is refused (431) whatever `max_headers` says.
 const MAX_HEADERS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,9 @@ pub enum Scanned {
     More,
     /// The body ended after this many of them.
     End(usize),
+    /// Its last chunk's line ended after this many of them; the trailer section follows
+    /// (only from [`ChunkedScan::scan_to_last`]).
+    Last(usize),
     /// They are not chunked framing.
     Invalid,
 }
@@ -78,6 +85,10 @@ pub struct FramingWatch {
     /// Index (0-based) of the request whose head comes next.
     index: u64,
     max_head: usize,
+    max_headers: usize,
+    /// Bytes fed so far, and where (in that count) the current head began.
+    fed: u64,
+    head_start: u64,
 }
 
 /// What the watch found in the bytes it was given.
@@ -88,11 +99,78 @@ pub enum Finding {
     /// The request with this index (0-based, in order of arrival) repeats `Content-Length` or
     /// sends it with `Transfer-Encoding`.
     Ambiguous(u64),
+    /// The head that begins at this offset in the connection's bytes cannot be read.
+    Unreadable { at: u64, why: Unreadable },
+}
+
+/// Why a request head cannot be read: 400 or 431, and the connection closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    Malformed(&'static str),
+    TooLarge,
+}
+
+impl Unreadable {
+    pub fn into_error(self) -> crate::error::GatewayError {
+        match self {
+            Unreadable::Malformed(why) => crate::error::GatewayError::Malformed(why.into()),
+            Unreadable::TooLarge => crate::error::GatewayError::HeadTooLarge,
+        }
+    }
+}
+
+/// The one rule for a complete request head that nobody can read, whichever transport meets
+/// it: more header fields than `max_headers`, a head over `max_head` bytes, a `Content-Length`
+/// that is not one number, a `Transfer-Encoding` other than `chunked`. (A head httparse cannot
+/// parse at all is unreadable too: [`malformed_why`].)
+pub fn unreadable_head(
+    req: &httparse::Request<'_, '_>,
+    len: usize,
+    max_head: usize,
+    max_headers: usize,
+) -> Option<Unreadable> {
+    if req.headers.len() > max_headers || len > max_head {
+        return Some(Unreadable::TooLarge);
+    }
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if crate::proxy::response::parse_length(h.value).is_none() {
+                return Some(Unreadable::Malformed("Content-Length is not one number"));
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+            && !crate::auth::tokens::trim_spaces(h.value).eq_ignore_ascii_case(b"chunked")
+        {
+            return Some(Unreadable::Malformed("transfer codings other than one chunked"));
+        }
+    }
+    None
+}
+
+/// Why httparse could not read a request head; `None` for an HTTP/2 preface (not a head at all:
+/// hyper's to read).
+pub fn malformed_why(e: httparse::Error, buf: &[u8]) -> Option<Unreadable> {
+    Some(match e {
+        httparse::Error::Version if buf.starts_with(b"PRI * HTTP/2.0") => return None,
+        httparse::Error::TooManyHeaders => Unreadable::TooLarge,
+        httparse::Error::HeaderName => Unreadable::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => Unreadable::Malformed("invalid header value"),
+        httparse::Error::NewLine => Unreadable::Malformed("invalid line ending"),
+        httparse::Error::Token => Unreadable::Malformed("invalid request line"),
+        _ => Unreadable::Malformed("unparseable request head"),
+    })
 }
 
 impl FramingWatch {
-    pub fn new(max_head: usize) -> Self {
-        Self { state: State::Head, partial: Vec::new(), index: 0, max_head }
+    pub fn new(max_head: usize, max_headers: usize) -> Self {
+        Self {
+            state: State::Head,
+            partial: Vec::new(),
+            index: 0,
+            max_head,
+            max_headers,
+            fed: 0,
+            head_start: 0,
+        }
     }
 
     pub fn is_off(&self) -> bool {
@@ -105,18 +183,31 @@ impl FramingWatch {
         self.state == State::Head && !self.partial.is_empty()
     }
 
+    /// Where (in the bytes fed) the head whose end has not arrived yet began, if one has.
+    pub fn pending_head_start(&self) -> Option<u64> {
+        self.head_pending().then_some(self.head_start)
+    }
+
     /// Feeds the next bytes read from the client.
     pub fn feed(&mut self, mut data: &[u8]) -> Finding {
+        let end = self.fed + data.len() as u64;
         while !data.is_empty() {
+            let at = end - data.len() as u64;
+            self.fed = at;
             match self.state {
                 State::Off => break,
-                State::Head => match self.head(data) {
-                    Step::Consumed(n) => data = &data[n..],
-                    Step::Found(f) => {
-                        self.off();
-                        return f;
+                State::Head => {
+                    if self.partial.is_empty() {
+                        self.head_start = at;
                     }
-                },
+                    match self.head(data) {
+                        Step::Consumed(n) => data = &data[n..],
+                        Step::Found(f) => {
+                            self.off();
+                            return f;
+                        }
+                    }
+                }
                 State::Body(left) => {
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
                     data = &data[n..];
@@ -129,6 +220,7 @@ impl FramingWatch {
                 }
             }
         }
+        self.fed = end;
         Finding::Fine
     }
 
@@ -142,19 +234,16 @@ impl FramingWatch {
         if self.partial.is_empty() {
             return match self.parse(data) {
                 Parsed::Complete(n) => Step::Consumed(n),
-                Parsed::Partial => {
-                    self.keep(data, 0);
-                    Step::Consumed(data.len())
-                }
+                Parsed::Partial if !self.keep(data, 0) => self.unreadable(Unreadable::TooLarge),
+                Parsed::Partial => Step::Consumed(data.len()),
                 Parsed::Found(f) => Step::Found(f),
             };
         }
         // Only a line ending can complete a head: skip the re-parse otherwise, so a head sent a
         // byte at a time costs linear, not quadratic, work.
         let had = self.partial.len();
-        self.keep(data, had);
-        if self.state == State::Off {
-            return Step::Consumed(data.len());
+        if !self.keep(data, had) {
+            return self.unreadable(Unreadable::TooLarge);
         }
         if !data.contains(&b'\n') {
             return Step::Consumed(data.len());
@@ -173,14 +262,18 @@ impl FramingWatch {
         }
     }
 
-    /// Keeps `data` as part of a split head, or stops watching past the head size limit (hyper
-    /// answers 431 there).
-    fn keep(&mut self, data: &[u8], had: usize) {
-        if had + data.len() > self.max_head.saturating_add(4096) {
-            self.off();
-        } else {
-            self.partial.extend_from_slice(data);
+    /// Keeps `data` as part of a split head; false past the head size limit (431, as the fast
+    /// path answers a head still incomplete there).
+    fn keep(&mut self, data: &[u8], had: usize) -> bool {
+        if had + data.len() > self.max_head {
+            return false;
         }
+        self.partial.extend_from_slice(data);
+        true
+    }
+
+    fn unreadable(&self, why: Unreadable) -> Step {
+        Step::Found(Finding::Unreadable { at: self.head_start, why })
     }
 
     fn parse(&mut self, buf: &[u8]) -> Parsed {
@@ -189,18 +282,26 @@ impl FramingWatch {
         let len = match req.parse_with_uninit_headers(buf, &mut headers) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Parsed::Partial,
-            Err(_) => {
-                self.off();
-                return Parsed::Complete(buf.len());
+            Err(e) => {
+                return match malformed_why(e, buf) {
+                    Some(why) => Parsed::Found(Finding::Unreadable { at: self.head_start, why }),
+                    None => {
+                        self.off();
+                        Parsed::Complete(buf.len())
+                    }
+                };
             }
         };
+        if let Some(why) = unreadable_head(&req, len, self.max_head, self.max_headers) {
+            return Parsed::Found(Finding::Unreadable { at: self.head_start, why });
+        }
         let index = self.index;
         self.index += 1;
         let (mut lengths, mut length, mut chunked, mut upgrade) = (0usize, None, false, false);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 lengths += 1;
-                length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+                length = crate::proxy::response::parse_length(h.value);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = true;
             } else if h.name.eq_ignore_ascii_case("upgrade") {
@@ -242,6 +343,10 @@ impl FramingWatch {
                 self.state = State::Head;
                 n
             }
+            Scanned::Last(n) => {
+                self.state = State::Chunked(scan);
+                n
+            }
             Scanned::Invalid => self.stop(data.len()),
         }
     }
@@ -267,6 +372,16 @@ impl ChunkedScan {
     /// parsers differ on it), a size has 1 to 16 hex digits, and only an extension (`;...`),
     /// optionally after whitespace, may follow it.
     pub fn scan(&mut self, data: &[u8]) -> Scanned {
+        self.run(data, false)
+    }
+
+    /// As [`ChunkedScan::scan`], but stops after the last chunk's line (`Scanned::Last`), so
+    /// the caller can leave out the trailer section; scanning on with `scan` follows it.
+    pub fn scan_to_last(&mut self, data: &[u8]) -> Scanned {
+        self.run(data, true)
+    }
+
+    fn run(&mut self, data: &[u8], stop_at_last: bool) -> Scanned {
         let mut c = self.0;
         let mut i = 0;
         while i < data.len() {
@@ -285,6 +400,10 @@ impl ChunkedScan {
                 (Chunk::Size { size, .. } | Chunk::SizeBws { size }, b';') => Chunk::Ext { size },
                 (Chunk::Ext { .. }, b'\n') => return Scanned::Invalid,
                 (Chunk::Ext { .. }, _) => c,
+                (Chunk::SizeLf { size: 0 }, b'\n') if stop_at_last => {
+                    self.0 = Chunk::TrailerStart;
+                    return Scanned::Last(i);
+                }
                 (Chunk::SizeLf { size }, b'\n') => Self::after_size(size),
                 (Chunk::Data(left), _) => {
                     let n = usize::try_from(left - 1).unwrap_or(usize::MAX).min(data.len() - i);
@@ -328,7 +447,7 @@ mod tests {
     use super::*;
 
     fn feed_all(parts: &[&[u8]]) -> (Finding, FramingWatch) {
-        let mut w = FramingWatch::new(65536);
+        let mut w = FramingWatch::new(65536, 100);
         for p in parts {
             let f = w.feed(p);
             if f != Finding::Fine {
@@ -340,7 +459,7 @@ mod tests {
 
     #[test]
     fn a_head_is_pending_from_its_first_byte_to_its_end() {
-        let mut w = FramingWatch::new(65536);
+        let mut w = FramingWatch::new(65536, 100);
         assert!(!w.head_pending());
         w.feed(b"POST /a HTTP/1.1\r\nHost: a\r\n");
         assert!(w.head_pending());
@@ -390,7 +509,6 @@ mod tests {
             &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
             b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
-            b"POST /x HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
             b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         ] {
             let (f, w) = feed_all(&[start, DUP]);
@@ -436,13 +554,53 @@ mod tests {
     }
 
     #[test]
-    fn an_endless_head_is_dropped_at_the_limit() {
-        let mut w = FramingWatch::new(1024);
-        w.feed(b"GET / HTTP/1.1\r\n");
+    fn an_endless_head_is_refused_at_the_limit() {
+        let mut w = FramingWatch::new(1024, 100);
+        w.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n");
+        let mut found = Finding::Fine;
         for _ in 0..1000 {
-            w.feed(b"X-A: b\r\n");
+            found = w.feed(b"X-A: b\r\n");
+            if found != Finding::Fine {
+                break;
+            }
         }
+        let at = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".len() as u64;
+        assert_eq!(found, Finding::Unreadable { at, why: Unreadable::TooLarge }, "the second head's start");
         assert!(w.is_off());
         assert!(w.partial.capacity() == 0);
+    }
+
+    #[test]
+    fn unreadable_heads_are_found_where_they_begin_by_the_fast_paths_rule() {
+        let first = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".as_slice();
+        for bad in [
+            &b"GET /b HTTP/1.1\r\nX Space: a\r\n\r\n"[..],
+            b"POST /b HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            b"POST /b HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
+            b"POST /b HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"GET /b HTTP/1.2\r\n\r\n",
+        ] {
+            let stream = [first, bad].concat();
+            for size in [1, 7, stream.len()] {
+                let mut w = FramingWatch::new(65536, 100);
+                let found = stream.chunks(size).map(|c| w.feed(c)).find(|f| *f != Finding::Fine);
+                assert!(
+                    matches!(found, Some(Finding::Unreadable { at, why: Unreadable::Malformed(_) }) if at == first.len() as u64),
+                    "{:?} in pieces of {size}: {found:?}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+        }
+        let many: String = (0..101).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let mut w = FramingWatch::new(65536, 100);
+        let found = w.feed(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes());
+        assert_eq!(found, Finding::Unreadable { at: 0, why: Unreadable::TooLarge });
+        let mut w = FramingWatch::new(65536, 100);
+        assert_eq!(
+            w.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Finding::Fine,
+            "an HTTP/2 preface is no head"
+        );
+        assert!(w.is_off());
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 mod fastpath;
 pub mod framing;
+pub mod gate;
 pub mod gateway;
 pub mod health;
 mod lifecycle;

@@ -27,6 +27,7 @@ pub struct Route {
     pub auth: AuthMode,
     pub strip_prefix: bool,
     pub forward_authorization: bool,
+    pub forward_token_header: bool,
     pub timeout: std::time::Duration,
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
     pub pool: Arc<UpstreamPool>,

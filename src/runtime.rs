@@ -351,6 +351,7 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         auth,
         strip_prefix: r.strip_prefix,
         forward_authorization: r.forward_authorization,
+        forward_token_header: r.forward_token_header,
         timeout: r.timeout.0,
         upstream_headers,
         pool: Arc::new(pool),

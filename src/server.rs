@@ -9,14 +9,13 @@ use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::auth::endpoints::{self, Endpoint};
-use crate::auth::{Authenticated, Identity};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
+use crate::gate::{self, Decision, Record, record};
 use crate::gateway::Gateway;
 use crate::health;
-use crate::metrics::RouteStats;
 use crate::proxy::{self, Forwarding, X_REQUEST_ID};
-use crate::routes::{AuthMode, normalize_path, valid_host};
+use crate::routes::valid_host;
 use crate::runtime::Runtime;
 
 /// Every endpoint the gateway answers itself: path (auth paths under `api_prefix`), methods,
@@ -85,42 +84,29 @@ fn plain_chunked(headers: &http::HeaderMap) -> bool {
     }
 }
 
-/// What one request did, for its access-log line and metrics.
-#[derive(Default)]
-pub struct Trail {
-    pub route: Option<Arc<str>>,
-    pub stats: Option<Arc<RouteStats>>,
-    pub upstream: Option<Arc<str>>,
-    pub identity: Option<Arc<Identity>>,
-    /// The normalised path, when normalising changed it.
-    pub normalised: Option<String>,
-}
-
 pub async fn handle(
     gw: Arc<Gateway>,
     conn: ConnInfo,
     listener: Listener,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, std::convert::Infallible> {
-    let started = Instant::now();
+    let mut record = Record::new(Instant::now());
     let rt = gw.runtime();
     let trusted = rt.is_trusted(conn.peer.ip());
-    let request_id = match req.headers().get(&X_REQUEST_ID) {
-        Some(id) if trusted && valid_request_id(id) => id.clone(),
-        _ => gw.new_request_id(),
-    };
+    let request_id =
+        gate::request_id(&gw, trusted, req.headers().get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
     let method = req.method().clone();
     let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let coding = !plain_chunked(req.headers());
     let oversized = head_size(&req) > rt.max_header_bytes;
     // Nothing after these can be framed. A refused CONNECT is followed by the bytes meant for
     // the tunnel: none of them is a request.
-    let close = ambiguous
+    let mut close = ambiguous
         || coding
         || oversized
         || (method == http::Method::CONNECT && req.version() <= http::Version::HTTP_11);
+    let h1 = req.version() <= http::Version::HTTP_11;
     let uri = req.uri().clone();
-    let mut trail = Trail::default();
     let result = match listener {
         _ if ambiguous => Err(GatewayError::Malformed("ambiguous body framing".into())),
         // hyper removes the chunked framing; another coding (gzip, chunked) would reach the
@@ -130,74 +116,54 @@ pub async fn handle(
         // hyper checks its byte limit only while a head is incomplete: one that arrives in a
         // single large read (its buffer grows with earlier bodies) is parsed whole.
         _ if req.headers().len() > rt.max_headers || oversized => Err(GatewayError::HeadTooLarge),
-        Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut trail).await,
+        Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut record).await,
         Listener::Admin => admin(&gw, &rt, req).await,
     };
     let mut resp = result.unwrap_or_else(|e| {
-        if e.status().is_server_error() {
-            tracing::warn!(request_id = ?request_id, error = %e, "request failed");
-        } else {
-            tracing::debug!(request_id = ?request_id, error = %e, "request refused");
-        }
+        record::log_failure(&e, &request_id);
         e.into_response()
     });
+    // A body that had not all arrived when the gateway answered is not read on: the answer
+    // says the connection closes (the fast path's rule too; hyper would close it unsaid).
+    close |= h1 && record.body_unread;
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     if close {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let took = started.elapsed();
     let status = resp.status().as_u16();
-    if listener == Listener::Main {
-        trail.stats.as_deref().unwrap_or(&gw.metrics.gateway).record(&method, status, took);
-    }
-    log_access(AccessLine {
-        request_id: &request_id,
-        client: conn.peer,
-        method: &method,
-        path: trail.normalised.as_deref().unwrap_or(uri.path()),
-        route: trail.route.as_deref(),
+    let bytes = http_body::Body::size_hint(resp.body()).exact();
+    record.finish(
+        &gw,
+        listener == Listener::Main,
+        &request_id,
+        conn.peer,
+        &method,
+        uri.path(),
         status,
-        bytes: http_body::Body::size_hint(resp.body()).exact(),
-        took,
-        upstream: trail.upstream.as_deref(),
-        login: trail.identity.as_deref().map(|i| i.login.as_str()),
-    });
+        bytes,
+    );
     Ok(resp)
 }
 
-/// One request's access-log line (never a credential: no token, password or cookie).
-pub struct AccessLine<'a> {
-    pub request_id: &'a HeaderValue,
-    pub client: SocketAddr,
-    pub method: &'a http::Method,
-    pub path: &'a str,
-    pub route: Option<&'a str>,
-    pub status: u16,
-    pub bytes: Option<u64>,
-    pub took: std::time::Duration,
-    pub upstream: Option<&'a str>,
-    pub login: Option<&'a str>,
+/// Whether a refused request's body has all arrived: what is already buffered is taken (hyper
+/// does the same before it keeps such a connection), nothing waited for.
+fn arrived_whole(mut body: Incoming) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if http_body::Body::is_end_stream(&body) {
+            return true;
+        }
+        match http_body::Body::poll_frame(std::pin::Pin::new(&mut body), &mut cx) {
+            std::task::Poll::Ready(Some(Ok(_))) => continue,
+            std::task::Poll::Ready(None) => return true,
+            std::task::Poll::Ready(Some(Err(_))) | std::task::Poll::Pending => return false,
+        }
+    }
 }
 
-pub fn log_access(l: AccessLine<'_>) {
-    tracing::info!(
-        target: "access",
-        request_id = ?l.request_id,
-        client = %l.client,
-        method = %l.method,
-        path = l.path,
-        route = l.route.unwrap_or("-"),
-        status = l.status,
-        bytes = l.bytes,
-        micros = l.took.as_micros() as u64,
-        upstream = l.upstream,
-        login = l.login,
-    );
-}
-
-pub fn valid_request_id(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
-    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+/// The declared `Content-Length`, when there is one readable value.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| crate::proxy::response::parse_length(v.as_bytes()))
 }
 
 async fn admin(
@@ -220,50 +186,45 @@ async fn dispatch(
     trusted: bool,
     request_id: &HeaderValue,
     req: Request<Incoming>,
-    trail: &mut Trail,
+    record: &mut Record,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    // A clone of the URI (reference-counted, no copy) so the normalised path can outlive `req`.
-    let uri = req.uri().clone();
-    let path = normalize_path(uri.path())?;
-    if let std::borrow::Cow::Owned(p) = &path {
-        trail.normalised = Some(p.clone());
-    }
     let host = request_host(&req)?;
-    if is_own(rt, &path) {
-        return own(gw, rt, conn, &path, req.map(http_body_util::Either::Left)).await;
-    }
-    let route = rt.routes.find(host.as_ref().and_then(|h| h.to_str().ok()), &path, req.method())?;
-    trail.route = Some(route.name.clone());
-    trail.stats = route.stats.get().cloned();
-    let auth = match route.auth {
-        AuthMode::Required => {
-            // A token in two places is ambiguous: refuse rather than pick one.
-            if req.headers().contains_key("token") {
-                return Err(GatewayError::TokenInvalid("token header on a Bearer route"));
-            }
-            let auth = gw.authenticate(rt, req.headers())?;
-            trail.identity = auth.identity_arc();
-            auth
+    // Clones of the URI and method (reference-counted or inline, no copy), so the decision,
+    // which borrows the path, can outlive the request moved upstream.
+    let uri = req.uri().clone();
+    let method = req.method().clone();
+    let mut auths = req.headers().get_all(header::AUTHORIZATION).iter();
+    let first = auths.next().map(HeaderValue::as_bytes);
+    let view = gate::View {
+        method: &method,
+        host: host.as_ref().and_then(|h| h.to_str().ok()),
+        authorization: first,
+        authorizations: usize::from(first.is_some()) + auths.count(),
+        content_length: content_length(req.headers()),
+    };
+    let decision = match gate::decide(gw, rt, uri.path(), &view, record) {
+        Ok(d) => d,
+        Err(e) => {
+            record.body_unread = !arrived_whole(req.into_body());
+            return Err(e);
         }
-        AuthMode::Public => Authenticated::anonymous(),
     };
-    let fwd = Forwarding {
-        peer_header: conn.peer_header.clone(),
-        trusted_peer: trusted,
-        proto: if conn.tls { "https" } else { "http" },
-        host,
-        request_id: request_id.clone(),
-    };
-    proxy::forward(route, &auth, &fwd, req, &path, rt.max_body_bytes, &mut trail.upstream).await
+    match decision {
+        Decision::Own(path) => own(gw, rt, conn, &path, req.map(http_body_util::Either::Left)).await,
+        Decision::Forward(plan) => {
+            let fwd = Forwarding {
+                peer_header: conn.peer_header.clone(),
+                trusted_peer: trusted,
+                proto: if conn.tls { "https" } else { "http" },
+                host,
+                request_id: request_id.clone(),
+            };
+            proxy::forward(&plan, &fwd, req, rt.max_body_bytes, record).await
+        }
+    }
 }
 
-/// Whether the (normalised) path is one the gateway answers itself on the main listener.
-pub fn is_own(rt: &Runtime, path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/.well-known/jwks.json")
-        || Endpoint::find(&rt.api_prefix, path).is_some()
-}
-
-/// Answers one of the gateway's own endpoints (see [`is_own`]).
+/// Answers one of the gateway's own endpoints (see [`gate::is_own`]).
 pub async fn own(
     gw: &Gateway,
     rt: &Runtime,

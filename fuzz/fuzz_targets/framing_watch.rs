@@ -6,7 +6,7 @@ use bo_gateway::framing::{Finding, FramingWatch};
 use libfuzzer_sys::fuzz_target;
 
 fn run(parts: &[&[u8]]) -> Finding {
-    let mut w = FramingWatch::new(4096);
+    let mut w = FramingWatch::new(4096, 100);
     for p in parts {
         let f = w.feed(p);
         if f != Finding::Fine {

@@ -237,6 +237,8 @@ pub struct RouteConfig {
     pub auth: String,
     pub strip_prefix: bool,
     pub forward_authorization: bool,
+    /// Forward the client's `token` header (the refresh token's header) upstream.
+    pub forward_token_header: bool,
     pub connect_timeout: ConfigDuration,
     pub timeout: ConfigDuration,
     pub health_check: HealthCheckConfig,
@@ -255,6 +257,7 @@ impl Default for RouteConfig {
             auth: "required".into(),
             strip_prefix: false,
             forward_authorization: false,
+            forward_token_header: false,
             connect_timeout: ConfigDuration::secs(2),
             timeout: ConfigDuration::secs(30),
             health_check: HealthCheckConfig::default(),

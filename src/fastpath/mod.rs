@@ -14,25 +14,27 @@ mod date;
 mod request;
 mod response;
 
+pub(crate) use response::write_own;
+
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use http::{HeaderValue, Method};
-use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticated;
 use crate::auth::endpoints::EndpointBody;
 use crate::error::GatewayError;
 use crate::framing::{ChunkedScan, Scanned};
+use crate::gate::record::log_failure;
+use crate::gate::{self, Decision, Plan, Record, retry};
 use crate::gateway::Gateway;
 use crate::listener::{Activity, Busy, Responding};
-use crate::proxy::{SendError, Upstream, X_REQUEST_ID, is_idempotent};
-use crate::routes::{AuthMode, Route, normalize_path};
+use crate::proxy::{Failure, Upstream};
+use crate::routes::Route;
 use crate::runtime::Runtime;
 use crate::server::{self, ConnInfo};
 use request::{Forward, Parsed, RequestHead};
@@ -42,8 +44,7 @@ use response::{Framing, ResponseHead};
 const MAX_HEAD_READS: u32 = 4;
 /// Reads a response head may take (each one re-parses it): more is refused (502).
 const MAX_RESPONSE_HEAD_READS: u32 = 64;
-/// An upstream response head larger than this is refused (502).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+use crate::proxy::response::MAX_HEAD as MAX_RESPONSE_HEAD;
 /// How long closing a connection cleanly may take (a peer that reads nothing cannot stall it).
 const SHUTDOWN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// Buffer capacity a connection keeps between requests.
@@ -86,21 +87,10 @@ where
         let mut reads = 0;
         let head = loop {
             if !buf.is_empty() {
-                match request::parse(buf, lane.max_headers, std::mem::take(&mut x.spare)) {
-                    Parsed::Complete(head) if head.len > lane.max_head => {
-                        return x.unreadable(io, GatewayError::HeadTooLarge, lane).await;
-                    }
+                match request::parse(buf, lane.max_head, lane.max_headers, std::mem::take(&mut x.spare)) {
                     Parsed::Complete(head) => break head,
                     Parsed::Unfit => return Outcome::Handoff,
-                    Parsed::Malformed(why) => {
-                        return x.unreadable(io, GatewayError::Malformed(why.into()), lane).await;
-                    }
-                    Parsed::Partial if buf.len() > lane.max_head => {
-                        return x.unreadable(io, GatewayError::HeadTooLarge, lane).await;
-                    }
-                    Parsed::TooManyHeaders => {
-                        return x.unreadable(io, GatewayError::HeadTooLarge, lane).await;
-                    }
+                    Parsed::Unreadable(why) => return x.unreadable(io, why.into_error(), lane).await,
                     // A head trickling in a byte at a time: hyper's path reads the rest.
                     Parsed::Partial if reads >= MAX_HEAD_READS => return Outcome::Handoff,
                     Parsed::Partial => {}
@@ -124,18 +114,26 @@ where
         };
         // The snapshot current when the request arrived (a reload applies from the next one).
         let rt = lane.gw.runtime();
-        let Some(plan) = plan(&rt, buf, &head) else { return Outcome::Handoff };
+        let mut record = Record::new(Instant::now());
+        let decision = decide(lane.gw, &rt, buf, &head, &mut record);
+        // An own endpoint's body larger than the fast path reads whole is hyper's.
+        if let Ok(Decision::Own(_)) = &decision {
+            if head.content_length > crate::auth::endpoints::MAX_JSON_BYTES as u64 {
+                return Outcome::Handoff;
+            }
+        }
         if !lane.activity.claim_request() {
             // The framing watch refuses this request: hyper's path answers it.
             return Outcome::Handoff;
         }
         let busy = lane.activity.enter();
-        let keep = match plan {
-            Plan::Route { route, normalised } => {
-                x.serve(io, buf, &head, &rt, Target { route, normalised }, lane, busy).await
+        let keep = match decision {
+            Ok(Decision::Forward(plan)) => x.serve(io, buf, &head, &rt, plan, lane, busy, &mut record).await,
+            Ok(Decision::Own(path)) => {
+                let path = path.into_owned();
+                x.own(io, buf, &head, &rt, &path, lane, record).await
             }
-            Plan::Own(path) => x.own(io, buf, &head, &rt, &path, lane).await,
-            Plan::Refuse(e) => x.refuse(io, buf, &head, e, lane).await,
+            Err(e) => x.refuse(io, buf, &head, e, lane, record).await,
         };
         x.trim();
         if buf.is_empty() && buf.capacity() > RETAIN {
@@ -151,40 +149,22 @@ where
     }
 }
 
-/// What the fast path decided for a request before taking it on.
-enum Plan<'r> {
-    /// Forward on this route; `normalised` when normalising changed the path.
-    Route { route: &'r Route, normalised: Option<String> },
-    /// One of the gateway's own endpoints, at this (normalised) path.
-    Own(String),
-    /// Answered with this error without going further.
-    Refuse(GatewayError),
-}
-
-/// What becomes of a request, as hyper's path (`server::dispatch`) would decide it; `None` for
-/// what the fast path leaves to hyper (an own endpoint's body larger than it reads).
-fn plan<'r>(rt: &'r Runtime, buf: &[u8], head: &RequestHead) -> Option<Plan<'r>> {
-    let raw_path = std::str::from_utf8(&buf[head.path.clone()]).ok()?;
-    let path = match normalize_path(raw_path) {
-        Ok(p) => p,
-        Err(e) => return Some(Plan::Refuse(e)),
+/// The policy core's decision (`crate::gate::decide`) for a head read from `buf`.
+fn decide<'r, 'p>(
+    gw: &Gateway,
+    rt: &'r Runtime,
+    buf: &'p [u8],
+    head: &RequestHead,
+    record: &mut Record,
+) -> Result<Decision<'r, 'p>, GatewayError> {
+    let view = gate::View {
+        method: &head.method,
+        host: std::str::from_utf8(&buf[head.host.clone()]).ok(),
+        authorization: head.authorization.as_ref().map(|r| &buf[r.clone()]),
+        authorizations: head.authorizations as usize,
+        content_length: Some(head.content_length),
     };
-    if server::is_own(rt, &path) {
-        if head.content_length > crate::auth::endpoints::MAX_JSON_BYTES as u64 {
-            return None;
-        }
-        return Some(Plan::Own(path.into_owned()));
-    }
-    let host = std::str::from_utf8(&buf[head.host.clone()]).ok()?;
-    let route = match rt.routes.find(Some(host), &path, &head.method) {
-        Ok(route) => route,
-        Err(e) => return Some(Plan::Refuse(e)),
-    };
-    let normalised = match path {
-        std::borrow::Cow::Owned(p) => Some(p),
-        std::borrow::Cow::Borrowed(_) => None,
-    };
-    Some(Plan::Route { route, normalised })
+    gate::decide(gw, rt, raw_path(buf, head), &view, record)
 }
 
 /// Where a response stands, for the connection's timeouts (the value is only held).
@@ -193,13 +173,6 @@ enum Sending {
     Head(Busy),
     Body(Responding),
     Done,
-}
-
-/// A route and the path sent on it.
-struct Target<'r> {
-    route: &'r Route,
-    /// The normalised path, when normalising changed it.
-    normalised: Option<String>,
 }
 
 /// Buffers reused from request to request on one connection.
@@ -214,26 +187,6 @@ struct Exchange {
     drained: bool,
 }
 
-/// How an exchange with the upstream failed.
-enum Failure {
-    /// Nothing was sent: no connection.
-    Connect(String),
-    /// The connection ended before a byte of response (on a reused one: closed while idle).
-    Stale,
-    Other(String),
-    Timeout,
-}
-
-impl Failure {
-    fn into_error(self) -> GatewayError {
-        match self {
-            Failure::Timeout => GatewayError::UpstreamTimeout,
-            Failure::Connect(e) | Failure::Other(e) => GatewayError::UpstreamUnavailable(e),
-            Failure::Stale => GatewayError::UpstreamUnavailable("connection closed early".into()),
-        }
-    }
-}
-
 impl Exchange {
     /// Gives back what one large request or response made the buffers grow to, so an idle
     /// kept-alive connection holds little.
@@ -246,137 +199,115 @@ impl Exchange {
         }
     }
 
-    /// Serves one request; false when the connection must close after it. `busy` keeps the
-    /// connection's timeouts off until the response head is out (then, as on hyper's path, a
-    /// body that stops moving for the idle timeout ends the connection).
-    #[allow(clippy::too_many_arguments)] // the request's parts, borrowed from three owners
+    /// Forwards one request as `plan` says; false when the connection must close after it.
+    /// `busy` keeps the connection's timeouts off until the response head is out (then a body
+    /// that stops moving for the idle timeout ends the connection).
+    #[allow(clippy::too_many_arguments)] // the request's parts, borrowed from their owners
     async fn serve<IO>(
         &mut self,
         io: &mut IO,
         buf: &[u8],
         head: &RequestHead,
         rt: &Runtime,
-        target: Target<'_>,
+        plan: Plan<'_, '_>,
         lane: &Lane<'_>,
         busy: Busy,
+        record: &mut Record,
     ) -> bool
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let started = Instant::now();
         let gw = lane.gw;
-        let Target { route, normalised } = target;
-        let path = normalised.as_deref().unwrap_or_else(|| raw_path(buf, head));
+        let route = plan.route;
         let trusted = rt.is_trusted(lane.info.peer.ip());
         let request_id = request_id(gw, trusted, buf, head);
         // The body bytes already read; the rest comes from the client as it is relayed.
         let body_here = head.body_here(buf.len());
-        let whole_body_here = head.whole_body_here(buf.len());
         let mut close = head.close || lane.drain.is_cancelled();
-        let auth = match route.auth {
-            AuthMode::Required if head.token_header => {
-                Err(GatewayError::TokenInvalid("token header on a Bearer route"))
-            }
-            AuthMode::Required => {
-                let value = head.authorization.as_ref().map(|r| &buf[r.clone()]);
-                gw.authenticate_value(rt, value, head.authorizations as usize)
-            }
-            AuthMode::Public => Ok(Authenticated::anonymous()),
+        let upstream = route.pool.pick();
+        record.upstream = Some(upstream.url.clone());
+        let fwd = Forward {
+            route,
+            auth: &plan.auth,
+            upstream_host: upstream.host_header.as_bytes(),
+            base_path: &upstream.base_path,
+            target: route.upstream_path(&plan.path),
+            peer: lane.info.peer_header.as_bytes(),
+            trusted_peer: trusted,
+            proto: if lane.info.tls { b"https" } else { b"http" },
+            request_id: request_id.as_bytes(),
         };
-        let mut upstream_used = None;
-        let outcome = match auth {
-            Err(e) => Err(e),
-            // After the Bearer check, as on hyper's path (an anonymous client learns nothing).
-            Ok(_) if head.content_length > rt.max_body_bytes => Err(GatewayError::TooLarge),
-            Ok(auth) => {
-                let upstream = route.pool.pick();
-                upstream_used = Some(upstream);
-                let peer = lane.info.peer_header.as_bytes();
-                let proto: &[u8] = if lane.info.tls { b"https" } else { b"http" };
-                let fwd = Forward {
-                    route,
-                    auth: &auth,
-                    upstream_host: upstream.host_header.as_bytes(),
-                    base_path: &upstream.base_path,
-                    target: route.upstream_path(path),
-                    peer,
-                    trusted_peer: trusted,
-                    proto,
-                    request_id: request_id.as_bytes(),
-                };
+        self.out.clear();
+        request::write_upstream_head(&mut self.out, buf, head, &fwd);
+        self.out.extend_from_slice(&buf[head.len..head.len + body_here]);
+        let mut body_left = head.content_length - body_here as u64;
+        let mut result = self.send(io, route, upstream, &mut body_left, head).await;
+        if let Err(f) = &result {
+            if retry::may_retry_elsewhere(f, route.pool.upstreams.len()) {
+                let second = route.pool.pick_other(upstream);
+                tracing::info!(route = %route.name, from = %upstream.url, to = %second.url, "retrying after connect failure");
+                record.upstream = Some(second.url.clone());
                 self.out.clear();
+                let fwd = Forward {
+                    upstream_host: second.host_header.as_bytes(),
+                    base_path: &second.base_path,
+                    ..fwd
+                };
                 request::write_upstream_head(&mut self.out, buf, head, &fwd);
                 self.out.extend_from_slice(&buf[head.len..head.len + body_here]);
-                let body_left = head.content_length - body_here as u64;
-                let retry = route.pool.upstreams.len() > 1 && is_idempotent(&head.method) && whole_body_here;
-                let mut result = self.send(io, route, upstream, body_left, head).await;
-                if let (Err(Failure::Connect(_)), true) = (&result, retry) {
-                    let second = route.pool.pick_other(upstream);
-                    tracing::info!(route = %route.name, from = %upstream.url, to = %second.url, "retrying after connect failure");
-                    upstream_used = Some(second);
-                    self.out.clear();
-                    let fwd = Forward {
-                        upstream_host: second.host_header.as_bytes(),
-                        base_path: &second.base_path,
-                        ..fwd
-                    };
-                    request::write_upstream_head(&mut self.out, buf, head, &fwd);
-                    self.out.extend_from_slice(&buf[head.len..head.len + body_here]);
-                    result = self.send(io, route, second, 0, head).await;
-                }
-                result.map(|r| (r, auth)).map_err(Failure::into_error)
+                result = self.send(io, route, second, &mut body_left, head).await;
             }
-        };
-        let (status, bytes, login) = match outcome {
-            Ok(((stream, resp_head, upstream), auth)) => {
+        }
+        let (status, bytes) = match result {
+            Ok((stream, resp_head, upstream)) => {
                 // A drain that began while the upstream answered: the client learns it here.
-                close |= resp_head.framing == Framing::UntilClose || lane.drain.is_cancelled();
+                close |= lane.drain.is_cancelled();
                 let relayed =
                     self.relay(io, stream, &resp_head, upstream, request_id.as_bytes(), close, busy).await;
-                let login = auth.identity_arc();
                 let status = resp_head.status;
                 self.resp_spare = resp_head.headers;
                 match relayed {
-                    Ok(bytes) => (status, bytes, login),
+                    Ok(bytes) => (status, bytes),
                     Err(e) => {
                         tracing::debug!(error = %e, "response relay failed");
                         close = true;
-                        (status, None, login)
+                        (status, None)
                     }
                 }
             }
-            Err(e) => {
+            Err(f) => {
                 // A body the client is still sending cannot be skipped without reading it.
-                close |= !whole_body_here || lane.drain.is_cancelled();
+                close |= body_left > 0;
+                let e = f.into_error();
                 let status = e.status().as_u16();
                 log_failure(&e, &request_id);
                 let bytes = self.answer(io, e, head, request_id.as_bytes(), close).await;
-                if bytes.is_none() {
-                    close = true;
-                }
-                (status, bytes, None)
+                close |= bytes.is_none();
+                (status, bytes)
             }
         };
-        let done = Done {
-            path,
-            route: Some(route),
+        record.finish(
+            gw,
+            true,
+            &request_id,
+            lane.info.peer,
+            &head.method,
+            raw_path(buf, head),
             status,
             bytes,
-            upstream: upstream_used.map(|u| &*u.url),
-            login: login.as_deref().map(|i| i.login.as_str()),
-        };
-        finish(lane, head, &request_id, started, done);
+        );
         !close
     }
 
     /// Sends the request in `out` (head and the body bytes already read), then the rest of the
-    /// body from the client, and reads the response head; bounded by the route's timeout.
+    /// body from the client (`body_left` counts down), and reads the response head; bounded by
+    /// the route's timeout.
     async fn send<'u, IO>(
         &mut self,
         io: &mut IO,
         route: &Route,
         upstream: &'u Upstream,
-        body_left: u64,
+        body_left: &mut u64,
         head: &RequestHead,
     ) -> Result<(TcpStream, ResponseHead, &'u Upstream), Failure>
     where
@@ -384,52 +315,25 @@ impl Exchange {
     {
         let _in_flight = upstream.start_request();
         let started = Instant::now();
-        // Resending what was already written: a safe method, or an idempotent one without a
-        // body (RFC 9110 §9.2.2), as hyper's path does.
-        let resend = body_left == 0
-            && (matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS)
-                || (head.content_length == 0 && crate::proxy::is_idempotent(&head.method)));
+        let has_body = head.content_length > 0;
         let attempt = async {
             loop {
                 let (mut stream, reused) = match upstream.conns.take_stream() {
                     Some(s) => (s, true),
-                    None => match upstream.conns.open_stream().await {
-                        Ok(s) => (s, false),
-                        Err(SendError::Connect(e) | SendError::Other(e)) => return Err(Failure::Connect(e)),
-                    },
+                    None => (upstream.conns.open_stream().await?, false),
                 };
                 // Let the other requests that are ready be read first, so their upstream writes
                 // go out together (see `proxy::pool`: one origin wake-up per batch).
                 tokio::task::yield_now().await;
                 match self.exchange(io, &mut stream, body_left, head).await {
-                    // A kept-alive socket the upstream closed as it was taken: once more on a new
-                    // one, where sending the request again is safe.
-                    Err(Failure::Stale) if reused && resend => continue,
-                    Err(e) => return Err(e),
+                    Err(f) if retry::may_resend(&f, reused, &head.method, has_body) => continue,
+                    Err(f) => return Err(f),
                     Ok(resp) => return Ok((stream, resp)),
                 }
             }
         };
         let result = tokio::time::timeout(route.timeout, attempt).await.unwrap_or(Err(Failure::Timeout));
-        if let Some(stats) = route.stats.get() {
-            stats.upstream_latency.observe(started.elapsed());
-        }
-        match &result {
-            Ok(_) => upstream.record_connect(true),
-            Err(Failure::Timeout) => {
-                tracing::warn!(route = %route.name, upstream = %upstream.url, "upstream timed out");
-            }
-            Err(Failure::Connect(e)) => {
-                tracing::warn!(route = %route.name, upstream = %upstream.url, error = %e, "upstream connect failed");
-                upstream.record_connect(false);
-            }
-            Err(Failure::Stale) => {
-                tracing::warn!(route = %route.name, upstream = %upstream.url, "upstream closed the connection");
-            }
-            Err(Failure::Other(e)) => {
-                tracing::warn!(route = %route.name, upstream = %upstream.url, error = %e, "upstream request failed");
-            }
-        }
+        retry::observe(route, upstream, started, result.as_ref().map(|_| ()));
         result.map(|(stream, resp)| (stream, resp, upstream))
     }
 
@@ -438,30 +342,31 @@ impl Exchange {
         &mut self,
         io: &mut IO,
         stream: &mut TcpStream,
-        mut body_left: u64,
+        body_left: &mut u64,
         head: &RequestHead,
     ) -> Result<ResponseHead, Failure>
     where
         IO: AsyncRead + Unpin,
     {
-        let other = |e: io::Error| Failure::Other(e.to_string());
-        if let Err(e) = stream.write_all(&self.out).await {
-            return Err(if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
-                Failure::Stale
-            } else {
-                other(e)
-            });
-        }
-        if body_left > 0 {
+        let closed = |e: io::Error| match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Failure::Closed(e.to_string()),
+            _ => Failure::Upstream(e.to_string()),
+        };
+        stream.write_all(&self.out).await.map_err(closed)?;
+        if *body_left > 0 {
             let mut chunk = vec![0u8; CHUNK];
-            while body_left > 0 {
-                let want = usize::try_from(body_left).unwrap_or(CHUNK).min(CHUNK);
-                let n = io.read(&mut chunk[..want]).await.map_err(other)?;
+            while *body_left > 0 {
+                let want = usize::try_from(*body_left).unwrap_or(CHUNK).min(CHUNK);
+                let n = match io.read(&mut chunk[..want]).await {
+                    Ok(0) => 0,
+                    Ok(n) => n,
+                    Err(e) => return Err(Failure::Client(format!("reading the request body: {e}"))),
+                };
                 if n == 0 {
-                    return Err(Failure::Other("client closed during the request body".into()));
+                    return Err(Failure::Client("the client left inside its request body".into()));
                 }
-                stream.write_all(&chunk[..n]).await.map_err(other)?;
-                body_left -= n as u64;
+                stream.write_all(&chunk[..n]).await.map_err(closed)?;
+                *body_left -= n as u64;
             }
         }
         self.up.clear();
@@ -469,23 +374,17 @@ impl Exchange {
         loop {
             reads += 1;
             if reads > MAX_RESPONSE_HEAD_READS {
-                return Err(Failure::Other("response head in too many pieces".into()));
+                return Err(Failure::Upstream("response head in too many pieces".into()));
             }
             if self.up.capacity() - self.up.len() < 4096 {
                 self.up.reserve(CHUNK);
             }
             let room = self.up.capacity() - self.up.len();
-            let n = read_some(stream, &mut self.up).await.map_err(|e| match e.kind() {
-                io::ErrorKind::ConnectionReset => Failure::Stale,
-                _ => other(e),
-            })?;
+            let n = read_some(stream, &mut self.up).await.map_err(closed)?;
             self.drained = n < room;
             if n == 0 {
-                return Err(if self.up.is_empty() {
-                    Failure::Stale
-                } else {
-                    Failure::Other("upstream closed inside the response head".into())
-                });
+                // Closed before a whole response head, whether or not part of one came.
+                return Err(Failure::Closed("upstream closed before a whole response head".into()));
             }
             loop {
                 match response::parse(
@@ -496,10 +395,10 @@ impl Exchange {
                     response::Parsed::Complete(resp) => return Ok(resp),
                     response::Parsed::Interim(len) => self.up.advance(len),
                     response::Parsed::Partial if self.up.len() > MAX_RESPONSE_HEAD => {
-                        return Err(Failure::Other("response head too large".into()));
+                        return Err(Failure::Upstream("response head too large".into()));
                     }
                     response::Parsed::Partial => break,
-                    response::Parsed::Invalid(why) => return Err(Failure::Other(why.into())),
+                    response::Parsed::Invalid(why) => return Err(Failure::Upstream(why.into())),
                 }
                 if self.up.is_empty() {
                     break;
@@ -551,39 +450,32 @@ impl Exchange {
                 Some(total)
             }
             Framing::Chunked => {
-                let mut scan = ChunkedScan::new();
-                loop {
-                    match scan.scan(&self.up) {
-                        Scanned::Invalid => {
-                            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad chunked framing"));
-                        }
-                        Scanned::End(n) => {
-                            self.out.extend_from_slice(&self.up[..n]);
-                            self.up.advance(n);
-                            self.write_out(io, &mut busy).await?;
-                            break;
-                        }
-                        Scanned::More => {
-                            self.out.extend_from_slice(&self.up);
-                            self.up.clear();
-                            self.write_out(io, &mut busy).await?;
-                            self.refill(&mut stream, CHUNK as u64).await?;
-                        }
-                    }
-                }
+                self.relay_chunked(io, &mut stream, &mut busy).await?;
                 None
             }
             Framing::UntilClose => {
+                // Sent on chunked, as hyper's path does, so the client's connection stays open.
                 let mut total = 0u64;
                 loop {
-                    total += self.up.len() as u64;
-                    self.out.extend_from_slice(&self.up);
-                    self.up.clear();
-                    self.write_out(io, &mut busy).await?;
+                    let n = self.up.len();
+                    if n > 0 {
+                        total += n as u64;
+                        let mut size = [0u8; 16];
+                        self.out.extend_from_slice(hex(n, &mut size));
+                        self.out.extend_from_slice(b"\r\n");
+                        self.out.extend_from_slice(&self.up);
+                        self.out.extend_from_slice(b"\r\n");
+                        self.up.clear();
+                    }
+                    if n > 0 || matches!(busy, Sending::Head(_)) {
+                        self.write_out(io, &mut busy).await?;
+                    }
                     if self.refill_or_end(&mut stream).await? {
                         break;
                     }
                 }
+                self.out.extend_from_slice(b"0\r\n\r\n");
+                self.write_out(io, &mut busy).await?;
                 Some(total)
             }
         };
@@ -598,6 +490,50 @@ impl Exchange {
         }
         self.up.clear();
         Ok(length)
+    }
+
+    /// Relays a chunked body as it is framed, up to its last chunk; its trailer section, which
+    /// neither transport relays, is read and replaced by the empty one.
+    async fn relay_chunked<IO: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut IO,
+        stream: &mut TcpStream,
+        busy: &mut Sending,
+    ) -> io::Result<()> {
+        let mut scan = ChunkedScan::new();
+        let mut trailers = false;
+        loop {
+            let scanned = if trailers { scan.scan(&self.up) } else { scan.scan_to_last(&self.up) };
+            match scanned {
+                Scanned::Invalid => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "bad chunked framing"));
+                }
+                Scanned::Last(n) => {
+                    self.out.extend_from_slice(&self.up[..n]);
+                    self.out.extend_from_slice(b"\r\n");
+                    self.up.advance(n);
+                    trailers = true;
+                    continue;
+                }
+                Scanned::End(n) => {
+                    if !trailers {
+                        self.out.extend_from_slice(&self.up[..n]);
+                    }
+                    self.up.advance(n);
+                    return self.write_out(io, busy).await;
+                }
+                Scanned::More => {
+                    if !trailers {
+                        self.out.extend_from_slice(&self.up);
+                    }
+                    self.up.clear();
+                    if !self.out.is_empty() {
+                        self.write_out(io, busy).await?;
+                    }
+                    self.refill(stream, CHUNK as u64).await?;
+                }
+            }
+        }
     }
 
     /// Writes what `out` holds to the client. After the first write (the response head) the
@@ -668,35 +604,11 @@ impl Exchange {
     where
         IO: AsyncWrite + Unpin,
     {
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.ok()?.to_bytes();
         self.out.clear();
-        response::status_line(&mut self.out, parts.status.as_u16(), "");
-        for (name, value) in &parts.headers {
-            if name != http::header::CONTENT_LENGTH
-                && name != http::header::CONNECTION
-                && name != X_REQUEST_ID
-            {
-                request::line(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
-            }
-        }
-        // RFC 9110 §8.6: never on a 1xx or 204.
-        if parts.status.as_u16() >= 200 && parts.status != http::StatusCode::NO_CONTENT {
-            let mut len = itoa::Buffer::new();
-            request::line(&mut self.out, b"content-length", len.format(body.len()).as_bytes());
-        }
-        request::line(&mut self.out, b"date", &date::now());
-        request::line(&mut self.out, b"x-request-id", request_id);
-        if close {
-            request::line(&mut self.out, b"connection", b"close");
-        }
-        self.out.extend_from_slice(b"\r\n");
-        if !head_request {
-            self.out.extend_from_slice(&body);
-        }
+        let len = response::write_own(&mut self.out, resp, request_id, close, head_request)?;
         io.write_all(&self.out).await.ok()?;
         io.flush().await.ok()?;
-        Some(body.len() as u64)
+        Some(len)
     }
 
     /// Answers a head that cannot be read (unparseable, or past `max_header_bytes`) with `e`
@@ -712,8 +624,8 @@ impl Exchange {
         Outcome::Close
     }
 
-    /// Answers `e` for a request refused before it reached a route's upstream (path, route,
-    /// body size); false when the connection must close after it.
+    /// Answers `e` for a request the policy core refused; false when the connection must close
+    /// after it.
     async fn refuse<IO>(
         &mut self,
         io: &mut IO,
@@ -721,26 +633,35 @@ impl Exchange {
         head: &RequestHead,
         e: GatewayError,
         lane: &Lane<'_>,
+        record: Record,
     ) -> bool
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let started = Instant::now();
         let rt = lane.gw.runtime();
         let request_id = request_id(lane.gw, rt.is_trusted(lane.info.peer.ip()), buf, head);
-        // A body the client is still sending cannot be skipped without reading it.
+        // A body that has not all arrived is not read on: the connection closes after the
+        // answer, which says so (hyper's path: `server::handle`, the same rule).
         let close = head.close || !head.whole_body_here(buf.len()) || lane.drain.is_cancelled();
         let status = e.status().as_u16();
         log_failure(&e, &request_id);
         let bytes = self.answer(io, e, head, request_id.as_bytes(), close).await;
-        let done =
-            Done { path: raw_path(buf, head), route: None, status, bytes, upstream: None, login: None };
-        finish(lane, head, &request_id, started, done);
+        record.finish(
+            lane.gw,
+            true,
+            &request_id,
+            lane.info.peer,
+            &head.method,
+            raw_path(buf, head),
+            status,
+            bytes,
+        );
         bytes.is_some() && !close
     }
 
     /// Serves one of the gateway's own endpoints: its body (at most the endpoints' JSON limit)
     /// is read whole, then the same handler as on hyper's path answers.
+    #[allow(clippy::too_many_arguments)] // the request's parts, borrowed from their owners
     async fn own<IO>(
         &mut self,
         io: &mut IO,
@@ -749,11 +670,11 @@ impl Exchange {
         rt: &Runtime,
         path: &str,
         lane: &Lane<'_>,
+        record: Record,
     ) -> bool
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let started = Instant::now();
         let gw = lane.gw;
         let request_id = request_id(gw, rt.is_trusted(lane.info.peer.ip()), buf, head);
         // Within the endpoints' limit (see `plan`), and the header read timeout: a body this
@@ -783,42 +704,9 @@ impl Exchange {
         let close = head.close || lane.drain.is_cancelled();
         let head_request = head.method == Method::HEAD;
         let bytes = self.respond(io, resp, request_id.as_bytes(), close, head_request).await;
-        let done = Done { path, route: None, status, bytes, upstream: None, login: None };
-        finish(lane, head, &request_id, started, done);
+        record.finish(gw, true, &request_id, lane.info.peer, &head.method, path, status, bytes);
         bytes.is_some() && !close
     }
-}
-
-/// How a request ended, for its metrics and access-log line.
-struct Done<'a> {
-    path: &'a str,
-    route: Option<&'a Route>,
-    status: u16,
-    bytes: Option<u64>,
-    upstream: Option<&'a str>,
-    login: Option<&'a str>,
-}
-
-/// Records a finished request as hyper's path does: the route's metrics (or the gateway's,
-/// without a route) and the access-log line.
-fn finish(lane: &Lane<'_>, head: &RequestHead, request_id: &HeaderValue, started: Instant, d: Done<'_>) {
-    let took = started.elapsed();
-    match d.route.and_then(|r| r.stats.get()) {
-        Some(stats) => stats.record(&head.method, d.status, took),
-        None => lane.gw.metrics.gateway.record(&head.method, d.status, took),
-    }
-    server::log_access(server::AccessLine {
-        request_id,
-        client: lane.info.peer,
-        method: &head.method,
-        path: d.path,
-        route: d.route.map(|r| &*r.name),
-        status: d.status,
-        bytes: d.bytes,
-        took,
-        upstream: d.upstream,
-        login: d.login,
-    });
 }
 
 /// The request as hyper's path hands it to an own endpoint: method, target, headers, and the
@@ -844,18 +732,25 @@ fn own_request(buf: &[u8], head: &RequestHead) -> Result<http::Request<EndpointB
 
 /// The request id: a trusted peer's own (when valid), else a new one.
 fn request_id(gw: &Gateway, trusted: bool, buf: &[u8], head: &RequestHead) -> HeaderValue {
-    match &head.request_id {
-        Some(r) if trusted => HeaderValue::from_bytes(&buf[r.clone()])
-            .ok()
-            .filter(server::valid_request_id)
-            .unwrap_or_else(|| gw.new_request_id()),
-        _ => gw.new_request_id(),
-    }
+    gate::request_id(gw, trusted, head.request_id.as_ref().map(|r| &buf[r.clone()]))
 }
 
 /// The path as the client sent it (ASCII: the target was checked byte by byte).
 fn raw_path<'b>(buf: &'b [u8], head: &RequestHead) -> &'b str {
     std::str::from_utf8(&buf[head.path.clone()]).unwrap_or("/")
+}
+
+/// `n` in lower-case hex, as a chunk size.
+fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
 }
 
 /// Reads what the socket has into `buf`'s spare room, waiting for it first (so a socket whose
@@ -868,13 +763,5 @@ async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> 
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
-    }
-}
-
-fn log_failure(e: &GatewayError, request_id: &HeaderValue) {
-    if e.status().is_server_error() {
-        tracing::warn!(request_id = ?request_id, error = %e, "request failed");
-    } else {
-        tracing::debug!(request_id = ?request_id, error = %e, "request refused");
     }
 }

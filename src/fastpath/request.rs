@@ -8,21 +8,13 @@ use http::Method;
 
 use crate::auth::Authenticated;
 pub use crate::auth::tokens::trim_spaces as trim;
-use crate::proxy::is_gateway_owned;
+use crate::framing::{Unreadable, malformed_why, unreadable_head};
+use crate::proxy::response::parse_length;
+use crate::proxy::{RequestFate as Fate, request_fate};
 use crate::routes::Route;
 
 /// Headers parsed per head. A head with more goes to hyper, which applies `max_headers`.
 pub const MAX_HEADERS: usize = 128;
-
-/// What becomes of a client header on its way upstream.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
-    Keep,
-    /// Kept only where the route forwards it.
-    Authorization,
-    /// Hop-by-hop, gateway-owned, or rewritten by the gateway.
-    Drop,
-}
 
 pub struct Header {
     pub name: Range<usize>,
@@ -43,8 +35,6 @@ pub struct RequestHead {
     pub host: Range<usize>,
     pub authorization: Option<Range<usize>>,
     pub authorizations: u32,
-    /// A `token` header (a token in two places on a Bearer route is refused).
-    pub token_header: bool,
     pub request_id: Option<Range<usize>>,
     pub forwarded_for: Option<Range<usize>>,
     pub forwarded_proto: Option<Range<usize>>,
@@ -73,35 +63,34 @@ pub enum Parsed {
     Partial,
     /// Not for the fast path: hyper serves it (and answers whatever is wrong with it).
     Unfit,
-    /// Not an HTTP/1.1 request anyone could read: refused with 400 and the connection closed.
-    Malformed(&'static str),
-    /// More header fields than `max_headers`: refused with 431 and the connection closed.
-    TooManyHeaders,
+    /// Not a request anyone could read (`crate::framing::unreadable_head`, the rule hyper's
+    /// path follows too): refused with 400 or 431 and the connection closed.
+    Unreadable(Unreadable),
 }
 
 /// Parses the head at the start of `buf`. Only plain HTTP/1.1 requests are fit: origin-form
 /// target of unambiguous characters, one Host, at most one valid Content-Length, no
 /// Transfer-Encoding, Upgrade or Expect, and a Connection header naming nothing but
 /// `keep-alive` / `close`. `spare` is a previous head's header list, reused.
-pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
+pub fn parse(buf: &[u8], max_head: usize, max_headers: usize, spare: Vec<Header>) -> Parsed {
     let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            return Parsed::Unreadable(Unreadable::TooLarge);
+        }
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        // An HTTP/2 preface is hyper's to read; another version, or a space in the target,
-        // is a request line nobody reads.
-        Err(httparse::Error::Version) if buf.starts_with(b"PRI * HTTP/2.0") => return Parsed::Unfit,
         // Past this parser's own array but within the configured limit: hyper's path reads it.
         Err(httparse::Error::TooManyHeaders) if max_headers > MAX_HEADERS => return Parsed::Unfit,
-        Err(httparse::Error::TooManyHeaders) => return Parsed::TooManyHeaders,
-        Err(e) => return Parsed::Malformed(malformed_why(e)),
+        // An HTTP/2 preface is hyper's to read (`None`); anything else is a head nobody reads.
+        Err(e) => return malformed_why(e, buf).map_or(Parsed::Unfit, Parsed::Unreadable),
     };
+    if let Some(why) = unreadable_head(&req, len, max_head, max_headers) {
+        return Parsed::Unreadable(why);
+    }
     if req.version != Some(1) {
         return Parsed::Unfit;
-    }
-    if req.headers.len() > max_headers {
-        return Parsed::TooManyHeaders;
     }
     let method = match req.method {
         Some("GET") => Method::GET,
@@ -135,7 +124,6 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
         host: 0..0,
         authorization: None,
         authorizations: 0,
-        token_header: false,
         request_id: None,
         forwarded_for: None,
         forwarded_proto: None,
@@ -147,9 +135,10 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
     let (mut hosts, mut lengths, mut forwarded_fors) = (0, 0, 0);
     for h in req.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
-        let mut fate = Fate::Keep;
+        // What is forwarded is the one list's (`proxy::headers`); here only what the fast path
+        // reads of the head, and what it leaves to hyper.
+        let fate = request_fate(name);
         match name.len() {
-            2 if name.eq_ignore_ascii_case(b"te") => fate = Fate::Drop,
             4 if name.eq_ignore_ascii_case(b"host") => {
                 // hyper's path refuses a malformed Host with the SPEC's error body.
                 if !crate::routes::valid_host(value) {
@@ -157,12 +146,9 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
                 }
                 hosts += 1;
                 head.host = at(value);
-                fate = Fate::Drop;
             }
-            5 if name.eq_ignore_ascii_case(b"token") => head.token_header = true,
             6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Unfit,
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Unfit,
-            7 if name.eq_ignore_ascii_case(b"trailer") => fate = Fate::Drop,
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for token in value.split(|&b| b == b',') {
                     match trim(token) {
@@ -172,50 +158,35 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
                         _ => return Parsed::Unfit,
                     }
                 }
-                fate = Fate::Drop;
             }
-            10 if name.eq_ignore_ascii_case(b"keep-alive") => fate = Fate::Drop,
             13 if name.eq_ignore_ascii_case(b"authorization") => {
                 head.authorizations += 1;
                 head.authorization = Some(at(value));
-                fate = Fate::Authorization;
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 lengths += 1;
-                match parse_length(value) {
-                    Some(n) => head.content_length = n,
-                    None => return Parsed::Malformed("Content-Length is not one number"),
+                // Read by `unreadable_head` already.
+                head.content_length = parse_length(value).unwrap_or(0);
+            }
+            // One `chunked` (the only coding `unreadable_head` lets by) is hyper's to decode.
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Unfit,
+            _ if fate == Fate::Drop => {
+                // The first of each counts, as hyper's path reads them (`HeaderMap::get`).
+                let first = |slot: &mut Option<Range<usize>>| {
+                    slot.get_or_insert_with(|| at(value));
+                };
+                if name.eq_ignore_ascii_case(b"x-request-id") {
+                    first(&mut head.request_id);
+                } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+                    forwarded_fors += 1;
+                    first(&mut head.forwarded_for);
+                } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+                    first(&mut head.forwarded_proto);
+                } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+                    first(&mut head.forwarded_host);
                 }
             }
-            16 if name.eq_ignore_ascii_case(b"proxy-connection") => fate = Fate::Drop,
-            // One `chunked` is hyper's to decode; any other coding is refused here, with the
-            // SPEC's body (hyper's own refusal has none).
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                if !trim(value).eq_ignore_ascii_case(b"chunked") {
-                    return Parsed::Malformed("transfer codings other than one chunked");
-                }
-                return Parsed::Unfit;
-            }
-            18 if name.eq_ignore_ascii_case(b"proxy-authenticate") => fate = Fate::Drop,
-            19 if name.eq_ignore_ascii_case(b"proxy-authorization") => fate = Fate::Drop,
             _ => {}
-        }
-        if fate == Fate::Keep && is_gateway_owned(h.name) {
-            fate = Fate::Drop;
-            // The first of each counts, as hyper's path reads them (`HeaderMap::get`).
-            let first = |slot: &mut Option<Range<usize>>| {
-                slot.get_or_insert_with(|| at(value));
-            };
-            if name.eq_ignore_ascii_case(b"x-request-id") {
-                first(&mut head.request_id);
-            } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-                forwarded_fors += 1;
-                first(&mut head.forwarded_for);
-            } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
-                first(&mut head.forwarded_proto);
-            } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
-                first(&mut head.forwarded_host);
-            }
         }
         head.headers.push(Header { name: at(name), value: at(value), fate });
     }
@@ -224,24 +195,6 @@ pub fn parse(buf: &[u8], max_headers: usize, spare: Vec<Header>) -> Parsed {
         return Parsed::Unfit;
     }
     Parsed::Complete(head)
-}
-
-fn malformed_why(e: httparse::Error) -> &'static str {
-    match e {
-        httparse::Error::HeaderName => "invalid header name",
-        httparse::Error::HeaderValue => "invalid header value",
-        httparse::Error::NewLine => "invalid line ending",
-        httparse::Error::Token => "invalid request line",
-        _ => "unparseable request head",
-    }
-}
-
-/// A Content-Length value: digits only, at most 18 of them (no sign, space or list).
-pub fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Request-target bytes the fast path takes as they are: unreserved, sub-delims, `%`, `:`, `@`,
@@ -307,11 +260,7 @@ pub fn write_upstream_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, f:
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let extra = &f.route.upstream_headers;
     for h in &head.headers {
-        let keep = match h.fate {
-            Fate::Keep => true,
-            Fate::Authorization => f.route.forward_authorization,
-            Fate::Drop => false,
-        };
+        let keep = h.fate.forwarded(f.route);
         let name = b(&h.name);
         if keep && !extra.iter().any(|(n, _)| name.eq_ignore_ascii_case(n.as_str().as_bytes())) {
             line(out, name, b(&h.value));
@@ -364,7 +313,7 @@ mod tests {
     use super::*;
 
     fn fit(head: &str) -> bool {
-        matches!(parse(head.as_bytes(), 100, Vec::new()), Parsed::Complete(_))
+        matches!(parse(head.as_bytes(), 65536, 100, Vec::new()), Parsed::Complete(_))
     }
 
     #[test]
@@ -373,6 +322,7 @@ mod tests {
         assert!(fit("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n"));
         let Parsed::Complete(h) = parse(
             b"GET /p?q HTTP/1.1\r\nhost: h\r\nconnection: close\r\nX_Auth_Login: x\r\n\r\nrest",
+            65536,
             100,
             Vec::new(),
         ) else {
@@ -408,10 +358,10 @@ mod tests {
         ] {
             assert!(!fit(head), "{head:?}");
         }
-        assert!(matches!(parse(b"GET /a HTTP/1.1\r\nHost: a\r\n", 100, Vec::new()), Parsed::Partial));
+        assert!(matches!(parse(b"GET /a HTTP/1.1\r\nHost: a\r\n", 65536, 100, Vec::new()), Parsed::Partial));
         let many: String = (0..20).map(|i| format!("x-{i}: 1\r\n")).collect();
         assert!(!matches!(
-            parse(format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(), 10, Vec::new()),
+            parse(format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(), 65536, 10, Vec::new()),
             Parsed::Complete(_)
         ));
     }
@@ -432,17 +382,25 @@ mod tests {
             "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost : a\r\n\r\n",
         ] {
-            assert!(matches!(parse(head.as_bytes(), 100, Vec::new()), Parsed::Malformed(_)), "{head:?}");
+            assert!(
+                matches!(
+                    parse(head.as_bytes(), 65536, 100, Vec::new()),
+                    Parsed::Unreadable(Unreadable::Malformed(_))
+                ),
+                "{head:?}"
+            );
         }
-        let preface = parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 100, Vec::new());
+        let preface = parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 65536, 100, Vec::new());
         assert!(matches!(preface, Parsed::Unfit), "an HTTP/2 preface is hyper's");
         let many = |n: usize| {
             let lines: String = (0..n).map(|i| format!("x-{i}: 1\r\n")).collect();
             format!("GET / HTTP/1.1\r\nHost: a\r\n{lines}\r\n")
         };
-        assert!(matches!(parse(many(20).as_bytes(), 10, Vec::new()), Parsed::TooManyHeaders));
-        assert!(matches!(parse(many(MAX_HEADERS + 5).as_bytes(), 100, Vec::new()), Parsed::TooManyHeaders));
+        let too_large = |p| matches!(p, Parsed::Unreadable(Unreadable::TooLarge));
+        assert!(too_large(parse(many(20).as_bytes(), 65536, 10, Vec::new())));
+        assert!(too_large(parse(many(MAX_HEADERS + 5).as_bytes(), 65536, 100, Vec::new())));
+        assert!(too_large(parse(many(20).as_bytes(), 100, 100, Vec::new())), "over max_header_bytes");
         // Configured above this parser's array: hyper's path applies the configured limit.
-        assert!(matches!(parse(many(MAX_HEADERS + 5).as_bytes(), 500, Vec::new()), Parsed::Unfit));
+        assert!(matches!(parse(many(MAX_HEADERS + 5).as_bytes(), 65536, 500, Vec::new()), Parsed::Unfit));
     }
 }

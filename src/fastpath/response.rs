@@ -1,24 +1,14 @@
-//! An upstream response head read as bytes: how its body is framed, whether its connection can
-//! be reused, and the head the client gets (hop-by-hop headers out, the request id in).
+//! An upstream response head read as bytes, judged by the one rule of `crate::proxy::response`
+//! (framing, limits, status line), and the head the client gets, written by the response
+//! header fates of `crate::proxy::headers`.
 
 use std::mem::MaybeUninit;
-
-use http::StatusCode;
-
 use std::ops::Range;
 
-use super::request::{MAX_HEADERS, line, parse_length, trim};
-
-/// How a response body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body (HEAD, 204, 304, or `Content-Length: 0`).
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Until the upstream closes; the client connection closes after it too.
-    UntilClose,
-}
+use super::request::line;
+pub use crate::proxy::response::Framing;
+use crate::proxy::response::{self as rule, MAX_HEAD, MAX_HEADERS};
+use crate::proxy::{ResponseFate, named_in, response_fate};
 
 pub struct ResponseHead {
     pub len: usize,
@@ -48,42 +38,34 @@ pub fn parse(buf: &[u8], head_request: bool, mut spare: Vec<(Range<usize>, Range
     let len = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut resp, buf, &mut raw)
     {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return Parsed::Invalid("response head too large");
+        }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Invalid("too many response header fields"),
         Err(_) => return Parsed::Invalid("unparsable response head"),
     };
-    let Some(status) = resp.code.filter(|&c| c >= 100) else { return Parsed::Invalid("no valid status") };
-    if status == 101 {
-        return Parsed::Invalid("101 without an upgrade request");
+    let Some(status) = resp.code else { return Parsed::Invalid("no valid status") };
+    if let Err(why) = rule::valid_status(status, false) {
+        return Parsed::Invalid(why);
     }
     if (100..200).contains(&status) {
         return Parsed::Interim(len);
     }
-    let (mut length, mut lengths, mut chunked, mut encodings, mut close) = (0u64, 0, false, 0, false);
-    for h in resp.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            lengths += 1;
-            let Some(n) = parse_length(trim(h.value)) else { return Parsed::Invalid("bad Content-Length") };
-            length = n;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            encodings += 1;
-            chunked = trim(h.value).eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= h.value.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(b"close"));
-        }
-    }
-    let no_body = head_request || status == 204 || status == 304;
-    let framing = match (no_body, encodings, lengths) {
-        (true, ..) => Framing::Empty,
-        (_, 0, 0) => Framing::UntilClose,
-        (_, 0, 1) if length == 0 => Framing::Empty,
-        (_, 0, 1) => Framing::Length(length),
-        (_, 1, 0) if chunked => Framing::Chunked,
-        _ => return Parsed::Invalid("ambiguous or unsupported body framing"),
-    };
+    let named = |n: &'static str| values(resp.headers, n);
+    let framing =
+        match rule::framing(head_request, status, named("content-length"), named("transfer-encoding")) {
+            Ok(f) => f,
+            Err(why) => return Parsed::Invalid(why),
+        };
+    let close = named_in(named("connection"), b"close");
     let reusable = resp.version == Some(1) && !close && framing != Framing::UntilClose;
     let at = |s: &[u8]| {
+        // An empty slice may point anywhere (httparse's empty reason is a static).
+        if s.is_empty() {
+            return 0..0;
+        }
         let start = s.as_ptr() as usize - buf.as_ptr() as usize;
         start..start + s.len()
     };
@@ -93,25 +75,32 @@ pub fn parse(buf: &[u8], head_request: bool, mut spare: Vec<(Range<usize>, Range
     Parsed::Complete(ResponseHead { len, status, framing, reusable, reason, headers: spare })
 }
 
-/// Writes the client's response head for the upstream head at the start of `buf`.
+/// The values of the header fields named `name`.
+fn values<'b>(headers: &'b [httparse::Header<'b>], name: &'static str) -> impl Iterator<Item = &'b [u8]> {
+    headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+/// Writes the client's response head for the upstream head at the start of `buf`: the
+/// response fates decide each header; the framing headers are written from `head.framing`.
 pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, request_id: &[u8], close: bool) {
     let headers = || head.headers.iter().map(|(n, v)| (&buf[n.clone()], &buf[v.clone()]));
-    status_line(out, head.status, std::str::from_utf8(&buf[head.reason.clone()]).unwrap_or(""));
-    // Headers the Connection header names go too (as hyper's path strips them).
-    let named = |name: &[u8]| {
-        headers()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-            .any(|(_, v)| v.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(name)))
-    };
+    let reason = std::str::from_utf8(&buf[head.reason.clone()]).unwrap_or("");
+    status_line(out, head.status, rule::reason(head.status, reason));
+    let connection = || headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")).map(|(_, v)| v);
     let mut dated = false;
     for (name, value) in headers() {
-        if is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"x-request-id") || named(name) {
-            continue;
+        match response_fate(name, named_in(connection(), name)) {
+            ResponseFate::Keep => {
+                dated |= name.eq_ignore_ascii_case(b"date");
+                line(out, name, value);
+            }
+            // Its value as the framing rule read it: one, valid. A HEAD answer keeps the length
+            // it states; a 204 or 304 has none (`proxy::headers::prepare_response`).
+            ResponseFate::Length if head.status != 204 && head.status != 304 => line(out, name, value),
+            ResponseFate::Length | ResponseFate::Drop => {}
         }
-        dated |= name.eq_ignore_ascii_case(b"date");
-        line(out, name, value);
     }
-    if head.framing == Framing::Chunked {
+    if matches!(head.framing, Framing::Chunked | Framing::UntilClose) {
         line(out, b"transfer-encoding", b"chunked");
     }
     if !dated {
@@ -124,18 +113,65 @@ pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, req
     out.extend_from_slice(b"\r\n");
 }
 
-pub fn status_line(out: &mut Vec<u8>, status: u16, upstream_reason: &str) {
+/// Writes a response the gateway made itself (its own endpoints' answers and its errors, whose
+/// bodies are whole in memory) as HTTP/1.1 bytes; the body's length, or `None` for a body that
+/// is not whole. Both transports write these: the fast path, and the connection's refusal of a
+/// head hyper's path cannot read (`crate::listener`).
+pub fn write_own(
+    out: &mut Vec<u8>,
+    resp: http::Response<crate::body::GatewayBody>,
+    request_id: &[u8],
+    close: bool,
+    head_request: bool,
+) -> Option<u64> {
+    let (parts, body) = resp.into_parts();
+    let http_body_util::Either::Left(full) = body else { return None };
+    let mut body = std::pin::pin!(full);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut bytes = Vec::new();
+    loop {
+        match http_body::Body::poll_frame(body.as_mut(), &mut cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+            }
+            std::task::Poll::Ready(None) => break,
+            _ => return None,
+        }
+    }
+    let status = parts.status.as_u16();
+    status_line(out, status, rule::reason(status, ""));
+    for (name, value) in &parts.headers {
+        if name != http::header::CONTENT_LENGTH && name != http::header::CONNECTION && name != "x-request-id"
+        {
+            line(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    // RFC 9110 §8.6: never on a 1xx or 204.
+    if status >= 200 && status != 204 {
+        let mut len = itoa::Buffer::new();
+        line(out, b"content-length", len.format(bytes.len()).as_bytes());
+    }
+    line(out, b"date", &super::date::now());
+    line(out, b"x-request-id", request_id);
+    if close {
+        line(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_request {
+        out.extend_from_slice(&bytes);
+    }
+    Some(bytes.len() as u64)
+}
+
+pub fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut code = itoa::Buffer::new();
     out.extend_from_slice(code.format(status).as_bytes());
     out.push(b' ');
-    let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason());
-    out.extend_from_slice(reason.unwrap_or(upstream_reason).as_bytes());
+    out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-}
-
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    crate::proxy::HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
 }
 
 #[cfg(test)]

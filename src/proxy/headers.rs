@@ -31,6 +31,95 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
+fn is_hop_by_hop_bytes(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// What becomes of a client's request header on its way upstream. The one list both writers
+/// (hyper's `HeaderMap` and the fast path's bytes) follow; headers the client's `Connection`
+/// names are dropped too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFate {
+    Keep,
+    /// Kept only where the route says `forward_authorization`.
+    Authorization,
+    /// The refresh token's header: kept only where the route says `forward_token_header`.
+    Token,
+    /// Hop-by-hop, gateway-owned (set by the gateway itself), or `Host` (the upstream's).
+    Drop,
+}
+
+pub fn request_fate(name: &[u8]) -> RequestFate {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    match name.len() {
+        4 if is("host") => RequestFate::Drop,
+        5 if is("token") => RequestFate::Token,
+        13 if is("authorization") => RequestFate::Authorization,
+        _ if is_hop_by_hop_bytes(name) => RequestFate::Drop,
+        _ if std::str::from_utf8(name).is_ok_and(is_gateway_owned) => RequestFate::Drop,
+        _ => RequestFate::Keep,
+    }
+}
+
+impl RequestFate {
+    /// Whether a header of this fate reaches the route's upstream.
+    pub fn forwarded(self, route: &crate::routes::Route) -> bool {
+        match self {
+            RequestFate::Keep => true,
+            RequestFate::Authorization => route.forward_authorization,
+            RequestFate::Token => route.forward_token_header,
+            RequestFate::Drop => false,
+        }
+    }
+}
+
+/// What becomes of an upstream response header on its way to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFate {
+    Keep,
+    /// Hop-by-hop (its framing is the gateway's to write), named by `Connection`, or
+    /// `X-Request-Id` (the gateway sets its own).
+    Drop,
+    /// `Content-Length`: kept as the framing rule read it, even when `Connection` names it
+    /// (dropping it would leave a kept-alive client without the response's end); never on a
+    /// 204 or 304 (hyper's server drops it there, and so does the fast path).
+    Length,
+}
+
+pub fn response_fate(name: &[u8], named_by_connection: bool) -> ResponseFate {
+    if name.eq_ignore_ascii_case(b"content-length") {
+        ResponseFate::Length
+    } else if named_by_connection || is_hop_by_hop_bytes(name) || name.eq_ignore_ascii_case(b"x-request-id") {
+        ResponseFate::Drop
+    } else {
+        ResponseFate::Keep
+    }
+}
+
+/// Whether one of the `Connection` header values names `name`.
+pub fn named_in<'a>(connection: impl IntoIterator<Item = &'a [u8]>, name: &[u8]) -> bool {
+    connection.into_iter().any(|v| {
+        v.split(|&b| b == b',').any(|t| crate::auth::tokens::trim_spaces(t).eq_ignore_ascii_case(name))
+    })
+}
+
+/// Applies the response fates to an upstream response's headers (hyper's writer).
+pub fn prepare_response(headers: &mut HeaderMap, status: u16) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for n in headers.keys() {
+        let named =
+            named_in(headers.get_all(header::CONNECTION).iter().map(|v| v.as_bytes()), n.as_str().as_bytes());
+        match response_fate(n.as_str().as_bytes(), named) {
+            ResponseFate::Drop => doomed.push(n.clone()),
+            ResponseFate::Length if status == 204 || status == 304 => doomed.push(n.clone()),
+            _ => {}
+        }
+    }
+    for n in doomed {
+        headers.remove(n);
+    }
+}
+
 /// Header names compared as an upstream framework might see them: case-insensitive, with `_`
 /// the same as `-` (CGI-style servers map both to the same variable).
 fn starts_like(name: &str, prefix: &str) -> bool {
@@ -73,14 +162,9 @@ fn is_framing_lookalike(name: &str) -> bool {
     name.contains('_') && NAMES.iter().any(|n| same_like(name, n))
 }
 
-/// Removes hop-by-hop headers and any header named in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip(headers, |_| false);
-}
-
-/// Removes hop-by-hop headers, headers named in `Connection` and those `also` names, in one pass
-/// over the names (no allocation when there is nothing to remove, the common case).
-fn strip(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
+/// Removes what the request fates drop for `route`, and headers named in `Connection`, in one
+/// pass over the names (no allocation when there is nothing to remove, the common case).
+fn strip_request(headers: &mut HeaderMap, route: &crate::routes::Route) {
     let mut doomed: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(header::CONNECTION) {
         for token in v.to_str().unwrap_or("").split(',') {
@@ -90,7 +174,7 @@ fn strip(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
         }
     }
     for n in headers.keys() {
-        if is_hop_by_hop(n) || also(n.as_str()) {
+        if !request_fate(n.as_str().as_bytes()).forwarded(route) {
             doomed.push(n.clone());
         }
     }
@@ -114,21 +198,18 @@ pub fn prepare_upstream_request(
     headers: &mut HeaderMap,
     fwd: &Forwarding,
     auth: &Authenticated,
-    forward_authorization: bool,
+    route: &crate::routes::Route,
     upstream_host: &HeaderValue,
-    extra: &[(HeaderName, HeaderValue)],
     upgrade: Option<HeaderValue>,
 ) {
+    let extra = &route.upstream_headers;
     // Read what a trusted proxy told us before stripping: a `Connection: x-forwarded-for` must
     // not make us lose the chain we are about to extend.
     let xff = if fwd.trusted_peer { joined(headers, &X_FORWARDED_FOR) } else { None };
     let xfp = if fwd.trusted_peer { headers.get(&X_FORWARDED_PROTO).cloned() } else { None };
     let xfh = if fwd.trusted_peer { headers.get(&X_FORWARDED_HOST).cloned() } else { None };
 
-    strip(headers, is_gateway_owned);
-    if !forward_authorization {
-        headers.remove(header::AUTHORIZATION);
-    }
+    strip_request(headers, route);
     // Room for what is added below in one step, rather than the map growing twice on the way.
     let _ = headers.try_reserve(10 + extra.len());
 
@@ -237,8 +318,12 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("accept", HeaderValue::from_static("*/*"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
+        h.insert("content-length", HeaderValue::from_static("5"));
+        h.insert("x-request-id", HeaderValue::from_static("theirs"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret, content-length"));
+        prepare_response(&mut h, 200);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h.contains_key("content-length"), "the framing survives being named");
         assert!(h.contains_key("accept"));
     }
 

@@ -1,64 +1,56 @@
 //! Forwarding a request to its route's upstream: headers, streaming, timeouts, upgrades.
 
+mod failure;
 mod headers;
 mod pool;
+pub mod response;
 mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+pub use failure::{Blame, Failure};
 pub use headers::{
-    Forwarding, HOP_BY_HOP, X_REQUEST_ID, client_address, is_gateway_owned, is_hop_by_hop, strip_hop_by_hop,
+    Forwarding, HOP_BY_HOP, RequestFate, ResponseFate, X_REQUEST_ID, client_address, is_gateway_owned,
+    is_hop_by_hop, named_in, request_fate, response_fate,
 };
-pub use pool::SendError;
 pub use pool::UpstreamBody;
 pub use upstream::{Balance, Upstream, UpstreamPool, spawn_upkeep};
 
-use crate::auth::Authenticated;
 use crate::body::{GatewayBody, LimitedBody, body_fate};
 use crate::error::GatewayError;
+use crate::gate::{Plan, Record, retry};
 use crate::routes::Route;
 
-/// Sends `req` to one of the route's upstreams and streams the answer back.
+/// Sends `req` to one of the route's upstreams, as `plan` says, and streams the answer back.
 pub async fn forward(
-    route: &Route,
-    auth: &Authenticated,
+    plan: &Plan<'_, '_>,
     fwd: &Forwarding,
     mut req: Request<Incoming>,
-    path: &str,
     max_body_bytes: u64,
-    served_by: &mut Option<Arc<str>>,
+    record: &mut Record,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| GatewayError::Malformed("bad Content-Length".into()))?;
-        if len > max_body_bytes {
-            return Err(GatewayError::TooLarge);
-        }
-    }
+    let route = plan.route;
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let hold = req.extensions_mut().remove::<crate::listener::TunnelHold>();
+    let head_request = req.method() == http::Method::HEAD;
 
     let first = route.pool.pick();
     let (mut parts, body) = req.into_parts();
     parts.version = Version::HTTP_11;
-    let target = route.upstream_path(path);
+    let target = route.upstream_path(&plan.path);
     headers::prepare_upstream_request(
         &mut parts.headers,
         fwd,
-        auth,
-        route.forward_authorization,
+        &plan.auth,
+        route,
         &first.host_header,
-        &route.upstream_headers,
         upgrade,
     );
     // hyper's client sends a GET or HEAD body of unknown length (chunked, or HTTP/2 without
@@ -69,36 +61,33 @@ pub async fn forward(
     {
         parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
-    // One retry on another upstream, only when nothing can have been sent: a connect failure of
-    // an idempotent request without a body. The copy is made only when a retry is possible.
-    let may_retry = route.pool.upstreams.len() > 1
-        && is_idempotent(&parts.method)
-        && http_body::Body::is_end_stream(&body);
+    let has_body = !http_body::Body::is_end_stream(&body);
+    let method = parts.method.clone();
     let client_uri = parts.uri.clone();
     parts.uri = upstream_uri(first, target, &client_uri)?;
     let fate = Arc::new(AtomicU8::new(body_fate::READING));
     let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, fate.clone()));
-    let retry = may_retry.then(|| pool::bodiless_copy(&req));
-    *served_by = Some(first.url.clone());
-    let mut result = send(route, first, req).await;
-    if let (Err(Failure::Connect(_)), Some(mut req)) = (&result, retry) {
-        let second = route.pool.pick_other(first);
-        tracing::info!(route = %route.name, from = %first.url, to = %second.url, "retrying after connect failure");
-        req.headers_mut().insert(header::HOST, second.host_header.clone());
-        *req.uri_mut() = upstream_uri(second, target, &client_uri)?;
-        *served_by = Some(second.url.clone());
-        result = send(route, second, req).await;
+    record.upstream = Some(first.url.clone());
+    let mut result = send(route, first, req, &method, has_body).await;
+    if let Err((f, Some(unsent))) = &mut result {
+        if retry::may_retry_elsewhere(f, route.pool.upstreams.len()) {
+            let second = route.pool.pick_other(first);
+            tracing::info!(route = %route.name, from = %first.url, to = %second.url, "retrying after connect failure");
+            let mut req = std::mem::replace(unsent, Box::new(Request::new(LimitedBody::empty())));
+            req.headers_mut().insert(header::HOST, second.host_header.clone());
+            *req.uri_mut() = upstream_uri(second, target, &client_uri)?;
+            record.upstream = Some(second.url.clone());
+            result = send(route, second, *req, &method, has_body).await;
+        }
     }
     let mut resp = match result {
         Ok(resp) => resp,
-        Err(Failure::Timeout) => return Err(GatewayError::UpstreamTimeout),
-        Err(_) if fate.load(Ordering::Acquire) == body_fate::TOO_LARGE => return Err(GatewayError::TooLarge),
-        Err(_) if fate.load(Ordering::Acquire) == body_fate::CLIENT_FAILED => {
-            return Err(GatewayError::Malformed(
-                "the request body broke off or its framing is invalid".into(),
-            ));
+        Err((f, _)) => {
+            let f = client_side(f, &fate);
+            // The client's body not read to its end: its connection cannot go on.
+            record.body_unread = has_body && fate.load(Ordering::Acquire) != body_fate::ENDED;
+            return Err(f.into_error());
         }
-        Err(Failure::Connect(e) | Failure::Other(e)) => return Err(GatewayError::UpstreamUnavailable(e)),
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -129,22 +118,40 @@ pub async fn forward(
         let (parts, _) = resp.into_parts();
         return Ok(Response::from_parts(parts, crate::body::empty()));
     }
-    if resp.headers().contains_key(header::TRANSFER_ENCODING)
-        && resp.headers().contains_key(header::CONTENT_LENGTH)
-    {
-        // Both framings at once (RFC 9112 §6.3: a smuggling sign); the connection is dropped.
-        return Err(GatewayError::UpstreamUnavailable(
-            "response with Content-Length and Transfer-Encoding".into(),
-        ));
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    let framing = response::framing(
+        head_request,
+        status,
+        h.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes),
+        h.get_all(header::TRANSFER_ENCODING).iter().map(HeaderValue::as_bytes),
+    );
+    if let Err(why) = framing {
+        // Dropped unread: its connection is closed, not reused.
+        tracing::warn!(route = %route.name, upstream = ?record.upstream, error = why, "upstream response refused");
+        return Err(GatewayError::UpstreamUnavailable(why.into()));
     }
-    strip_hop_by_hop(resp.headers_mut());
+    headers::prepare_response(resp.headers_mut(), status);
+    // The client gets HTTP/1.1 and the status code's own reason phrase (`response::reason`):
+    // hyper writes a phrase it is given only for a code without one.
+    *resp.version_mut() = Version::HTTP_11;
+    if resp.status().canonical_reason().is_some() {
+        resp.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
+    }
     Ok(resp.map(Either::Right))
 }
 
-enum Failure {
-    Connect(String),
-    Timeout,
-    Other(String),
+/// A failed exchange whose cause was the client's body (too large, broken off, badly framed)
+/// is the client's failure, whatever the upstream call reported.
+fn client_side(f: Failure, fate: &AtomicU8) -> Failure {
+    match (f, fate.load(Ordering::Acquire)) {
+        (Failure::Timeout, _) => Failure::Timeout,
+        (_, body_fate::TOO_LARGE) => Failure::TooLarge,
+        (_, body_fate::CLIENT_FAILED) => {
+            Failure::Client("the request body broke off or its framing is invalid".into())
+        }
+        (f, _) => f,
+    }
 }
 
 /// One attempt against one upstream, bounded by the route's timeout; feeds passive health.
@@ -152,32 +159,17 @@ async fn send(
     route: &Route,
     upstream: &Upstream,
     req: Request<LimitedBody>,
-) -> Result<Response<UpstreamBody>, Failure> {
+    method: &http::Method,
+    has_body: bool,
+) -> Result<Response<UpstreamBody>, (Failure, Option<pool::Unsent>)> {
     let _in_flight = upstream.start_request();
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(route.timeout, upstream.conns.send(req)).await;
-    if let Some(stats) = route.stats.get() {
-        stats.upstream_latency.observe(started.elapsed());
-    }
-    match result {
-        Err(_) => {
-            tracing::warn!(route = %route.name, upstream = %upstream.url, "upstream timed out");
-            Err(Failure::Timeout)
-        }
-        Ok(Err(SendError::Connect(e))) => {
-            tracing::warn!(route = %route.name, upstream = %upstream.url, error = %e, "upstream connect failed");
-            upstream.record_connect(false);
-            Err(Failure::Connect(e))
-        }
-        Ok(Err(SendError::Other(e))) => {
-            tracing::warn!(route = %route.name, upstream = %upstream.url, error = %e, "upstream request failed");
-            Err(Failure::Other(e))
-        }
-        Ok(Ok(resp)) => {
-            upstream.record_connect(true);
-            Ok(resp)
-        }
-    }
+    let resend = |f: &Failure, reused: bool| retry::may_resend(f, reused, method, has_body);
+    let result = tokio::time::timeout(route.timeout, upstream.conns.send(req, resend))
+        .await
+        .unwrap_or(Err((Failure::Timeout, None)));
+    retry::observe(route, upstream, started, result.as_ref().map(|_| ()).map_err(|(f, _)| f));
+    result
 }
 
 /// The origin-form target sent upstream: the upstream's base path, the normalised path and the
@@ -200,11 +192,9 @@ fn upstream_uri(upstream: &Upstream, target: &str, client: &Uri) -> Result<Uri, 
     Uri::try_from(uri).map_err(|e| GatewayError::Malformed(format!("upstream uri: {e}")))
 }
 
-pub fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
-}
-
-/// The protocol of an HTTP/1.1 `Upgrade` request (`Connection: upgrade` + `Upgrade: x`).
+/// The protocol of an HTTP/1.1 WebSocket upgrade (`Connection: upgrade` + `Upgrade: websocket`),
+/// the only one tunnelled: any other `Upgrade` (h2c included) is dropped as hop-by-hop and the
+/// request served as plain HTTP.
 fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
@@ -216,5 +206,7 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if wants { req.headers().get(header::UPGRADE).cloned() } else { None }
+    let upgrade =
+        req.headers().get(header::UPGRADE).filter(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if wants { upgrade.cloned() } else { None }
 }

@@ -21,6 +21,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::Failure;
 use crate::body::LimitedBody;
 
 /// Idle connections kept per upstream; past this, a finished connection is closed.
@@ -30,15 +31,6 @@ const MAX_IDLE: usize = 256;
 const IDLE_FOR: Duration = Duration::from_secs(50);
 /// How long a connection taken from the pool may take to be ready for a request.
 const SETTLE_FOR: Duration = Duration::from_secs(1);
-
-/// Why a request could not be sent: the difference decides retries and passive health.
-#[derive(Debug)]
-pub enum SendError {
-    /// No connection could be opened; nothing was sent.
-    Connect(String),
-    /// The connection failed after the request may have been (partly) sent.
-    Other(String),
-}
 
 /// The connections to one upstream.
 pub struct Connections {
@@ -126,14 +118,14 @@ impl Connections {
     }
 
     /// A new socket to the upstream.
-    pub async fn open_stream(&self) -> Result<TcpStream, SendError> {
+    pub async fn open_stream(&self) -> Result<TcpStream, Failure> {
         let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = self.authority.port_u16().unwrap_or(80);
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port))).await
         {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SendError::Connect(format!("connect to {}: {e}", self.authority))),
-            Err(_) => return Err(SendError::Connect(format!("connect to {}: timed out", self.authority))),
+            Ok(Err(e)) => return Err(Failure::Connect(format!("connect to {}: {e}", self.authority))),
+            Err(_) => return Err(Failure::Connect(format!("connect to {}: timed out", self.authority))),
         };
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
@@ -142,22 +134,28 @@ impl Connections {
     }
 
     /// Sends `req` (origin-form URI) on a pooled connection, or on a new one. A request that a
-    /// pooled connection refused unsent (the upstream closed it while idle) goes on another.
+    /// pooled connection refused unsent (the upstream closed it while idle) goes on another;
+    /// one that failed after it went out goes once more, on a fresh connection, where
+    /// `resend(failure, reused)` (the policy core's rule) allows it. When no connection could
+    /// be opened, the request comes back with the failure, untouched, for another upstream.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<LimitedBody>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+        resend: impl Fn(&Failure, bool) -> bool,
+    ) -> Result<Response<UpstreamBody>, (Failure, Option<Unsent>)> {
         let mut fresh_only = false;
         loop {
             let checked_out = if fresh_only { None } else { self.checkout().await };
             let (mut link, reused) = match checked_out {
                 Some(link) => (link, true),
-                None => (self.connect().await?, false),
+                None => match self.connect().await {
+                    Ok(link) => (link, false),
+                    Err(f) => return Err((f, Some(Box::new(req)))),
+                },
             };
-            // A reused connection the upstream closed just as the request went out fails after
-            // sending it. A request that may be repeated (idempotent, no body; RFC 9110 §9.2.2)
-            // then goes once more, on a new connection.
-            let again = (reused && crate::proxy::is_idempotent(req.method()) && req.body().is_end_stream())
+            // The copy for a resend is made only where the rule could allow one (the probe
+            // failure allocates nothing).
+            let again = (reused && !fresh_only && resend(&Failure::Closed(String::new()), true))
                 .then(|| bodiless_copy(&req));
             // Let the other requests that are ready be read first, so their upstream writes go
             // out together: an upstream on the same core (the load benchmark's origin) then
@@ -179,22 +177,29 @@ impl Connections {
                     return Ok(resp.map(|body| UpstreamBody { inner: body, lease: None, ended: false }));
                 }
                 Ok(resp) => {
-                    let lease = Lease { link, pool: self.clone() };
+                    let reusable = resp.version() == http::Version::HTTP_11;
+                    let lease = Lease { link, pool: self.clone(), reusable };
                     return Ok(resp.map(|body| UpstreamBody {
                         inner: body,
                         lease: Some(lease),
                         ended: false,
                     }));
                 }
-                Err(mut e) => match (e.take_message(), again) {
-                    (Some(unsent), _) if reused => req = unsent,
-                    (None, Some(copy)) => {
-                        tracing::debug!(error = %e.error(), "a reused upstream connection failed; sending again");
-                        req = copy;
-                        fresh_only = true;
+                Err(mut e) => {
+                    if let (Some(unsent), true) = (e.take_message(), reused) {
+                        req = unsent;
+                        continue;
                     }
-                    _ => return Err(SendError::Other(e.into_error().to_string())),
-                },
+                    let failure = classify(e.into_error());
+                    match again {
+                        Some(copy) if resend(&failure, reused) => {
+                            tracing::debug!(failure = ?failure, "a reused upstream connection failed; sending again");
+                            req = copy;
+                            fresh_only = true;
+                        }
+                        _ => return Err((failure, None)),
+                    }
+                }
             }
         }
     }
@@ -239,19 +244,45 @@ impl Connections {
         }
     }
 
-    async fn connect(&self) -> Result<Link, SendError> {
+    async fn connect(&self) -> Result<Link, Failure> {
         let stream = self.open_stream().await?;
         let probe = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
+        // The response head limits of `super::response`: its byte size set here; its header
+        // count is hyper's default (100, `response::MAX_HEADERS`), which setting would move
+        // hyper's header array to the heap for every response.
         let (sender, conn) = http1::Builder::new()
+            .max_header_size(super::response::MAX_HEAD)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| SendError::Connect(e.to_string()))?;
+            .map_err(|e| Failure::Connect(e.to_string()))?;
         let mut link = Link { sender, driver: Some(Box::pin(conn.with_upgrades())), probe };
         match poll_fn(|cx| link.poll_ready(cx)).await {
             true => Ok(link),
-            false => Err(SendError::Connect(format!("connection to {} ended at once", self.authority))),
+            false => Err(Failure::Connect(format!("connection to {} ended at once", self.authority))),
         }
     }
+}
+
+/// A request no upstream connection took: nothing of it was sent.
+pub type Unsent = Box<Request<LimitedBody>>;
+
+/// What a hyper client error says of the exchange: the connection ended (closed or reset)
+/// before a whole response head, or the upstream answered what is not HTTP/1.1.
+fn classify(e: hyper::Error) -> Failure {
+    let io_kind = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let closed = e.is_incomplete_message()
+        || e.is_canceled()
+        || matches!(
+            io_kind,
+            Some(
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        );
+    if closed { Failure::Closed(e.to_string()) } else { Failure::Upstream(e.to_string()) }
 }
 
 /// A request without a body, again: method, target, version and headers (for a resend).
@@ -275,11 +306,14 @@ fn is_quiet(socket: &impl std::os::fd::AsFd) -> bool {
 struct Lease {
     link: Link,
     pool: Arc<Connections>,
+    /// The upstream answered in HTTP/1.1: an HTTP/1.0 answer's connection is not reused, as
+    /// hyper would speak HTTP/1.0 on it from then on (and drop a chunked body's framing).
+    reusable: bool,
 }
 
 impl Lease {
     fn release(self) {
-        if self.link.driver.is_some() {
+        if self.reusable && self.link.driver.is_some() {
             // Not polled while idle; the next request drives it until it is ready.
             let _ = self.pool.idle.push(Idle { link: self.link, since: Instant::now() });
         }
@@ -325,7 +359,11 @@ impl Body for UpstreamBody {
         }
         match &polled {
             Poll::Ready(None) => self.ended = true,
-            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => self.ended = true,
+            // Trailers are not relayed (on either transport): the body ends before them.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
+                self.ended = true;
+                return Poll::Ready(None);
+            }
             _ => {}
         }
         polled
@@ -371,7 +409,7 @@ mod tests {
 
     async fn get(conns: &Arc<Connections>) -> Bytes {
         let req = Request::get("/").header("host", "a").body(LimitedBody::empty()).unwrap();
-        let resp = conns.send(req).await.unwrap();
+        let resp = conns.send(req, |_, _| false).await.map_err(|(f, _)| f).unwrap();
         resp.into_body().collect().await.unwrap().to_bytes()
     }
 

@@ -231,7 +231,11 @@ fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
                 };
                 let timeout = interval.min(Duration::from_secs(5));
                 let check = async {
-                    let resp = up.conns.send(req).await.ok()?;
+                    // A probe that met a pooled connection the upstream had closed goes once
+                    // more on a fresh one: that is no sign of ill health.
+                    let stale =
+                        |f: &super::Failure, reused: bool| reused && matches!(f, super::Failure::Closed(_));
+                    let resp = up.conns.send(req, stale).await.ok()?;
                     let good = resp.status().is_success() || resp.status().is_redirection();
                     // Read to the end so the connection goes back to the pool (bounded: a check
                     // is not a download).

@@ -16,6 +16,7 @@
 //!
 //! mTLS is in `tests/mtls.rs`; 100 MB streams with flat memory in `tests/memory.rs`.
 
+#[macro_use]
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -26,62 +26,70 @@ async fn outcome(gw: &Gateway, target: &str, token: Option<&str>) -> Result<Stri
     }
 }
 
-#[tokio::test]
-async fn traversal_is_normalised_and_the_upstream_sees_what_was_authorised() {
-    let (gw, _up, token) = setup().await;
-    let missing = Err((401, "token.missing".to_string()));
-    assert_eq!(outcome(&gw, "/api/../public", None).await, Ok("/public".into()));
-    assert_eq!(outcome(&gw, "/api/%2e%2e/public", None).await, Ok("/public".into()));
-    assert_eq!(outcome(&gw, "/api/%2E%2e/public/x", None).await, Ok("/public/x".into()));
-    assert_eq!(outcome(&gw, "/public/.%2e/api/x", None).await, missing);
-    assert_eq!(outcome(&gw, "/public/../api/x", None).await, missing);
-    assert_eq!(outcome(&gw, "//api", None).await, missing);
-    assert_eq!(outcome(&gw, "/./api", None).await, missing);
-    assert_eq!(outcome(&gw, "/api//x", Some(&token)).await, Ok("/api/x".into()));
-    assert_eq!(outcome(&gw, "/./api/./x/", Some(&token)).await, Ok("/api/x/".into()));
-    assert_eq!(outcome(&gw, "/%61pi/x?q=%2F", Some(&token)).await, Ok("/api/x?q=%2F".into()));
-    assert_eq!(outcome(&gw, "/api/.%2e/", Some(&token)).await, Err((404, "route.none".into())));
-}
-
-#[tokio::test]
-async fn encoded_separators_nul_and_climbing_out_are_refused() {
-    let (gw, up, token) = setup().await;
-    let malformed = Err((400, "request.malformed".to_string()));
-    for target in [
-        "/public%2F..%2Fapi",
-        "/public%2f..%2fapi",
-        "/public/%5C..%5Capi",
-        "/public/%00",
-        "/..",
-        "/public/../../api",
-        "/public/%2e%2e/%2e%2e/api",
-        "/public/%zz",
-    ] {
-        assert_eq!(outcome(&gw, target, Some(&token)).await, malformed, "{target}");
+both_transports! {
+    #[tokio::test]
+    async fn traversal_is_normalised_and_the_upstream_sees_what_was_authorised() {
+        let (gw, _up, token) = setup().await;
+        let missing = Err((401, "token.missing".to_string()));
+        assert_eq!(outcome(&gw, "/api/../public", None).await, Ok("/public".into()));
+        assert_eq!(outcome(&gw, "/api/%2e%2e/public", None).await, Ok("/public".into()));
+        assert_eq!(outcome(&gw, "/api/%2E%2e/public/x", None).await, Ok("/public/x".into()));
+        assert_eq!(outcome(&gw, "/public/.%2e/api/x", None).await, missing);
+        assert_eq!(outcome(&gw, "/public/../api/x", None).await, missing);
+        assert_eq!(outcome(&gw, "//api", None).await, missing);
+        assert_eq!(outcome(&gw, "/./api", None).await, missing);
+        assert_eq!(outcome(&gw, "/api//x", Some(&token)).await, Ok("/api/x".into()));
+        assert_eq!(outcome(&gw, "/./api/./x/", Some(&token)).await, Ok("/api/x/".into()));
+        assert_eq!(outcome(&gw, "/%61pi/x?q=%2F", Some(&token)).await, Ok("/api/x?q=%2F".into()));
+        assert_eq!(outcome(&gw, "/api/.%2e/", Some(&token)).await, Err((404, "route.none".into())));
     }
-    assert_eq!(up.hits(), 0);
 }
 
-#[tokio::test]
-async fn path_parameters_and_fragments_never_widen_a_public_route() {
-    let (gw, up, _token) = setup().await;
-    // `;` is part of the segment: "/public;x" is not "/public".
-    assert_eq!(outcome(&gw, "/public;x", None).await, Err((404, "route.none".into())));
-    assert_eq!(outcome(&gw, "/public;/../api/x", None).await, Err((401, "token.missing".into())));
-    assert_eq!(outcome(&gw, "/api;public", None).await, Err((404, "route.none".into())));
-    // A fragment never reaches a server in a valid request; whatever hyper makes of one, the
-    // upstream must not receive a path outside /public without a token.
-    match outcome(&gw, "/public#/../api/x", None).await {
-        Ok(path) => assert!(path.starts_with("/public"), "{path}"),
-        Err((status, _)) => assert!(status == 400 || status == 404, "{status}"),
+both_transports! {
+    #[tokio::test]
+    async fn encoded_separators_nul_and_climbing_out_are_refused() {
+        let (gw, up, token) = setup().await;
+        let malformed = Err((400, "request.malformed".to_string()));
+        for target in [
+            "/public%2F..%2Fapi",
+            "/public%2f..%2fapi",
+            "/public/%5C..%5Capi",
+            "/public/%00",
+            "/..",
+            "/public/../../api",
+            "/public/%2e%2e/%2e%2e/api",
+            "/public/%zz",
+        ] {
+            assert_eq!(outcome(&gw, target, Some(&token)).await, malformed, "{target}");
+        }
+        assert_eq!(up.hits(), 0);
     }
-    assert!(up.hits() <= 1);
 }
 
-#[tokio::test]
-async fn prefixes_match_on_segment_boundaries_only() {
-    let (gw, _up, token) = setup().await;
-    assert_eq!(outcome(&gw, "/apix", Some(&token)).await, Err((404, "route.none".into())));
-    assert_eq!(outcome(&gw, "/publicity", None).await, Err((404, "route.none".into())));
-    assert_eq!(outcome(&gw, "/api", Some(&token)).await, Ok("/api".into()));
+both_transports! {
+    #[tokio::test]
+    async fn path_parameters_and_fragments_never_widen_a_public_route() {
+        let (gw, up, _token) = setup().await;
+        // `;` is part of the segment: "/public;x" is not "/public".
+        assert_eq!(outcome(&gw, "/public;x", None).await, Err((404, "route.none".into())));
+        assert_eq!(outcome(&gw, "/public;/../api/x", None).await, Err((401, "token.missing".into())));
+        assert_eq!(outcome(&gw, "/api;public", None).await, Err((404, "route.none".into())));
+        // A fragment never reaches a server in a valid request; whatever hyper makes of one, the
+        // upstream must not receive a path outside /public without a token.
+        match outcome(&gw, "/public#/../api/x", None).await {
+            Ok(path) => assert!(path.starts_with("/public"), "{path}"),
+            Err((status, _)) => assert!(status == 400 || status == 404, "{status}"),
+        }
+        assert!(up.hits() <= 1);
+    }
+}
+
+both_transports! {
+    #[tokio::test]
+    async fn prefixes_match_on_segment_boundaries_only() {
+        let (gw, _up, token) = setup().await;
+        assert_eq!(outcome(&gw, "/apix", Some(&token)).await, Err((404, "route.none".into())));
+        assert_eq!(outcome(&gw, "/publicity", None).await, Err((404, "route.none".into())));
+        assert_eq!(outcome(&gw, "/api", Some(&token)).await, Ok("/api".into()));
+    }
 }

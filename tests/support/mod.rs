@@ -82,6 +82,39 @@ pub struct Gateway {
     pub cert_pem: Vec<u8>,
 }
 
+thread_local! {
+    /// The transport the tests of this thread run on (`both_transports!`); `None`: as configured.
+    static FAST_PATH: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs the gateways this thread starts with the fast path on or off (unless a test's own
+/// `[server]` lines say).
+pub fn set_fast_path(on: bool) {
+    FAST_PATH.with(|f| f.set(Some(on)));
+}
+
+/// Defines a test twice, as module `$name` with `fast_path` and `hyper_path`: the same case on
+/// both transports, as the store conformance suite runs on every store.
+#[macro_export]
+macro_rules! both_transports {
+    ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[$attr])*
+            async fn fast_path() {
+                $crate::support::set_fast_path(true);
+                $body
+            }
+            $(#[$attr])*
+            async fn hyper_path() {
+                $crate::support::set_fast_path(false);
+                $body
+            }
+        }
+    };
+}
+
 pub fn write_config(dir: &Path, setup: &Setup) -> PathBuf {
     let d = dir.display();
     let k = setup.key_dir.as_deref().unwrap_or(dir).display();
@@ -115,7 +148,10 @@ generate_signing_key = true
 
 {routes}
 "#,
-        server = setup.server,
+        server = match FAST_PATH.with(|f| f.get()) {
+            Some(on) if !setup.server.contains("fast_path") => format!("{}\nfast_path = {on}", setup.server),
+            _ => setup.server.clone(),
+        },
         tls = setup.tls,
         tokens = setup.tokens,
         login_limits = setup.login_limits,
@@ -317,7 +353,11 @@ impl RawConn {
             .lines()
             .find_map(|l| l.strip_prefix("content-length:"))
             .map(|v| v.trim().parse::<usize>().unwrap());
+        let chunked = head.lines().any(|l| l.trim() == "transfer-encoding: chunked");
+        let no_body = (100..200).contains(&status) || status == 204 || status == 304;
         let body = match len {
+            _ if no_body => Vec::new(),
+            _ if chunked => self.chunked_body(head_end).await?,
             Some(n) => {
                 while self.buf.len() < head_end + n {
                     if !self.fill().await {
@@ -337,6 +377,49 @@ impl RawConn {
             }
         };
         Some(RawResponse { status, head, body })
+    }
+
+    /// Decodes a chunked body that starts at `at` (trailers read and dropped).
+    async fn chunked_body(&mut self, at: usize) -> Option<Vec<u8>> {
+        self.buf.drain(..at);
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                if !self.fill().await {
+                    return None;
+                }
+            };
+            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).ok()?;
+            self.buf.drain(..line_end + 2);
+            if size == 0 {
+                // Trailer lines up to the empty one.
+                loop {
+                    let end = loop {
+                        if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                            break i;
+                        }
+                        if !self.fill().await {
+                            return None;
+                        }
+                    };
+                    self.buf.drain(..end + 2);
+                    if end == 0 {
+                        return Some(body);
+                    }
+                }
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill().await {
+                    return None;
+                }
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.drain(..size + 2);
+        }
     }
 
     /// True when the server has closed the connection (no more bytes within a few seconds).

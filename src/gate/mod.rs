@@ -1,0 +1,99 @@
+//! The policy core: what a request may do, decided once for both transports. hyper's path
+//! (`crate::server`) and the fast path (`crate::fastpath`) each turn what they read into a
+//! [`View`] and ask [`decide`]; neither re-checks what it decided. The retry policy and the
+//! upstream failure type live in [`retry`], the request record (access line and metrics) in
+//! [`record`].
+
+pub mod record;
+pub mod retry;
+
+use std::borrow::Cow;
+
+use http::{HeaderValue, Method};
+
+use crate::auth::Authenticated;
+use crate::auth::endpoints::Endpoint;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::routes::{AuthMode, Route, normalize_path};
+use crate::runtime::Runtime;
+pub use record::Record;
+
+/// What the core reads of a request, whichever transport read it.
+pub struct View<'a> {
+    pub method: &'a Method,
+    /// The request's host (already checked to be `host[:port]`), if it names one.
+    pub host: Option<&'a str>,
+    /// The first `Authorization` value, and how many there were.
+    pub authorization: Option<&'a [u8]>,
+    pub authorizations: usize,
+    /// The declared body length (`None`: chunked, or none declared).
+    pub content_length: Option<u64>,
+}
+
+/// What becomes of a request.
+pub enum Decision<'r, 'p> {
+    /// One of the gateway's own endpoints, at this normalised path.
+    Own(Cow<'p, str>),
+    Forward(Plan<'r, 'p>),
+}
+
+/// How a request is forwarded.
+pub struct Plan<'r, 'p> {
+    pub route: &'r Route,
+    pub auth: Authenticated,
+    /// The normalised path (matched, authorised and forwarded: the same form).
+    pub path: Cow<'p, str>,
+}
+
+/// Decides for the request `v` whose target's path (as sent, no query) is `path`, in one
+/// order: the normalised path, own endpoint or route (host, prefix, method),
+/// the Bearer check, the body limit. What it learns on the way goes into `record`.
+pub fn decide<'r, 'p>(
+    gw: &Gateway,
+    rt: &'r Runtime,
+    path: &'p str,
+    v: &View<'_>,
+    record: &mut Record,
+) -> Result<Decision<'r, 'p>, GatewayError> {
+    let path = normalize_path(path)?;
+    if let Cow::Owned(p) = &path {
+        record.normalised = Some(p.clone());
+    }
+    if is_own(rt, &path) {
+        return Ok(Decision::Own(path));
+    }
+    let route = rt.routes.find(v.host, &path, v.method)?;
+    record.set_route(route);
+    let auth = match route.auth {
+        // A `token` header (the refresh token's) does not change the decision (SPEC §2).
+        AuthMode::Required => gw.authenticate_value(rt, v.authorization, v.authorizations)?,
+        AuthMode::Public => Authenticated::anonymous(),
+    };
+    record.identity = auth.identity_arc();
+    // After the Bearer check: an anonymous client learns nothing about the route's limits.
+    if v.content_length.is_some_and(|n| n > rt.max_body_bytes) {
+        return Err(GatewayError::TooLarge);
+    }
+    Ok(Decision::Forward(Plan { route, auth, path }))
+}
+
+/// Whether the (normalised) path is one the gateway answers itself on the main listener.
+pub fn is_own(rt: &Runtime, path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/.well-known/jwks.json")
+        || Endpoint::find(&rt.api_prefix, path).is_some()
+}
+
+/// The request id: a trusted peer's own (when valid), else a new one.
+pub fn request_id(gw: &Gateway, trusted: bool, sent: Option<&[u8]>) -> HeaderValue {
+    match sent {
+        Some(v) if trusted && valid_request_id(v) => {
+            HeaderValue::from_bytes(v).unwrap_or_else(|_| gw.new_request_id())
+        }
+        _ => gw.new_request_id(),
+    }
+}
+
+pub fn valid_request_id(b: &[u8]) -> bool {
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
