@@ -111,7 +111,7 @@ pub async fn handle(
     endpoint.allows(req.method())?;
     let m = &gw.metrics;
     let outcome =
-        |r: &Result<Response<GatewayBody>, GatewayError>| r.as_ref().map_or_else(|e| e.code(), |_| "ok");
+        |r: &Result<Response<GatewayBody>, GatewayError>| r.as_ref().map_or_else(|e| e.reason(), |_| "ok");
     match endpoint {
         Endpoint::Token => {
             let r = login(gw, rt, req, client).await;

@@ -42,7 +42,13 @@ pub struct KeySet {
     pub signing_kid: String,
     pub verify: Vec<VerifyKey>,
     pub jwks: bytes::Bytes,
+    /// Unique to this load: verified-token cache entries carry the generation of the key set
+    /// that verified them, and count only for that key set (a reload may have removed the key).
+    pub generation: u64,
 }
+
+/// The source of [`KeySet::generation`]: every load gets a number no other key set has.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl KeySet {
     pub fn find(&self, kid: &str) -> Option<&Verifier> {
@@ -103,7 +109,8 @@ impl KeySet {
             })
             .collect();
         let jwks = serde_json::json!({ "keys": keys }).to_string().into();
-        Ok(Self { algorithm, signing, signing_kid, verify, jwks })
+        let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self { algorithm, signing, signing_kid, verify, jwks, generation })
     }
 }
 
