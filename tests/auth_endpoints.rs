@@ -376,6 +376,43 @@ async fn api_prefix_moves_the_endpoints() {
 }
 
 #[tokio::test]
+async fn auth_endpoints_answer_with_one_trailing_slash() {
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        server: "api_prefix = \"/proftrading/rest\"".into(),
+        routes: route("bo", "/", &up.url(), "auth = \"public\""),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    let body = json!({"login": TRADER.0, "password": TRADER.1});
+    for c in [gw.client.clone(), gw.http2_client()] {
+        let r = c.post(gw.url("/proftrading/rest/auth/token/")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let pair: Value = r.json().await.unwrap();
+        let r = c
+            .get(gw.url("/proftrading/rest/auth/token/refresh/"))
+            .header("token", pair["refreshToken"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = c.get(gw.url("/proftrading/rest/auth/token/")).send().await.unwrap();
+        assert_eq!(r.headers()["allow"], "POST");
+        assert_eq!(error_code(r).await, (405, "method.not_allowed".into()));
+        let r = c.post(gw.url("/proftrading/rest/external/token/")).send().await.unwrap();
+        assert_eq!(error_code(r).await, (401, "token.missing".into()));
+    }
+    assert_eq!(up.hits(), 0, "no auth endpoint with a slash went to the catch-all route");
+    // One slash only, and nothing else: these are the catch-all route's.
+    for path in
+        ["/proftrading/rest/auth/tokenx", "/proftrading/rest/auth/token/x", "/proftrading/restauth/token"]
+    {
+        assert_eq!(gw.client.post(gw.url(path)).send().await.unwrap().status(), 200, "{path}");
+    }
+    assert_eq!(up.hits(), 3);
+}
+
+#[tokio::test]
 async fn every_supported_algorithm_issues_and_verifies() {
     let up = upstream::start("bo").await;
     for (alg, extra, kty) in [

@@ -39,9 +39,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint at `path` (already normalised), under `api_prefix`.
+    /// The endpoint at `path` (already normalised), under `api_prefix`, with or without one
+    /// trailing slash (SPEC §1).
     pub fn find(api_prefix: &str, path: &str) -> Option<Self> {
         let rest = path.strip_prefix(api_prefix)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
         Some(match rest {
             "/auth/token" => Self::Token,
             "/auth/token/refresh" => Self::Refresh,
