@@ -148,9 +148,57 @@ fn object() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(member, 0..5).prop_map(|ms| format!("{{{}}}", ms.join(",")).into_bytes())
 }
 
+/// Objects made of the auth bodies' own fields, names quoted or bare, values of the kinds those
+/// fields take (so the typed comparison sees many bodies each reader accepts).
+fn typed_object() -> impl Strategy<Value = Vec<u8>> {
+    let name = prop_oneof![
+        Just("login"),
+        Just("password"),
+        Just("refreshToken"),
+        Just("token"),
+        Just("accessTokenLifeTime"),
+        Just("refreshTokenLifeTime"),
+        Just("oneTimeTokenLifeTime"),
+    ];
+    let name = (name, any::<bool>()).prop_map(|(n, q)| if q { format!("\"{n}\"") } else { n.to_string() });
+    proptest::collection::vec((name, value()), 1..4).prop_map(|ms| {
+        let ms: Vec<String> = ms.into_iter().map(|(n, v)| format!("{n}:{v}")).collect();
+        format!("{{{}}}", ms.join(",")).into_bytes()
+    })
+}
+
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z._@~-][a-zA-Z0-9._@~-]{0,8}",
+        any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+        "[1-9][0-9]{0,5}",
+        Just("null".to_string()),
+    ]
+}
+
+/// Login bodies: both fields, either order, names quoted or not, whitespace around.
+fn login_object() -> impl Strategy<Value = Vec<u8>> {
+    (any::<[bool; 3]>(), value(), value(), "[ \\t\\n]{0,2}").prop_map(|([q1, q2, swap], v1, v2, ws)| {
+        let n = |name: &str, q: bool| if q { format!("\"{name}\"") } else { name.to_string() };
+        let (a, b) = (format!("{}:{ws}{v1}", n("login", q1)), format!("{ws}{}:{v2}", n("password", q2)));
+        let (a, b) = if swap { (b, a) } else { (a, b) };
+        format!("{ws}{{{a},{b}}}{ws}").into_bytes()
+    })
+}
+
 fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         3 => object(),
+        3 => typed_object(),
+        3 => login_object(),
+        2 => (login_object(), any::<prop::sample::Index>()).prop_map(|(mut b, i)| {
+            b.truncate(i.index(b.len() + 1));
+            b
+        }),
+        2 => (typed_object(), any::<prop::sample::Index>()).prop_map(|(mut b, i)| {
+            b.truncate(i.index(b.len() + 1));
+            b
+        }),
         // One byte changed, inserted or cut off somewhere.
         2 => (object(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(mut b, i, x)| {
             let i = i.index(b.len());
