@@ -101,7 +101,18 @@ impl Gateway {
         rt: &Runtime,
         bearer: Result<&str, GatewayError>,
     ) -> Result<Authenticated, GatewayError> {
-        let result = bearer.and_then(|token| {
+        let result = bearer.and_then(|token| self.verify_current(rt, token));
+        self.metrics.auth.add(result.as_ref().map_or_else(|e| e.reason(), |_| "ok"));
+        result
+    }
+
+    /// Verifies `token` with the keys in service when the answer is given, which are not those
+    /// of the request's snapshot `rt` if a reload completed since the request began (a held
+    /// request must not pass with a key the reload removed). If a reload completes while a
+    /// verification runs, it runs again with the new keys; the cache keys its entries by key-set
+    /// generation, so whatever the old verification inserted does not count for the new keys.
+    fn verify_current(&self, rt: &Runtime, token: &str) -> Result<Authenticated, GatewayError> {
+        let verify = |rt: &Runtime| {
             tokens::verify(
                 token,
                 &rt.keys,
@@ -110,9 +121,18 @@ impl Gateway {
                 &self.revocations,
                 tokens::now_secs(),
             )
-        });
-        self.metrics.auth.add(result.as_ref().map_or_else(|e| e.code(), |_| "ok"));
-        result
+        };
+        let result = verify(rt);
+        if self.runtime.load().keys.generation == rt.keys.generation {
+            return result;
+        }
+        loop {
+            let current = self.runtime();
+            let result = verify(&current);
+            if self.runtime.load().keys.generation == current.keys.generation {
+                return result;
+            }
+        }
     }
 
     /// A fresh request id: a random per-process prefix and a counter, 32 hex digits.

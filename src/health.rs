@@ -54,24 +54,34 @@ pub fn healthz(method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
     Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()))
 }
 
+/// `/readyz` on the main listener (anyone can ask): only `ready` or why not, never route or
+/// upstream names (SPEC §4). The details are on the admin listener ([`readyz_detailed`]).
 pub async fn readyz(
+    gw: &Gateway,
+    _rt: &Runtime,
+    method: &Method,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    check_method(method)?;
+    let (status, store_up) = state(gw).await;
+    let body = match (status, store_up) {
+        ("ready", _) => r#"{"status":"ready"}"#,
+        ("draining", _) => r#"{"status":"draining"}"#,
+        _ => r#"{"status":"unready","reason":"store unreachable"}"#,
+    };
+    Ok(json(code(status), body.into()))
+}
+
+/// `/readyz` on the admin listener: the store's state and each route's healthy upstreams.
+pub async fn readyz_detailed(
     gw: &Gateway,
     rt: &Runtime,
     method: &Method,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     check_method(method)?;
-    let store_up = matches!(tokio::time::timeout(STORE_PING_TIMEOUT, gw.store.ping()).await, Ok(Ok(())));
-    let draining = gw.is_draining();
-    let ready = store_up && !draining;
+    let (status, store_up) = state(gw).await;
     let body = Readiness {
-        status: if draining {
-            "draining"
-        } else if ready {
-            "ready"
-        } else {
-            "unready"
-        },
-        draining,
+        status,
+        draining: status == "draining",
         store: StoreState { kind: gw.store.kind(), state: if store_up { "up" } else { "down" } },
         routes: rt
             .routes
@@ -84,7 +94,24 @@ pub async fn readyz(
             .collect(),
     };
     let text = serde_json::to_string(&body).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    Ok(json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, text))
+    Ok(json(code(status), text))
+}
+
+/// `ready`, `draining` or `unready`, and whether the store answered.
+async fn state(gw: &Gateway) -> (&'static str, bool) {
+    let store_up = matches!(tokio::time::timeout(STORE_PING_TIMEOUT, gw.store.ping()).await, Ok(Ok(())));
+    let status = if gw.is_draining() {
+        "draining"
+    } else if store_up {
+        "ready"
+    } else {
+        "unready"
+    };
+    (status, store_up)
+}
+
+fn code(status: &str) -> StatusCode {
+    if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
 }
 
 /// `GET /metrics` (admin listener only): Prometheus text format 0.0.4.

@@ -38,7 +38,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the config (and every file it names) without serving.
+    /// Validate the config (and every file it names) without serving; writes nothing, and
+    /// lists what serving would generate.
     CheckConfig,
     /// Read a password from stdin and print its argon2id hash for the users file.
     HashPassword,
@@ -55,9 +56,12 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::HashPassword) => hash_password(),
-        Some(Command::CheckConfig) => match bo_gateway::Runtime::load(&cli.config) {
-            Ok(rt) => {
+        Some(Command::CheckConfig) => match bo_gateway::Runtime::check(&cli.config) {
+            Ok((rt, planned)) => {
                 println!("{}: OK ({} routes)", cli.config.display(), rt.routes.iter().count());
+                for what in planned {
+                    println!("serving would generate {what}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -77,7 +77,8 @@ impl RouteStats {
     }
 }
 
-/// Every error code of SPEC §3, plus "ok": the label values of outcome counters.
+/// Every error reason ([`crate::error::GatewayError::reason`]: the SPEC §3 codes, with
+/// `token.expired` for `1.1.1.11`), plus "ok": the label values of outcome counters.
 pub const OUTCOMES: [&str; 18] = [
     "ok",
     "1.2.0.11",

@@ -93,7 +93,7 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// Whether a Host value (or a URI authority) is `host[:port]` with a host of letters, digits,
-/// `-`, `.` and `_`, or an IPv6 literal in brackets, and a port of digits. Stricter than RFC
+/// `-`, `.` and `_`, or an IPv6 literal in brackets, and a port from 1 to 65535. Stricter than RFC
 /// 3986's reg-name on purpose: no userinfo, path, comma, space, percent or control byte, so
 /// what routes a request, and what the upstream sees in `X-Forwarded-Host`, is a plain name.
 pub fn valid_host(v: &[u8]) -> bool {
@@ -123,7 +123,13 @@ pub fn valid_host(v: &[u8]) -> bool {
             && host.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')));
     let port_ok = match port.split_first() {
         None => true,
-        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        // Empty (RFC 3986: the default port) or 1 to 65535.
+        Some((b':', [])) => true,
+        Some((b':', digits)) => {
+            digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && (1..=65_535).contains(&digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+        }
         Some(_) => false,
     };
     name_ok && port_ok
@@ -157,9 +163,19 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// `.;x` or `..;x` (also with `;` encoded): Tomcat, Jetty and Spring drop the `;` parameters
+/// and then read the segment as a dot segment, so it would climb out of the route it matched.
+fn is_dot_with_params(seg: &str) -> bool {
+    let dots = seg.bytes().take_while(|&c| c == b'.').count();
+    let rest = &seg[dots..];
+    (dots == 1 || dots == 2)
+        && (rest.starts_with(';') || rest.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%3B")))
+}
+
 /// Normalises a request path: decodes percent-encoded unreserved characters, resolves `.` and
 /// `..`, collapses duplicate slashes. Refuses (`request.malformed`) encoded `/`, `\` or NUL, a
-/// literal `\`, bad percent-encoding, and `..` that would climb above the root.
+/// literal `\`, bad percent-encoding, `..` that would climb above the root, and a `.` or `..`
+/// segment with `;` parameters.
 /// Already-normal paths (the common case) are returned borrowed.
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, GatewayError> {
     let bad = |why: &str| GatewayError::Malformed(format!("path: {why}"));
@@ -210,6 +226,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, GatewayError> {
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for seg in decoded.split('/').skip(1) {
+        if is_dot_with_params(seg) {
+            return Err(bad("`.` or `..` segment with `;` parameters"));
+        }
         trailing_slash = false;
         match seg {
             "" => trailing_slash = true,
@@ -258,6 +277,10 @@ mod tests {
         assert_eq!(n("/a%20b").unwrap(), "/a%20b");
         assert_eq!(n("/a%3fb").unwrap(), "/a%3Fb");
         assert_eq!(n("/public;x/../api").unwrap(), "/api");
+        // Only a segment that is exactly `.` or `..` before its `;` is a dot segment.
+        assert_eq!(n("/public/...;/x").unwrap(), "/public/...;/x");
+        assert_eq!(n("/public/..a;/x").unwrap(), "/public/..a;/x");
+        assert_eq!(n("/public/a..;/x").unwrap(), "/public/a..;/x");
     }
 
     #[test]
@@ -273,6 +296,15 @@ mod tests {
             "/%2e%2e/x",
             "/a%zz",
             "/a%2",
+            "/public/..;/x",
+            "/public/..;jsessionid=1/x",
+            "/public/.;/x",
+            "/public/.;x",
+            "/public/%2E%2e;/x",
+            "/public/%2e;/x",
+            "/public/..%3B/x",
+            "/public/x/..;",
+            "/..;/x",
             "api",
             "*",
         ] {
@@ -300,6 +332,9 @@ mod tests {
             "[::1]",
             "[::1]:8443",
             "h:",
+            "h:1",
+            "h:65535",
+            "h:00080",
         ] {
             assert!(valid_host(ok.as_bytes()), "{ok}");
         }
@@ -316,6 +351,12 @@ mod tests {
             "[::1]x",
             "a:b",
             "a:123456",
+            "a:99999",
+            "a:65536",
+            "a:0",
+            "a:00000",
+            "[::1]:0",
+            "[::1]:70000",
             "a:1:2",
             "%61",
             "a\\b",

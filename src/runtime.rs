@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 
 use crate::auth::credentials::Credentials;
-use crate::auth::keys::KeySet;
+use crate::auth::keys::{Generation, KeySet};
 use crate::auth::tokens::TokenSettings;
 use crate::config::{ConfigError, RawConfig, RouteConfig};
 use crate::proxy::{Balance, Upstream, UpstreamPool};
@@ -68,7 +68,20 @@ impl Runtime {
         Self::from_raw(raw, path)
     }
 
+    /// `check-config`: as [`Runtime::load`], but writes nothing; returns what serving would
+    /// generate (development keys and certificates that are missing).
+    pub fn check(path: &Path) -> Result<(Self, Vec<String>), ConfigError> {
+        let raw = RawConfig::load(path)?;
+        let mut generation = Generation::dry_run();
+        let rt = Self::from_raw_with(raw, path, &mut generation)?;
+        Ok((rt, generation.planned))
+    }
+
     pub fn from_raw(raw: RawConfig, path: &Path) -> Result<Self, ConfigError> {
+        Self::from_raw_with(raw, path, &mut Generation::default())
+    }
+
+    fn from_raw_with(raw: RawConfig, path: &Path, generation: &mut Generation) -> Result<Self, ConfigError> {
         let err = |key: &str, reason: String| ConfigError::new(path, key, reason);
         let s = &raw.server;
         let addr = |key: &str, v: &str| -> Result<Option<SocketAddr>, ConfigError> {
@@ -123,7 +136,7 @@ impl Runtime {
         }
 
         let t = &raw.tokens;
-        let keys = KeySet::load(t, path)?;
+        let keys = KeySet::load_with(t, path, generation)?;
         if t.issuer.is_empty() {
             return Err(err("tokens.issuer", "must not be empty".into()));
         }
@@ -186,7 +199,7 @@ impl Runtime {
         }
 
         let tls = match listen.https {
-            Some(_) => Some(crate::tls::server_config(&raw.tls, path)?),
+            Some(_) => Some(crate::tls::server_config_with(&raw.tls, path, generation)?),
             None => None,
         };
         Ok(Self {

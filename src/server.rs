@@ -173,7 +173,7 @@ async fn admin(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     match req.uri().path() {
         "/healthz" => health::healthz(req.method()),
-        "/readyz" => health::readyz(gw, rt, req.method()).await,
+        "/readyz" => health::readyz_detailed(gw, rt, req.method()).await,
         "/metrics" => health::metrics(gw, req.method()),
         _ => Err(GatewayError::NoRoute),
     }

@@ -265,7 +265,7 @@ both_transports! {
         assert_eq!(gw.client.get(gw.url("/api/x")).bearer_auth(&access).send().await.unwrap().status(), 200);
         tokio::time::sleep(Duration::from_millis(2200)).await;
         let r = gw.client.get(gw.url("/api/x")).bearer_auth(&access).send().await.unwrap();
-        assert_eq!(error_code(r).await, (401, "token.expired".into()));
+        assert_eq!(error_code(r).await, (401, "1.1.1.11".into()));
     }
 }
 
@@ -405,6 +405,45 @@ both_transports! {
         let r = gw.try_login(TRADER.0, TRADER.1).await;
         assert_eq!(error_code(r).await, (404, "route.none".into()));
         assert_eq!(gw.client.get(gw.url("/.well-known/jwks.json")).send().await.unwrap().status(), 200);
+    }
+}
+
+both_transports! {
+    #[tokio::test]
+    async fn auth_endpoints_answer_with_one_trailing_slash() {
+        let up = upstream::start("bo").await;
+        let setup = Setup {
+            server: "api_prefix = \"/proftrading/rest\"".into(),
+            routes: route("bo", "/", &up.url(), "auth = \"public\""),
+            ..Default::default()
+        };
+        let gw = Gateway::start(setup).await;
+        let body = json!({"login": TRADER.0, "password": TRADER.1});
+        for c in [gw.client.clone(), gw.http2_client()] {
+            let r = c.post(gw.url("/proftrading/rest/auth/token/")).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let pair: Value = r.json().await.unwrap();
+            let r = c
+                .get(gw.url("/proftrading/rest/auth/token/refresh/"))
+                .header("token", pair["refreshToken"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let r = c.get(gw.url("/proftrading/rest/auth/token/")).send().await.unwrap();
+            assert_eq!(r.headers()["allow"], "POST");
+            assert_eq!(error_code(r).await, (405, "method.not_allowed".into()));
+            let r = c.post(gw.url("/proftrading/rest/external/token/")).send().await.unwrap();
+            assert_eq!(error_code(r).await, (401, "token.missing".into()));
+        }
+        assert_eq!(up.hits(), 0, "no auth endpoint with a slash went to the catch-all route");
+        // One slash only, and nothing else: these are the catch-all route's.
+        for path in
+            ["/proftrading/rest/auth/tokenx", "/proftrading/rest/auth/token/x", "/proftrading/restauth/token"]
+        {
+            assert_eq!(gw.client.post(gw.url(path)).send().await.unwrap().status(), 200, "{path}");
+        }
+        assert_eq!(up.hits(), 3);
     }
 }
 

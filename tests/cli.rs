@@ -114,14 +114,30 @@ fn hash_password_prints_an_argon2id_hash() {
 async fn serves_the_shipped_config_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     shipped_config_copy(dir.path());
+    let before = files_under(dir.path());
     let check = Command::new(BIN).arg("check-config").current_dir(dir.path()).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    // check-config writes nothing, and says what serving would generate.
+    assert_eq!(files_under(dir.path()), before, "check-config wrote files");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        said.contains("serving would generate a self-signed development certificate at certs/gateway.crt"),
+        "{said}"
+    );
+    assert!(
+        said.contains("serving would generate a development token signing key at certs/token-signing.pem"),
+        "{said}"
+    );
 
     let mut gw = support::Binary::spawn(Path::new("config/gateway.toml"), dir.path());
     // The dev certificate and signing key were generated into the ignored certs/ folder.
     for f in ["certs/gateway.crt", "certs/gateway.key", "certs/token-signing.pem"] {
         assert!(dir.path().join(f).exists(), "{f}");
     }
+    // Now that they exist, there is nothing left to generate.
+    let check = Command::new(BIN).arg("check-config").current_dir(dir.path()).output().unwrap();
+    assert!(check.status.success());
+    assert!(!String::from_utf8_lossy(&check.stdout).contains("would generate"));
     let cert = std::fs::read(dir.path().join("certs/gateway.crt")).unwrap();
     let client = support::client_for(&cert, false);
     let r = client
@@ -132,4 +148,54 @@ async fn serves_the_shipped_config_and_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(r.status(), 200, "the README's demo user logs in");
     assert_eq!(gw.terminate(Duration::from_secs(10)), Some(0), "no clean exit after SIGTERM");
+}
+
+/// Every file under `dir`, recursively, relative to it.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn check_config_writes_nothing_even_when_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.toml"), "").unwrap();
+    let base = "[credentials]\nusers_file = \"users.toml\"\n\
+                [tls]\ncert = \"certs/c.crt\"\nkey = \"certs/c.key\"\ngenerate_self_signed = true\n";
+    let hs256 =
+        "[tokens]\nalgorithm = \"HS256\"\nsecret_file = \"keys/secret\"\ngenerate_signing_key = true\n";
+    let rs256 =
+        "[tokens]\nalgorithm = \"RS256\"\nsigning_key = \"keys/rs.pem\"\ngenerate_signing_key = true\n";
+    std::fs::write(dir.path().join("hs.toml"), format!("{base}{hs256}")).unwrap();
+    std::fs::write(dir.path().join("rs.toml"), format!("{base}{rs256}")).unwrap();
+    // The in-memory certificate still lets the rest be checked: a bad client CA is refused.
+    std::fs::write(dir.path().join("bad.toml"), format!("{base}client_ca = \"missing-ca.pem\"\n{hs256}"))
+        .unwrap();
+    let before = files_under(dir.path());
+    let run = |file: &str| {
+        Command::new(BIN).args(["check-config", "--config", file]).current_dir(dir.path()).output().unwrap()
+    };
+    let out = run("hs.toml");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("a development HS256 secret at keys/secret"), "{said}");
+    assert!(said.contains("certificate at certs/c.crt (key certs/c.key)"), "{said}");
+    let out = run("rs.toml");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a development token signing key at keys/rs.pem"));
+    let out = run("bad.toml");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tls.client_ca"));
+    assert_eq!(files_under(dir.path()), before, "check-config wrote files");
 }

@@ -339,8 +339,12 @@ both_transports! {
         assert_eq!(error_code(r).await, (504, "upstream.timeout".into()));
         // The gateway itself stays healthy and the connection reusable.
         assert_eq!(gw.client.get(gw.url("/healthz")).send().await.unwrap().status(), 200);
-        let ready: Value = gw.client.get(gw.url("/readyz")).send().await.unwrap().json().await.unwrap();
+        // The admin listener names the route with no healthy upstream; the main one says only `ready`.
+        let ready: Value = gw.client.get(gw.admin_url("/readyz")).send().await.unwrap().json().await.unwrap();
         assert!(ready["routes"].as_array().unwrap().iter().any(|r| r["name"] == "down"));
+        let r = gw.client.get(gw.url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), r#"{"status":"ready"}"#);
     }
 }
 

@@ -35,6 +35,10 @@ async fn redis_down_means_503_store_unavailable_cached_tokens_flow_and_it_recove
         (body["store"]["kind"].as_str(), body["store"]["state"].as_str()),
         (Some("redis"), Some("down"))
     );
+    // The main listener says only why not.
+    let r = gw.client.get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.unwrap(), r#"{"status":"unready","reason":"store unreachable"}"#);
     let login = gw.try_login(TRADER.0, TRADER.1).await;
     assert_eq!(error_code(login).await, (503, "store.unavailable".into()));
     let refresh = gw.refresh(pair["refreshToken"].as_str().unwrap()).await;

@@ -11,11 +11,21 @@ use super::tokens::Identity;
 /// the signature check. The table hashes with foldhash, seeded at random per process, so nobody
 /// can aim tokens at one bucket; the full comparison on lookup means a hash collision can only
 /// ever cost a probe, never return another token's identity.
+///
+/// Each entry carries the generation of the key set that verified it, and a lookup with another
+/// generation is a miss: a verification that began before a reload and finishes after it can
+/// still insert, but what it inserts never counts for the new key set (SPEC §2: a key a reload
+/// removed verifies nothing from the moment the reload completes, whatever is cached).
 pub struct TokenCache {
-    map: DashMap<Box<[u8]>, Arc<Identity>, foldhash::quality::RandomState>,
+    map: DashMap<Box<[u8]>, Entry, foldhash::quality::RandomState>,
     capacity: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+struct Entry {
+    identity: Arc<Identity>,
+    generation: u64,
 }
 
 impl TokenCache {
@@ -60,19 +70,22 @@ impl TokenCache {
         self.capacity() > 0
     }
 
-    pub fn get(&self, token: &str) -> Option<Arc<Identity>> {
-        self.map.get(token.as_bytes()).map(|e| e.value().clone())
+    /// The identity cached for `token` by the key set of `generation`; an entry of another
+    /// generation is a miss.
+    pub fn get(&self, token: &str, generation: u64) -> Option<Arc<Identity>> {
+        let e = self.map.get(token.as_bytes())?;
+        (e.generation == generation).then(|| e.identity.clone())
     }
 
     pub fn remove(&self, token: &str) {
         self.map.remove(token.as_bytes());
     }
 
-    pub fn insert(&self, token: &str, identity: Arc<Identity>, now: u64) {
+    pub fn insert(&self, token: &str, identity: Arc<Identity>, generation: u64, now: u64) {
         if self.map.len() >= self.capacity() {
             self.make_room(now);
         }
-        self.map.insert(token.as_bytes().into(), identity);
+        self.map.insert(token.as_bytes().into(), Entry { identity, generation });
     }
 
     /// Drops expired entries; if the cache is still full, drops an arbitrary eighth of it so
@@ -90,7 +103,7 @@ impl TokenCache {
     }
 
     pub fn purge_expired(&self, now: u64) {
-        self.map.retain(|_, id| id.exp >= now);
+        self.map.retain(|_, e| e.identity.exp >= now);
     }
 
     pub fn clear(&self) {
@@ -169,8 +182,8 @@ mod tests {
     fn only_the_exact_token_hits() {
         let cache = TokenCache::new(100);
         let token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
-        cache.insert(token, identity("a", 10), 0);
-        assert_eq!(cache.get(token).unwrap().login, "a");
+        cache.insert(token, identity("a", 10), 1, 0);
+        assert_eq!(cache.get(token, 1).unwrap().login, "a");
         // One byte different anywhere (payload or signature), a prefix, an extension: misses.
         for other in [
             "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJiIn0.c2lnbmF0dXJl",
@@ -178,24 +191,36 @@ mod tests {
             "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJ",
             "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlA",
         ] {
-            assert!(cache.get(other).is_none(), "{other} hit");
+            assert!(cache.get(other, 1).is_none(), "{other} hit");
         }
         cache.remove(token);
-        assert!(cache.get(token).is_none());
+        assert!(cache.get(token, 1).is_none());
+    }
+
+    #[test]
+    fn an_entry_counts_only_for_the_key_set_that_verified_it() {
+        let cache = TokenCache::new(100);
+        cache.insert("t", identity("a", 10), 7, 0);
+        assert!(cache.get("t", 7).is_some());
+        assert!(cache.get("t", 8).is_none(), "a newer key set must verify again");
+        assert!(cache.get("t", 6).is_none());
+        // A late insert by an old verification does not shadow the new key set's answer either.
+        cache.insert("t", identity("a", 10), 6, 0);
+        assert!(cache.get("t", 7).is_none());
     }
 
     #[test]
     fn a_full_cache_makes_room_expired_first() {
         let cache = TokenCache::new(8);
         for i in 0..8 {
-            cache.insert(&format!("t{i}"), identity("a", if i < 4 { 5 } else { 100 }), 0);
+            cache.insert(&format!("t{i}"), identity("a", if i < 4 { 5 } else { 100 }), 1, 0);
         }
-        cache.insert("new", identity("b", 100), 50);
+        cache.insert("new", identity("b", 100), 1, 50);
         assert!(cache.len() <= 8);
-        assert!(cache.get("new").is_some());
-        assert!((0..4).all(|i| cache.get(&format!("t{i}")).is_none()), "expired entries purged first");
+        assert!(cache.get("new", 1).is_some());
+        assert!((0..4).all(|i| cache.get(&format!("t{i}"), 1).is_none()), "expired entries purged first");
         assert!(
-            (4..8).all(|i| cache.get(&format!("t{i}")).is_some()),
+            (4..8).all(|i| cache.get(&format!("t{i}"), 1).is_some()),
             "live entries kept while there is room"
         );
     }

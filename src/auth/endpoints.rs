@@ -13,6 +13,7 @@ pub type EndpointBody = http_body_util::Either<Incoming, http_body_util::Full<By
 use serde::{Deserialize, Serialize};
 
 use super::credentials::{self, Verdict};
+use super::lenient_json;
 use super::tokens::{self, Identity, issue_access, now_secs, random_token, token_hash};
 use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
 use crate::error::GatewayError;
@@ -38,9 +39,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint at `path` (already normalised), under `api_prefix`.
+    /// The endpoint at `path` (already normalised), under `api_prefix`, with or without one
+    /// trailing slash (SPEC §1).
     pub fn find(api_prefix: &str, path: &str) -> Option<Self> {
         let rest = path.strip_prefix(api_prefix)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
         Some(match rest {
             "/auth/token" => Self::Token,
             "/auth/token/refresh" => Self::Refresh,
@@ -75,24 +78,24 @@ struct TokenPair {
     refresh_token_life_time: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 struct LoginBody {
     login: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RefreshBody {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 struct OttBody {
     token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SettingsPatch {
     access_token_life_time: Option<u64>,
@@ -110,7 +113,7 @@ pub async fn handle(
     endpoint.allows(req.method())?;
     let m = &gw.metrics;
     let outcome =
-        |r: &Result<Response<GatewayBody>, GatewayError>| r.as_ref().map_or_else(|e| e.code(), |_| "ok");
+        |r: &Result<Response<GatewayBody>, GatewayError>| r.as_ref().map_or_else(|e| e.reason(), |_| "ok");
     match endpoint {
         Endpoint::Token => {
             let r = login(gw, rt, req, client).await;
@@ -155,8 +158,13 @@ async fn read_body(req: Request<EndpointBody>) -> Result<Bytes, GatewayError> {
     }
 }
 
+/// Standard JSON first; only when that fails, the lenient form of SPEC §1 (bare names and
+/// values, as the vendor's clients send), which reads valid JSON exactly as `serde_json` does.
 fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
-    serde_json::from_slice(bytes).map_err(|e| GatewayError::Malformed(format!("JSON: {e}")))
+    serde_json::from_slice(bytes).or_else(|e| {
+        lenient_json::from_slice(bytes)
+            .map_err(|l| GatewayError::Malformed(format!("JSON: {e}; lenient: {l}")))
+    })
 }
 
 fn store_err(e: StoreError) -> GatewayError {
@@ -455,6 +463,16 @@ pub fn parse_any_body(bytes: &[u8]) -> usize {
         ok += usize::from(validate_lifetimes(&s).is_ok());
     }
     ok
+}
+
+/// The lenient reader against `serde_json` for each endpoint's body type (for the fuzz target
+/// and the property tests; panics on a disagreement).
+#[doc(hidden)]
+pub fn check_lenient_bodies(bytes: &[u8]) {
+    lenient_json::check_against_serde::<LoginBody>(bytes);
+    lenient_json::check_against_serde::<RefreshBody>(bytes);
+    lenient_json::check_against_serde::<OttBody>(bytes);
+    lenient_json::check_against_serde::<SettingsPatch>(bytes);
 }
 
 /// `GET /.well-known/jwks.json`.

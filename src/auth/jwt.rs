@@ -128,9 +128,6 @@ pub fn verify(
     let c: WireClaims =
         serde_json::from_slice(&payload).map_err(|_| invalid("claims missing or mistyped"))?;
     let leeway = settings.leeway_secs;
-    if c.exp.saturating_add(leeway) < now {
-        return Err(GatewayError::TokenExpired);
-    }
     if c.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
         return Err(invalid("not yet valid"));
     }
@@ -146,6 +143,11 @@ pub fn verify(
     }
     if c.sub.is_empty() || c.sid.is_empty() {
         return Err(invalid("empty sub or sid"));
+    }
+    // Last: `1.1.1.11` tells a client to refresh, so it is the answer only when expiry is the
+    // token's one fault (any other makes it `token.invalid`).
+    if c.exp.saturating_add(leeway) < now {
+        return Err(GatewayError::TokenExpired);
     }
     Ok(Claims {
         iss: c.iss,

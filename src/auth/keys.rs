@@ -42,7 +42,13 @@ pub struct KeySet {
     pub signing_kid: String,
     pub verify: Vec<VerifyKey>,
     pub jwks: bytes::Bytes,
+    /// Unique to this load: verified-token cache entries carry the generation of the key set
+    /// that verified them, and count only for that key set (a reload may have removed the key).
+    pub generation: u64,
 }
+
+/// The source of [`KeySet::generation`]: every load gets a number no other key set has.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl KeySet {
     pub fn find(&self, kid: &str) -> Option<&Verifier> {
@@ -52,23 +58,38 @@ impl KeySet {
     /// Loads the keys named in `[tokens]`. With `generate_signing_key = true` (development), a
     /// missing signing key or secret file is created first.
     pub fn load(cfg: &TokensConfig, file: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(cfg, file, &mut Generation::default())
+    }
+
+    /// As [`KeySet::load`]; a missing development key is written, or in a dry run only noted in
+    /// `generation` and made up in memory so the rest can still be checked.
+    pub fn load_with(
+        cfg: &TokensConfig,
+        file: &Path,
+        generation: &mut Generation,
+    ) -> Result<Self, ConfigError> {
         let err = |key: &str, reason: String| ConfigError::new(file, key, reason);
         let algorithm = parse_algorithm(&cfg.algorithm).ok_or_else(|| {
             err("tokens.algorithm", format!("`{}` is not one of EdDSA, ES256, RS256, HS256", cfg.algorithm))
         })?;
         let (signing, current) = if algorithm == Algorithm::HS256 {
-            let secret = load_secret(cfg, file)?;
+            let secret = load_secret(cfg, file, generation)?;
             (EncodingKey::from_secret(&secret), hmac_key(&secret))
         } else {
             let path = &cfg.signing_key;
             if path.as_os_str().is_empty() {
                 return Err(err("tokens.signing_key", "required for this algorithm".into()));
             }
-            if cfg.generate_signing_key && !path.exists() {
-                generate_private_key(algorithm, path).map_err(|e| err("tokens.signing_key", e))?;
-            }
-            let pem = std::fs::read(path)
-                .map_err(|e| err("tokens.signing_key", format!("cannot read {}: {e}", path.display())))?;
+            let pem = if cfg.generate_signing_key && !path.exists() {
+                let pem = generate_private_key(algorithm).map_err(|e| err("tokens.signing_key", e))?;
+                generation
+                    .create(path, pem.as_bytes(), "a development token signing key")
+                    .map_err(|e| err("tokens.signing_key", e))?;
+                pem.into_bytes()
+            } else {
+                std::fs::read(path)
+                    .map_err(|e| err("tokens.signing_key", format!("cannot read {}: {e}", path.display())))?
+            };
             let (enc, vk) = private_key(algorithm, &pem)
                 .map_err(|e| err("tokens.signing_key", format!("{}: {e}", path.display())))?;
             (enc, vk)
@@ -103,7 +124,8 @@ impl KeySet {
             })
             .collect();
         let jwks = serde_json::json!({ "keys": keys }).to_string().into();
-        Ok(Self { algorithm, signing, signing_kid, verify, jwks })
+        let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self { algorithm, signing, signing_kid, verify, jwks, generation })
     }
 }
 
@@ -119,7 +141,7 @@ fn check_secret_len(secret: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn load_secret(cfg: &TokensConfig, file: &Path) -> Result<Vec<u8>, ConfigError> {
+fn load_secret(cfg: &TokensConfig, file: &Path, generation: &mut Generation) -> Result<Vec<u8>, ConfigError> {
     let err = |key: &str, reason: String| ConfigError::new(file, key, reason);
     let has_file = !cfg.secret_file.as_os_str().is_empty();
     let has_env = !cfg.secret_env.is_empty();
@@ -141,11 +163,15 @@ fn load_secret(cfg: &TokensConfig, file: &Path) -> Result<Vec<u8>, ConfigError> 
                 let mut raw = [0u8; 48];
                 aws_lc_rs::rand::fill(&mut raw)
                     .map_err(|_| err("tokens.secret_file", "no randomness".into()))?;
-                write_private(path, format!("{}\n", B64.encode(raw)).as_bytes())
+                let text = format!("{}\n", B64.encode(raw)).into_bytes();
+                generation
+                    .create(path, &text, "a development HS256 secret")
                     .map_err(|e| err("tokens.secret_file", e))?;
+                text
+            } else {
+                std::fs::read(path)
+                    .map_err(|e| err("tokens.secret_file", format!("cannot read {}: {e}", path.display())))?
             }
-            std::fs::read(path)
-                .map_err(|e| err("tokens.secret_file", format!("cannot read {}: {e}", path.display())))?
         }
     };
     let secret = trim_secret(&secret).to_vec();
@@ -173,7 +199,34 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
     std::io::Write::write_all(&mut f, data).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn generate_private_key(alg: Algorithm, path: &Path) -> Result<(), String> {
+/// What loading does with a development file (`generate_*`) that is missing: writes it
+/// (serving), or, in a dry run (`check-config`, which writes nothing), only lists it here.
+#[derive(Debug, Default)]
+pub struct Generation {
+    pub dry_run: bool,
+    /// What serving would generate (dry run only), one sentence each.
+    pub planned: Vec<String>,
+}
+
+impl Generation {
+    pub fn dry_run() -> Self {
+        Self { dry_run: true, planned: Vec::new() }
+    }
+
+    /// Writes a private file `what` at `path`, or notes that serving would.
+    pub fn create(&mut self, path: &Path, data: &[u8], what: &str) -> Result<(), String> {
+        if self.dry_run {
+            self.planned.push(format!("{what} at {}", path.display()));
+            return Ok(());
+        }
+        write_private(path, data)?;
+        tracing::warn!(path = %path.display(), "generated {what}");
+        Ok(())
+    }
+}
+
+/// A new private key for `alg`, as PEM.
+fn generate_private_key(alg: Algorithm) -> Result<String, String> {
     let kp = match alg {
         Algorithm::EdDSA => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519),
         Algorithm::ES256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
@@ -183,8 +236,7 @@ fn generate_private_key(alg: Algorithm, path: &Path) -> Result<(), String> {
         _ => return Err("cannot generate a key for this algorithm".into()),
     }
     .map_err(|e| format!("key generation failed: {e}"))?;
-    tracing::warn!(path = %path.display(), "generated a development token signing key");
-    write_private(path, kp.serialize_pem().as_bytes())
+    Ok(kp.serialize_pem())
 }
 
 /// Public JWK members of each key type, in RFC 7638 order, and the key's thumbprint as `kid`.

@@ -226,7 +226,7 @@ pub fn verify(
 ) -> Result<Authenticated, GatewayError> {
     let cached = cache.enabled();
     if cached {
-        if let Some(identity) = cache.get(token) {
+        if let Some(identity) = cache.get(token, keys.generation) {
             cache.count(true);
             if identity.exp.saturating_add(settings.leeway_secs) < now {
                 cache.remove(token);
@@ -246,7 +246,7 @@ pub fn verify(
         return Err(GatewayError::TokenInvalid("session revoked"));
     }
     if cached {
-        cache.insert(token, identity.clone(), now);
+        cache.insert(token, identity.clone(), keys.generation, now);
     }
     Ok(Authenticated(Some(identity)))
 }

@@ -150,8 +150,43 @@ both_transports! {
         assert_eq!(gw.client.get(gw.url("/api/x")).bearer_auth(&t).send().await.unwrap().status(), 200);
         // Beyond it: expired / not yet valid.
         let expired = mint(&gw, &kid, &claims(json!({"exp": now() - LEEWAY - 3})));
-        assert_eq!(check(&gw, &expired).await, (401, "token.expired".into()));
+        assert_eq!(check(&gw, &expired).await, (401, "1.1.1.11".into()));
         let early = mint(&gw, &kid, &claims(json!({"nbf": now() + LEEWAY + 3})));
         assert_eq!(check(&gw, &early).await, (401, "token.invalid".into()));
+    }
+}
+
+both_transports! {
+    #[tokio::test]
+    async fn the_expired_code_only_when_expiry_is_the_one_fault() {
+        let (gw, _up, kid) = setup().await;
+        let past = now() - LEEWAY - 3;
+        // BO clients refresh on `1.1.1.11`: a token with any other fault must not invite that.
+        for (what, token) in [
+            ("foreign issuer", mint(&gw, &kid, &claims(json!({"exp": past, "iss": "evil"})))),
+            ("foreign audience", mint(&gw, &kid, &claims(json!({"exp": past, "aud": "other"})))),
+            ("not yet valid", mint(&gw, &kid, &claims(json!({"exp": past, "nbf": now() + LEEWAY + 3})))),
+            ("no session", mint(&gw, &kid, &claims(json!({"exp": past, "sid": ""})))),
+            ("unknown kid", mint(&gw, "nope", &claims(json!({"exp": past})))),
+            ("bad signature", {
+                let t = mint(&gw, &kid, &claims(json!({"exp": past})));
+                let (rest, sig) = t.rsplit_once('.').unwrap();
+                format!("{rest}.{}", sig.chars().rev().collect::<String>())
+            }),
+        ] {
+            assert_eq!(check(&gw, &token).await, (401, "token.invalid".into()), "{what}");
+        }
+        let expired = mint(&gw, &kid, &claims(json!({"exp": past})));
+        let r = gw.client.get(gw.url("/api/x")).bearer_auth(&expired).send().await.unwrap();
+        assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+        assert_eq!(error_code(r).await, (401, "1.1.1.11".into()));
+        // Metrics still name the reason.
+        let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("bo_gateway_auth") && l.contains("outcome=\"token.expired\""))
+            .unwrap_or_else(|| panic!("no token.expired row in\n{metrics}"));
+        assert!(!line.ends_with(" 0"), "{line}");
+        assert!(!metrics.contains("1.1.1.11"), "the code is not a metrics reason");
     }
 }

@@ -3,11 +3,14 @@
 //! list of defences:
 //!
 //! - `paths`: one normalised path to match, authorise and forward; traversal and encoded
-//!   separators refused; segment-boundary prefixes; `;` and `#` never widen a public route.
+//!   separators refused; segment-boundary prefixes; `;` and `#` never widen a public route;
+//!   `..;` refused; Host ports 1 to 65535; `/readyz` on the main listener names nothing.
 //! - `framing`: spoofed identity/forwarding headers, Connection-named headers, ambiguous
 //!   Content-Length, CL+TE smuggling, obs-fold, oversized heads, tokens in two places.
 //! - `jwt`: alg none, algorithm confusion, unknown kid, exp/nbf at the leeway boundaries, foreign
 //!   issuer/audience, oversized and non-base64 tokens; none of them grows the cache.
+//! - `keys`: a key a reload removed verifies nothing from then on, held requests and cached
+//!   tokens included.
 //! - `upgrade`: WebSocket authorised first, tunnelled after the upstream's 101 only.
 //! - `streaming`: client disconnects release upstream connections.
 //! - `peers`: slowloris, idle keep-alive, connection cap; upstreams answering garbage, closing
@@ -22,6 +25,7 @@ mod support;
 
 mod framing;
 mod jwt;
+mod keys;
 mod paths;
 mod peers;
 mod pools;

@@ -93,3 +93,83 @@ both_transports! {
         assert_eq!(outcome(&gw, "/api", Some(&token)).await, Ok("/api".into()));
     }
 }
+
+#[tokio::test]
+async fn dot_segments_with_parameters_are_refused_on_both_transports() {
+    let (gw, up, token) = setup().await;
+    let malformed = Err((400, "request.malformed".to_string()));
+    let targets = [
+        "/public/..;/x",
+        "/public/..;/api/x",
+        "/public/%2E%2e;/x",
+        "/public/%2e%2E;/api/x",
+        "/public/..;jsessionid=1/x",
+        "/public/.;/x",
+        "/public/.;x",
+        "/public/%2e;x/y",
+        "/public/..%3B/x",
+        "/public/x/..;",
+    ];
+    for target in targets {
+        assert_eq!(outcome(&gw, target, None).await, malformed, "{target}");
+        assert_eq!(outcome(&gw, target, Some(&token)).await, malformed, "{target} with a token");
+    }
+    let h2 = gw.http2_client();
+    for target in targets {
+        let r = h2.get(gw.url(target)).send().await.unwrap();
+        assert_eq!(error_code(r).await, (400, "request.malformed".into()), "HTTP/2 {target}");
+    }
+    assert_eq!(up.hits(), 0);
+    // Segments that only look alike are ordinary segments of the public route.
+    assert_eq!(outcome(&gw, "/public/...;/x", None).await, Ok("/public/...;/x".into()));
+    assert_eq!(outcome(&gw, "/public/..x;/x", None).await, Ok("/public/..x;/x".into()));
+    assert_eq!(outcome(&gw, "/public/x..;/y", None).await, Ok("/public/x..;/y".into()));
+}
+
+/// The status and error code of a raw HTTP/1.1 GET with this Host value.
+async fn with_host(gw: &Gateway, host: &str) -> (u16, String) {
+    let mut c = RawConn::open(gw).await;
+    c.send(format!("GET /public/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    let r = c.response().await.expect("no response");
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, v["errors"][0].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test]
+async fn a_host_port_outside_1_to_65535_is_refused() {
+    let (gw, up, _token) = setup().await;
+    for host in
+        ["localhost:99999", "localhost:65536", "localhost:0", "localhost:00000", "[::1]:0", "localhost:1x"]
+    {
+        assert_eq!(with_host(&gw, host).await, (400, "request.malformed".into()), "{host}");
+    }
+    assert_eq!(up.hits(), 0);
+    for host in ["localhost:1", "localhost:65535", "localhost:8443", "localhost"] {
+        assert_eq!(with_host(&gw, host).await.0, 200, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_on_the_main_listener_names_no_route_or_upstream() {
+    let (gw, _up, _token) = setup().await;
+    for c in [gw.client.clone(), gw.http2_client()] {
+        let r = c.get(gw.url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.text().await.unwrap();
+        assert_eq!(body, r#"{"status":"ready"}"#);
+    }
+    // The admin listener keeps the details.
+    let v: Value = reqwest::get(gw.admin_url("/readyz")).await.unwrap().json().await.unwrap();
+    let names: Vec<&str> =
+        v["routes"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"pub") && names.contains(&"api"), "{v}");
+    assert_eq!(v["store"]["state"], "up");
+    // Draining: still no details on the main listener, just why not.
+    gw.gateway().start_draining();
+    let r = gw.client.get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.unwrap(), r#"{"status":"draining"}"#);
+    let r = reqwest::get(gw.admin_url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("\"routes\""));
+}

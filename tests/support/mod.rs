@@ -316,9 +316,14 @@ pub struct RawResponse {
 
 impl RawConn {
     pub async fn open(gw: &Gateway) -> Self {
-        let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+        Self::connect(gw.https, &gw.cert_pem).await
+    }
+
+    /// A connection to any TLS listener (e.g. a [`Binary`]'s) whose certificate is `cert_pem`.
+    pub async fn connect(addr: SocketAddr, cert_pem: &[u8]) -> Self {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let stream = tls_connector(&gw.cert_pem).connect(name, tcp).await.unwrap();
+        let stream = tls_connector(cert_pem).connect(name, tcp).await.unwrap();
         Self { stream, buf: Vec::new() }
     }
 
