@@ -13,12 +13,13 @@ pub type EndpointBody = http_body_util::Either<Incoming, http_body_util::Full<By
 use serde::{Deserialize, Serialize};
 
 use super::credentials::{self, Verdict};
+use super::refresh::RefreshToken;
 use super::tokens::{self, Identity, issue_access, now_secs, random_token, token_hash};
 use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, validate_lifetimes};
-use crate::store::{ConnectorSettings, NewSession, Rotation, StoreError};
+use crate::store::{ConnectorSettings, MAX_USER_AGENT, NewSession, Reservation, Rotation, StoreError};
 
 /// JSON bodies of the auth endpoints are small; anything larger is refused unread.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
@@ -129,7 +130,7 @@ pub async fn handle(
             }
             r
         }
-        Endpoint::ExternalVerify => verify_ott(gw, rt, req).await,
+        Endpoint::ExternalVerify => verify_ott(gw, rt, req, client).await,
         Endpoint::Revoke => revoke(gw, rt, req).await,
         Endpoint::Settings => settings(gw, rt, req).await,
     }
@@ -167,82 +168,133 @@ async fn lifetimes(gw: &Gateway, rt: &Runtime) -> Result<ConnectorSettings, Gate
     Ok(gw.store.settings().await.map_err(store_err)?.unwrap_or(rt.default_lifetimes))
 }
 
-/// Starts a session: a session id, a refresh token (stored as its hash) and an access token.
+/// Who started a session, as the session list will show it.
+struct Origin {
+    client: IpAddr,
+    user_agent: String,
+}
+
+impl Origin {
+    fn of(headers: &HeaderMap, client: IpAddr) -> Self {
+        let ua = headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .unwrap_or_default();
+        let mut end = ua.len().min(MAX_USER_AGENT);
+        while !ua.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self { client, user_agent: ua[..end].to_string() }
+    }
+}
+
+/// Starts a session: a session id, its first refresh token (the store keeps digests of it only)
+/// and an access token.
 async fn start_session(
     gw: &Gateway,
     rt: &Runtime,
     login: &str,
     roles: &[String],
+    origin: Origin,
 ) -> Result<TokenPair, GatewayError> {
     let life = lifetimes(gw, rt).await?;
     let now = now_secs();
     let session = random_token(16);
-    let refresh = random_token(32);
+    let refresh = RefreshToken::first(&session);
     let (access, exp) =
         issue_access(&rt.keys, &rt.token_settings, login, roles, &session, life.access_token_life_time, now)?;
     gw.store
         .create_session(NewSession {
             id: session,
             login: login.to_string(),
-            refresh_hash: token_hash(&refresh),
+            key_hash: refresh.proof_hash(),
+            secret_hash: refresh.secret_hash(),
             refresh_expires: now + life.refresh_token_life_time,
             access_expires: exp,
+            created_at: now,
+            client_address: origin.client.to_string(),
+            user_agent: origin.user_agent,
         })
         .await
         .map_err(store_err)?;
     Ok(TokenPair {
         access_token: access,
         access_token_life_time: life.access_token_life_time,
-        refresh_token: refresh,
+        refresh_token: refresh.encode(),
         refresh_token_life_time: life.refresh_token_life_time,
     })
 }
 
+/// SPEC §1's login limits without check-then-act: one attempt is reserved against the login's
+/// and the address's counters atomically before the password is checked, so however many
+/// attempts race (on any number of replicas), at most the limit reach the password check. A
+/// wrong password keeps its reservation (a failure); anything else gives it back, and a success
+/// resets the login's count.
 async fn login(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
     client: IpAddr,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let origin = Origin::of(req.headers(), client);
     let body: LoginBody = parse_json(&read_body(req).await?)?;
     if body.login.len() > MAX_LOGIN_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
         return Err(GatewayError::Malformed("login or password too long".into()));
     }
     let limits = &rt.login_limits;
-    let login_key = format!("login:{}", body.login);
+    let login_key = format!("login:{}", rt.credentials.counter_key(&body.login));
     let addr_key = format!("addr:{client}");
+    let keys: Vec<(&str, u32)> =
+        [(login_key.as_str(), limits.per_login), (addr_key.as_str(), limits.per_address)]
+            .into_iter()
+            .filter(|(_, max)| *max > 0)
+            .collect();
     let now = now_secs();
-    for (key, max) in [(&login_key, limits.per_login), (&addr_key, limits.per_address)] {
-        if max == 0 {
-            continue;
-        }
-        if let Some(f) = gw.store.login_failures(key, now).await.map_err(store_err)? {
-            if f.count >= max {
-                return Err(GatewayError::TooManyAttempts {
-                    retry_after_secs: f.resets_at.saturating_sub(now),
-                });
-            }
+    if !keys.is_empty() {
+        let reserved = gw.store.reserve_attempt(&keys, limits.window_secs, now).await.map_err(store_err)?;
+        if let Reservation::Refused { resets_at } = reserved {
+            return Err(GatewayError::TooManyAttempts { retry_after_secs: resets_at.saturating_sub(now) });
         }
     }
+    gw.metrics.password_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let verdict =
         credentials::check_password(rt.credentials.clone(), &gw.hashing, body.login.clone(), body.password)
-            .await?;
+            .await;
+    let give = |reset: bool| give_back(gw, &keys, reset.then_some(login_key.as_str()), now);
     match verdict {
-        Verdict::Valid { roles } => {
-            gw.store.clear_login_failures(&login_key).await.map_err(store_err)?;
-            let pair = start_session(gw, rt, &body.login, &roles).await?;
+        Ok(Verdict::Valid { roles }) => {
+            give(true).await;
+            let pair = start_session(gw, rt, &body.login, &roles, origin).await?;
             tracing::info!(login = %body.login, %client, "login");
             json_response(StatusCode::OK, &pair)
         }
-        Verdict::Disabled => Err(GatewayError::UserDisabled),
-        Verdict::Invalid => {
-            for (key, max) in [(&login_key, limits.per_login), (&addr_key, limits.per_address)] {
-                if max > 0 {
-                    gw.store.record_login_failure(key, limits.window_secs, now).await.map_err(store_err)?;
-                }
-            }
+        Ok(Verdict::Disabled) => {
+            give(false).await;
+            Err(GatewayError::UserDisabled)
+        }
+        Ok(Verdict::Invalid) => {
             tracing::info!(%client, "login failed");
             Err(GatewayError::BadCredentials)
+        }
+        Err(e) => {
+            give(false).await;
+            Err(e)
+        }
+    }
+}
+
+/// Gives a reserved attempt back to every key, or resets `reset`'s count instead. Failing to is
+/// logged, not answered: the attempt then counts as a failure, which only ever errs on the safe
+/// side.
+async fn give_back(gw: &Gateway, keys: &[(&str, u32)], reset: Option<&str>, now: u64) {
+    for (key, _) in keys {
+        let result = if reset == Some(*key) {
+            gw.store.clear_login_failures(key).await
+        } else {
+            gw.store.release_attempt(key, now).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not give a login attempt back");
         }
     }
 }
@@ -280,23 +332,31 @@ async fn refresh(
     if presented.len() > MAX_OPAQUE_TOKEN_BYTES {
         return Err(GatewayError::TokenInvalid("too long"));
     }
+    // Tokens issued before bounded sessions have another form: refused here, cleanly.
+    let Some(token) = RefreshToken::parse(&presented) else {
+        return Err(GatewayError::TokenInvalid("not a refresh token of this gateway"));
+    };
     let life = lifetimes(gw, rt).await?;
     let now = now_secs();
-    let next = random_token(32);
-    let access_exp = now + life.access_token_life_time;
+    let next = token.successor();
+    let successor = token
+        .successor_record(&next, now + life.refresh_token_life_time, now + life.access_token_life_time)
+        .ok_or_else(|| GatewayError::Internal("cannot seal a refresh token".into()))?;
     let rotation = gw
         .store
-        .rotate_refresh(
-            &token_hash(&presented),
-            &token_hash(&next),
-            now + life.refresh_token_life_time,
-            access_exp,
-            now,
-        )
+        .rotate_refresh(&token.presented(), &successor, rt.refresh_reuse_grace_secs, now)
         .await
         .map_err(store_err)?;
-    let session = match rotation {
-        Rotation::Rotated(s) => s,
+    let (session, next) = match rotation {
+        Rotation::Rotated(s) => (s, next),
+        Rotation::Replayed { session, sealed } => {
+            // The successor the first refresh issued; only this token's key opens it.
+            let Some(issued) = token.open(&sealed) else {
+                return Err(GatewayError::Internal("the reuse grace's successor does not open".into()));
+            };
+            tracing::debug!(session = %session.id, "refresh token presented again within the reuse grace");
+            (session, issued)
+        }
         Rotation::Reused { session, revoked_until } => {
             gw.revocations.revoke(&session, revoked_until + rt.token_settings.leeway_secs);
             tracing::warn!(session = %session, "refresh token reused; session revoked");
@@ -333,7 +393,7 @@ async fn refresh(
         &TokenPair {
             access_token: access,
             access_token_life_time: life.access_token_life_time,
-            refresh_token: next,
+            refresh_token: next.encode(),
             refresh_token_life_time: life.refresh_token_life_time,
         },
     )
@@ -366,7 +426,9 @@ async fn verify_ott(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
+    client: IpAddr,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let origin = Origin::of(req.headers(), client);
     let body: OttBody = parse_json(&read_body(req).await?)?;
     let invalid = || {
         gw.metrics.otts_verified.add("token.invalid");
@@ -383,7 +445,7 @@ async fn verify_ott(
         Some(a) if !a.disabled => a.roles,
         _ => return invalid(),
     };
-    let pair = start_session(gw, rt, &login, &roles).await?;
+    let pair = start_session(gw, rt, &login, &roles, origin).await?;
     gw.metrics.otts_verified.add("ok");
     json_response(
         StatusCode::OK,

@@ -18,11 +18,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
-use txn::{FAILURES, META, OTTS, REFRESH, REVOKED, SESSIONS, revoke_in, rotate_in};
+use txn::{
+    FAILURES, LEGACY_REFRESH, LEGACY_SESSIONS, META, OTTS, REVOKED, SESSIONS, release_in, reserve_in,
+    revoke_in, rotate_in,
+};
 
 /// Operations applied per write transaction at most, so one commit stays short.
 const MAX_BATCH: usize = 512;
@@ -45,6 +48,12 @@ struct DbError(Box<redb::Error>);
 impl<E: Into<redb::Error>> From<E> for DbError {
     fn from(e: E) -> Self {
         Self(Box::new(e.into()))
+    }
+}
+
+impl DbError {
+    fn corrupt(why: String) -> Self {
+        Self(Box::new(redb::StorageError::Corrupted(why).into()))
     }
 }
 
@@ -126,7 +135,9 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         txn.open_table(SESSIONS)?;
-        txn.open_table(REFRESH)?;
+        // Sessions of the old layout cannot refresh any more (see `txn::LEGACY_SESSIONS`).
+        txn.delete_table(LEGACY_SESSIONS)?;
+        txn.delete_table(LEGACY_REFRESH)?;
         txn.open_table(OTTS)?;
         txn.open_table(REVOKED)?;
         txn.open_table(FAILURES)?;
@@ -245,12 +256,9 @@ impl Store for FileStore {
     }
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
+        let rec = txn::encode(&SessionRecord::new(&s)).map_err(unavailable)?;
         self.write(move |txn| {
-            txn.open_table(REFRESH)?.insert(s.refresh_hash, (s.id.as_str(), s.refresh_expires, false))?;
-            txn.open_table(SESSIONS)?.insert(
-                s.id.as_str(),
-                (s.login.as_str(), s.refresh_hash, s.refresh_expires, s.access_expires, false),
-            )?;
+            txn.open_table(SESSIONS)?.insert(s.id.as_str(), rec.as_slice())?;
             Ok(())
         })
         .await
@@ -258,19 +266,26 @@ impl Store for FileStore {
 
     async fn rotate_refresh(
         &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        refresh_expires: u64,
-        access_expires: u64,
+        presented: &Presented,
+        next: &Successor,
+        grace_secs: u64,
         now: u64,
     ) -> Result<Rotation, StoreError> {
-        let (presented, next) = (*presented, *next);
-        self.write(move |txn| rotate_in(txn, presented, next, refresh_expires, access_expires, now)).await
+        let (presented, next) = (presented.clone(), next.clone());
+        self.write(move |txn| rotate_in(txn, &presented, &next, grace_secs, now)).await
     }
 
     async fn revoke_session(&self, session: &str) -> Result<Option<u64>, StoreError> {
         let session = session.to_string();
         self.write(move |txn| revoke_in(txn, &session)).await
+    }
+
+    async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let session = session.to_string();
+        let bytes = self
+            .read(move |txn| Ok(txn.open_table(SESSIONS)?.get(session.as_str())?.map(|g| g.value().to_vec())))
+            .await?;
+        bytes.map(|b| serde_json::from_slice(&b).map_err(unavailable)).transpose()
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -318,24 +333,19 @@ impl Store for FileStore {
         Ok(found.map(|(count, resets_at)| FailureCount { count, resets_at }).filter(|f| f.resets_at > now))
     }
 
-    async fn record_login_failure(
+    async fn reserve_attempt(
         &self,
-        key: &str,
+        keys: &[(&str, u32)],
         window_secs: u64,
         now: u64,
-    ) -> Result<FailureCount, StoreError> {
+    ) -> Result<Reservation, StoreError> {
+        let keys: Vec<(String, u32)> = keys.iter().map(|(k, m)| ((*k).to_string(), *m)).collect();
+        self.write(move |txn| reserve_in(txn, &keys, window_secs, now)).await
+    }
+
+    async fn release_attempt(&self, key: &str, now: u64) -> Result<(), StoreError> {
         let key = key.to_string();
-        self.write(move |txn| {
-            let mut t = txn.open_table(FAILURES)?;
-            let current = t.get(key.as_str())?.map(|g| g.value());
-            let (count, resets_at) = match current {
-                Some((c, r)) if r > now => (c.saturating_add(1), r),
-                _ => (1, now + window_secs),
-            };
-            t.insert(key.as_str(), (count, resets_at))?;
-            Ok(FailureCount { count, resets_at })
-        })
-        .await
+        self.write(move |txn| release_in(txn, &key, now)).await
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
@@ -343,6 +353,18 @@ impl Store for FileStore {
         self.write(move |txn| {
             txn.open_table(FAILURES)?.remove(key.as_str())?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn entries(&self) -> Result<usize, StoreError> {
+        self.read(|txn| {
+            let n = txn.open_table(SESSIONS)?.len()?
+                + txn.open_table(OTTS)?.len()?
+                + txn.open_table(REVOKED)?.len()?
+                + txn.open_table(FAILURES)?.len()?
+                + txn.open_table(META)?.len()?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
         })
         .await
     }
@@ -358,8 +380,9 @@ impl Store for FileStore {
     /// Table by table in bounded steps, each its own transaction, so logins and refreshes queue
     /// behind at most one short step.
     async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
-        Ok(purge_table!(self, SESSIONS, String, &str, |k| k.as_str(), |v| v.2 <= now && v.3 <= now)
-            + purge_table!(self, REFRESH, [u8; 32], [u8; 32], |k| *k, |v| v.1 <= now)
+        let expired =
+            move |v: &[u8]| serde_json::from_slice::<SessionRecord>(v).map_or(true, |r| r.expired(now));
+        Ok(purge_table!(self, SESSIONS, String, &str, |k| k.as_str(), |v| expired(v))
             + purge_table!(self, OTTS, [u8; 32], [u8; 32], |k| *k, |v| v.1 <= now)
             + purge_table!(self, REVOKED, String, &str, |k| k.as_str(), |v| v < now)
             + purge_table!(self, FAILURES, String, &str, |k| k.as_str(), |v| v.1 <= now))

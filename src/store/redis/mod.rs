@@ -2,14 +2,19 @@
 //! the scripts use `EXPIRE … GT` and `ZADD GT`; `GETDEL` needs 6.2). Standalone or
 //! replicated Redis, not Redis Cluster: the scripts touch keys they find inside other keys.
 //!
-//! Keys, all under `store.key_prefix`: `session:{id}` (hash: login, cur, rexp, amax, rev),
-//! `refresh:{sha256 hex}` (hash: sid, exp, spent), `ott:{hex}` (string `exp:login`),
+//! Keys, all under `store.key_prefix`: `sess:{id}` (hash: the fields of `SessionRecord`, see
+//! [`SESSION_FIELDS`]; digests and the sealed successor in hex), `ott:{hex}` (string `exp:login`),
 //! `fail:{key}` (hash: c, t), `settings` (JSON), `revoked` (sorted set of session ids scored by
 //! revoked-until) and the pub/sub channel `revocations` (`"{id} {until}"`).
 //!
 //! Every decision is made against the `now` the caller passes and the expiry stored in the value;
 //! Redis TTLs only collect garbage (see [`ttl_for`]). Each atomic operation is one round trip:
-//! a Lua script (rotation with reuse detection, revocation, failure counting) or `GETDEL` (OTT).
+//! a Lua script (rotation with reuse detection, revocation, attempt reservation) or `GETDEL`
+//! (OTT).
+//!
+//! Sessions from before bounded sessions (`session:{id}`, `refresh:{hash}`) are not read: their
+//! refresh tokens are refused as `token.invalid` before the store is asked, and the keys expire
+//! by their TTL.
 //! Every call is bounded by [`OP_TIMEOUT`], so a dead Redis answers `StoreError` quickly and
 //! the endpoints 503 instead of hanging; the connection managers reconnect by themselves.
 
@@ -45,7 +50,8 @@ pub struct RedisStore {
     prefix: String,
     rotate: Script,
     revoke: Script,
-    record_failure: Script,
+    reserve: Script,
+    release: Script,
     feed: broadcast::Sender<Revoked>,
     _subscriber: tokio_util::sync::DropGuard,
 }
@@ -63,12 +69,65 @@ fn ttl_for(expires: u64) -> u64 {
     }
 }
 
-fn hex(h: &TokenHash) -> String {
+fn hex(h: &[u8]) -> String {
     use std::fmt::Write;
     h.iter().fold(String::with_capacity(64), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, StoreError> {
+    let bad = || unavailable("malformed hex in a session record");
+    if s.len() % 2 != 0 {
+        return Err(bad());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+        .collect()
+}
+
+fn digest(s: &str) -> Result<TokenHash, StoreError> {
+    unhex(s)?.try_into().map_err(|_| unavailable("malformed digest in a session record"))
+}
+
+/// The hash fields of `sess:{id}`, in the order [`record_from`] reads them.
+const SESSION_FIELDS: [&str; 15] = [
+    "login", "ca", "lr", "rc", "addr", "ua", "exp", "amax", "st", "gen", "kh", "cur", "prev", "ps", "sealed",
+];
+
+fn record_from(v: &[Option<String>]) -> Result<Option<SessionRecord>, StoreError> {
+    use crate::store::session::SessionState;
+    let Some([login, ca, lr, rc, addr, ua, exp, amax, st, generation, kh, cur, prev, ps, sealed]) = v
+        .iter()
+        .map(|f| f.as_deref())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|f| <[&str; 15]>::try_from(f).ok())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(SessionRecord {
+        login: login.to_string(),
+        created_at: num(ca)?,
+        last_refresh_at: num(lr)?,
+        refresh_count: num(rc)?,
+        client_address: addr.to_string(),
+        user_agent: ua.to_string(),
+        expires_at: num(exp)?,
+        access_expires_max: num(amax)?,
+        state: match st {
+            "live" => SessionState::Live,
+            "ended" => SessionState::Ended,
+            _ => SessionState::Stolen,
+        },
+        generation: num(generation)?,
+        key_hash: digest(kh)?,
+        current_hash: digest(cur)?,
+        previous_hash: digest(prev)?,
+        previous_spent_at: num(ps)?,
+        sealed: unhex(sealed)?,
+    }))
 }
 
 fn num(s: &str) -> Result<u64, StoreError> {
@@ -103,7 +162,8 @@ impl RedisStore {
             prefix: prefix.to_string(),
             rotate: Script::new(&format!("{REVOKE_FN}\n{}", include_str!("rotate.lua"))),
             revoke: Script::new(&format!("{REVOKE_FN}\n{}", include_str!("revoke.lua"))),
-            record_failure: Script::new(include_str!("record_failure.lua")),
+            reserve: Script::new(include_str!("reserve.lua")),
+            release: Script::new(include_str!("release.lua")),
             feed,
             _subscriber: stop.drop_guard(),
         };
@@ -148,25 +208,28 @@ impl Store for RedisStore {
     }
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
-        let skey = self.key("session", &s.id);
-        let rkey = self.key("refresh", &hex(&s.refresh_hash));
+        let skey = self.key("sess", &s.id);
+        let r = SessionRecord::new(&s);
+        let values: [(&str, String); 15] = [
+            ("login", r.login),
+            ("ca", r.created_at.to_string()),
+            ("lr", r.last_refresh_at.to_string()),
+            ("rc", "0".into()),
+            ("addr", r.client_address),
+            ("ua", r.user_agent),
+            ("exp", r.expires_at.to_string()),
+            ("amax", r.access_expires_max.to_string()),
+            ("st", "live".into()),
+            ("gen", "0".into()),
+            ("kh", hex(&r.key_hash)),
+            ("cur", hex(&r.current_hash)),
+            ("prev", hex(&r.previous_hash)),
+            ("ps", "0".into()),
+            ("sealed", String::new()),
+        ];
         let mut pipe = ::redis::pipe();
         pipe.atomic()
-            .hset_multiple(
-                &rkey,
-                &[("sid", s.id.as_str()), ("exp", &s.refresh_expires.to_string()), ("spent", "0")],
-            )
-            .expire(&rkey, ttl_for(s.refresh_expires) as i64)
-            .hset_multiple(
-                &skey,
-                &[
-                    ("login", s.login.as_str()),
-                    ("cur", &hex(&s.refresh_hash)),
-                    ("rexp", &s.refresh_expires.to_string()),
-                    ("amax", &s.access_expires.to_string()),
-                    ("rev", "0"),
-                ],
-            )
+            .hset_multiple(&skey, &values)
             .expire(&skey, ttl_for(s.refresh_expires.max(s.access_expires)) as i64);
         let mut c = self.conn();
         self.run(pipe.exec_async(&mut c)).await
@@ -174,31 +237,35 @@ impl Store for RedisStore {
 
     async fn rotate_refresh(
         &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        refresh_expires: u64,
-        access_expires: u64,
+        p: &Presented,
+        next: &Successor,
+        grace_secs: u64,
         now: u64,
     ) -> Result<Rotation, StoreError> {
-        let next_hex = hex(next);
         let mut inv = self.rotate.prepare_invoke();
-        inv.key(self.key("refresh", &hex(presented)))
-            .key(self.key("refresh", &next_hex))
+        inv.key(self.key("sess", &p.session))
             .arg(&self.prefix)
+            .arg(&p.session)
+            .arg(p.generation)
+            .arg(hex(&p.key_hash))
+            .arg(hex(&p.secret_hash))
+            .arg(hex(&next.secret_hash))
+            .arg(hex(&next.sealed))
+            .arg(next.refresh_expires)
+            .arg(next.access_expires)
             .arg(now)
-            .arg(refresh_expires)
-            .arg(access_expires)
-            .arg(&next_hex)
-            .arg(ttl_for(refresh_expires))
-            .arg(ttl_for(refresh_expires.max(access_expires)));
+            .arg(grace_secs)
+            .arg(ttl_for(next.refresh_expires.max(next.access_expires)));
         let mut c = self.conn();
         let r: Vec<String> = self.run(inv.invoke_async(&mut c)).await?;
+        let info = |login: &str| SessionInfo { id: p.session.clone(), login: login.to_string() };
         Ok(match r.as_slice() {
-            [tag, sid, login] if tag == "rotated" => {
-                Rotation::Rotated(SessionInfo { id: sid.clone(), login: login.clone() })
+            [tag, login] if tag == "rotated" => Rotation::Rotated(info(login)),
+            [tag, login, sealed] if tag == "replayed" => {
+                Rotation::Replayed { session: info(login), sealed: unhex(sealed)? }
             }
-            [tag, sid, until] if tag == "reused" => {
-                Rotation::Reused { session: sid.clone(), revoked_until: num(until)? }
+            [tag, until] if tag == "reused" => {
+                Rotation::Reused { session: p.session.clone(), revoked_until: num(until)? }
             }
             _ => Rotation::Unknown,
         })
@@ -210,6 +277,14 @@ impl Store for RedisStore {
         let mut c = self.conn();
         let until: Option<String> = self.run(inv.invoke_async(&mut c)).await?;
         until.as_deref().map(num).transpose()
+    }
+
+    async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let mut c = self.conn();
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(self.key("sess", session)).arg(&SESSION_FIELDS[..]);
+        let v: Vec<Option<String>> = self.run(cmd.query_async(&mut c)).await?;
+        record_from(&v)
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -248,25 +323,69 @@ impl Store for RedisStore {
         Ok((f.resets_at > now).then_some(f))
     }
 
-    async fn record_login_failure(
+    async fn reserve_attempt(
         &self,
-        key: &str,
+        keys: &[(&str, u32)],
         window_secs: u64,
         now: u64,
-    ) -> Result<FailureCount, StoreError> {
-        let mut inv = self.record_failure.prepare_invoke();
-        inv.key(self.key("fail", key)).arg(now).arg(window_secs).arg(ttl_for(now + window_secs));
+    ) -> Result<Reservation, StoreError> {
+        let mut inv = self.reserve.prepare_invoke();
+        inv.arg(now).arg(window_secs).arg(ttl_for(now + window_secs));
+        for (key, max) in keys {
+            inv.key(self.key("fail", key)).arg(*max);
+        }
         let mut c = self.conn();
         let r: Vec<String> = self.run(inv.invoke_async(&mut c)).await?;
         match r.as_slice() {
-            [count, ends] => Ok(FailureCount { count: num(count)? as u32, resets_at: num(ends)? }),
-            _ => Err(unavailable("unexpected reply to the failure counter")),
+            [tag] if tag == "granted" => Ok(Reservation::Granted),
+            [tag, ends] if tag == "refused" => Ok(Reservation::Refused { resets_at: num(ends)? }),
+            _ => Err(unavailable("unexpected reply to an attempt reservation")),
         }
+    }
+
+    async fn release_attempt(&self, key: &str, now: u64) -> Result<(), StoreError> {
+        let mut inv = self.release.prepare_invoke();
+        inv.key(self.key("fail", key)).arg(now);
+        let mut c = self.conn();
+        self.run(inv.invoke_async::<()>(&mut c)).await
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn();
         self.run(c.del::<_, ()>(self.key("fail", key))).await
+    }
+
+    /// Keys under `store.key_prefix`, counted with SCAN (never KEYS, which blocks Redis).
+    async fn entries(&self) -> Result<usize, StoreError> {
+        let mut c = self.conn();
+        let mut pattern = String::with_capacity(self.prefix.len() + 2);
+        for ch in self.prefix.chars() {
+            if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(ch);
+        }
+        pattern.push('*');
+        let mut cursor = 0u64;
+        let mut n = 0usize;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c),
+                )
+                .await?;
+            n += keys.len();
+            if next == 0 {
+                return Ok(n);
+            }
+            cursor = next;
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
