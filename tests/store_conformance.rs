@@ -254,6 +254,35 @@ async fn session_records(store: Arc<dyn Store>) {
     assert_eq!(store.session("nope").await.unwrap(), None);
 }
 
+/// The per-login index a session list starts from: follows rotations, drops expired sessions.
+async fn sessions_are_indexed_by_login(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let a = start(&store, "s9a", now).await;
+    let mut short = session(&RefreshToken::first("s9c"), now);
+    short.refresh_expires = now + 5;
+    store.create_session(short).await.unwrap();
+    let mut bob = session(&RefreshToken::first("s9b"), now);
+    bob.login = "bob9".into();
+    store.create_session(bob).await.unwrap();
+    let of = |login: &'static str, at: u64| {
+        let store = store.clone();
+        async move {
+            let mut ids = store.sessions_of(login, at).await.unwrap();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(of("alice", now).await, ["s9a", "s9c"]);
+    assert_eq!(of("alice", now + 10).await, ["s9a"], "expired sessions are not listed");
+    assert_eq!(of("bob9", now).await, ["s9b"]);
+    assert!(of("nobody", now).await.is_empty());
+    // A rotation at now + 50 moves the expiry to now + 150: still listed at now + 120.
+    assert_eq!(present(&store, &a, 10, now + 50, 20).await.0, rotated("s9a"));
+    assert_eq!(of("alice", now + 120).await, ["s9a"]);
+    store.purge_expired(now + 1_000).await.unwrap();
+    assert!(of("alice", now + 1_000).await.is_empty());
+}
+
 async fn expiry(store: Arc<dyn Store>) {
     let now = 1_000;
     let t = start(&store, "s3", now).await;
@@ -437,6 +466,7 @@ all_backends!(
     ended_sessions_are_not_theft,
     sessions_are_bounded,
     session_records,
+    sessions_are_indexed_by_login,
     reservations_hold_under_concurrency,
     expiry,
     purge_keeps_the_live,

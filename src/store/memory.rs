@@ -15,6 +15,8 @@ use super::*;
 #[derive(Default)]
 pub struct MemoryStore {
     sessions: DashMap<Box<str>, SessionRecord>,
+    /// login → its sessions' ids; ids whose session was purged are dropped by the next purge.
+    by_login: DashMap<Box<str>, Vec<Box<str>>>,
     otts: DashMap<TokenHash, OttRec>,
     settings: arc_swap::ArcSwapOption<ConnectorSettings>,
     /// One lock for every counter: a reservation spans two keys (login, address) and must take
@@ -46,6 +48,7 @@ impl Store for MemoryStore {
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
         self.sessions.insert(s.id.as_str().into(), SessionRecord::new(&s));
+        self.by_login.entry(s.login.as_str().into()).or_default().push(s.id.into());
         Ok(())
     }
 
@@ -83,6 +86,15 @@ impl Store for MemoryStore {
 
     async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.sessions.get(session).map(|s| s.clone()))
+    }
+
+    async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        let ids = self.by_login.get(login).map(|ids| ids.clone()).unwrap_or_default();
+        Ok(ids
+            .into_iter()
+            .filter(|id| self.sessions.get(id).is_some_and(|s| s.expires_at > now))
+            .map(String::from)
+            .collect())
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -142,7 +154,8 @@ impl Store for MemoryStore {
     }
 
     async fn entries(&self) -> Result<usize, StoreError> {
-        Ok(self.sessions.len() + self.otts.len() + self.failures.lock().await.len())
+        let index: usize = self.by_login.iter().map(|ids| ids.len()).sum();
+        Ok(self.sessions.len() + index + self.otts.len() + self.failures.lock().await.len())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -152,6 +165,10 @@ impl Store for MemoryStore {
     async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         let before = self.sessions.len() + self.otts.len();
         self.sessions.retain(|_, s| !s.expired(now));
+        self.by_login.retain(|_, ids| {
+            ids.retain(|id| self.sessions.contains_key(id));
+            !ids.is_empty()
+        });
         self.otts.retain(|_, o| o.expires > now);
         let after = self.sessions.len() + self.otts.len();
         let mut failures = self.failures.lock().await;

@@ -177,6 +177,10 @@ pub trait Store: Send + Sync + 'static {
     /// The session's record, if the store has one (expired or ended included, until purged).
     async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// The ids of `login`'s sessions whose refresh token has not expired at `now` (live, ended
+    /// or stolen alike), from a per-login index: what a session list starts from.
+    async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError>;
+
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError>;
 
     /// Removes the OTT and returns its login if it was live. Atomic: at most one caller gets it.

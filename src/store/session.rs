@@ -24,7 +24,8 @@
 //! predecessor, which the store does not have.
 //!
 //! The record also carries what a session list needs (created, last refreshed, refresh count,
-//! client address, user agent, expiry), so listing and ending sessions needs no second table.
+//! client address, user agent, expiry), and every store indexes sessions by login
+//! (`Store::sessions_of`): one index entry per session, dropped with it.
 
 use serde::{Deserialize, Serialize};
 

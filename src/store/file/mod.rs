@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use txn::{
-    FAILURES, LEGACY_REFRESH, LEGACY_SESSIONS, META, OTTS, REVOKED, SESSIONS, release_in, reserve_in,
-    revoke_in, rotate_in,
+    FAILURES, LEGACY_REFRESH, LEGACY_SESSIONS, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_LOGIN, create_in,
+    purge_sessions_in, release_in, reserve_in, revoke_in, rotate_in,
 };
 
 /// Operations applied per write transaction at most, so one commit stays short.
@@ -135,6 +135,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         txn.open_table(SESSIONS)?;
+        txn.open_multimap_table(SESSIONS_BY_LOGIN)?;
         // Sessions of the old layout cannot refresh any more (see `txn::LEGACY_SESSIONS`).
         txn.delete_table(LEGACY_SESSIONS)?;
         txn.delete_table(LEGACY_REFRESH)?;
@@ -256,12 +257,8 @@ impl Store for FileStore {
     }
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
-        let rec = txn::encode(&SessionRecord::new(&s)).map_err(unavailable)?;
-        self.write(move |txn| {
-            txn.open_table(SESSIONS)?.insert(s.id.as_str(), rec.as_slice())?;
-            Ok(())
-        })
-        .await
+        let rec = SessionRecord::new(&s);
+        self.write(move |txn| create_in(txn, &s.id, &rec)).await
     }
 
     async fn rotate_refresh(
@@ -278,6 +275,25 @@ impl Store for FileStore {
     async fn revoke_session(&self, session: &str) -> Result<Option<u64>, StoreError> {
         let session = session.to_string();
         self.write(move |txn| revoke_in(txn, &session)).await
+    }
+
+    async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        let login = login.to_string();
+        self.read(move |txn| {
+            let sessions = txn.open_table(SESSIONS)?;
+            let mut out = Vec::new();
+            for id in txn.open_multimap_table(SESSIONS_BY_LOGIN)?.get(login.as_str())? {
+                let id = id?.value().to_string();
+                let live = sessions.get(id.as_str())?.map(|g| {
+                    serde_json::from_slice::<SessionRecord>(g.value()).is_ok_and(|r| r.expires_at > now)
+                });
+                if live == Some(true) {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -360,6 +376,7 @@ impl Store for FileStore {
     async fn entries(&self) -> Result<usize, StoreError> {
         self.read(|txn| {
             let n = txn.open_table(SESSIONS)?.len()?
+                + txn.open_multimap_table(SESSIONS_BY_LOGIN)?.len()?
                 + txn.open_table(OTTS)?.len()?
                 + txn.open_table(REVOKED)?.len()?
                 + txn.open_table(FAILURES)?.len()?
@@ -380,9 +397,19 @@ impl Store for FileStore {
     /// Table by table in bounded steps, each its own transaction, so logins and refreshes queue
     /// behind at most one short step.
     async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
-        let expired =
-            move |v: &[u8]| serde_json::from_slice::<SessionRecord>(v).map_or(true, |r| r.expired(now));
-        Ok(purge_table!(self, SESSIONS, String, &str, |k| k.as_str(), |v| expired(v))
+        let mut sessions = 0;
+        let mut from: Option<String> = None;
+        loop {
+            let start = from.take();
+            let (n, next) =
+                self.write(move |txn| purge_sessions_in(txn, start.as_deref(), PURGE_CHUNK, now)).await?;
+            sessions += n;
+            match next {
+                Some(k) => from = Some(k),
+                None => break,
+            }
+        }
+        Ok(sessions
             + purge_table!(self, OTTS, [u8; 32], [u8; 32], |k| *k, |v| v.1 <= now)
             + purge_table!(self, REVOKED, String, &str, |k| k.as_str(), |v| v < now)
             + purge_table!(self, FAILURES, String, &str, |k| k.as_str(), |v| v.1 <= now))

@@ -1,7 +1,7 @@
 //! The file store's tables and the decisions that span several of them, each run inside one
 //! write transaction (the writer thread's), which is what makes them atomic.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::DbError;
 use crate::store::session::{Decision, SessionState};
@@ -9,6 +9,9 @@ use crate::store::{FailureCount, Presented, Reservation, Rotation, SessionInfo, 
 
 /// session id → `SessionRecord` as JSON (a few hundred bytes, constant per session).
 pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions_v2");
+/// login → ids of its sessions (the session list's index); purged with the sessions.
+pub(super) const SESSIONS_BY_LOGIN: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("sessions_by_login");
 /// OTT hash → (login, expires)
 pub(super) const OTTS: TableDefinition<[u8; 32], (&str, u64)> = TableDefinition::new("otts");
 /// revoked session id → revoked until
@@ -31,6 +34,52 @@ fn decode(bytes: &[u8]) -> Result<SessionRecord, DbError> {
 
 pub(super) fn encode(rec: &SessionRecord) -> Result<Vec<u8>, DbError> {
     serde_json::to_vec(rec).map_err(|e| DbError::corrupt(format!("session record: {e}")))
+}
+
+pub(super) fn create_in(txn: &WriteTransaction, id: &str, rec: &SessionRecord) -> Result<(), DbError> {
+    put(txn, id, rec)?;
+    txn.open_multimap_table(SESSIONS_BY_LOGIN)?.insert(rec.login.as_str(), id)?;
+    Ok(())
+}
+
+/// One purge step over sessions: up to `chunk` records after `from`; the expired ones go, with
+/// their index entries. Returns how many went and where the next step starts (`None`: done).
+pub(super) fn purge_sessions_in(
+    txn: &WriteTransaction,
+    from: Option<&str>,
+    chunk: usize,
+    now: u64,
+) -> Result<(usize, Option<String>), DbError> {
+    let mut table = txn.open_table(SESSIONS)?;
+    let (mut seen, mut last, mut doomed) = (0usize, None, Vec::new());
+    {
+        let range = match from {
+            Some(k) => table.range::<&str>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))?,
+            None => table.range::<&str>(..)?,
+        };
+        for item in range {
+            let (key, value) = item?;
+            let id = key.value().to_string();
+            match decode(value.value()) {
+                Ok(rec) if !rec.expired(now) => {}
+                Ok(rec) => doomed.push((id.clone(), Some(rec.login))),
+                Err(_) => doomed.push((id.clone(), None)),
+            }
+            last = Some(id);
+            seen += 1;
+            if seen >= chunk {
+                break;
+            }
+        }
+    }
+    let mut index = txn.open_multimap_table(SESSIONS_BY_LOGIN)?;
+    for (id, login) in &doomed {
+        table.remove(id.as_str())?;
+        if let Some(login) = login {
+            index.remove(login.as_str(), id.as_str())?;
+        }
+    }
+    Ok((doomed.len(), if seen >= chunk { last } else { None }))
 }
 
 pub(super) fn load(txn: &WriteTransaction, session: &str) -> Result<Option<SessionRecord>, DbError> {

@@ -4,7 +4,8 @@
 //!
 //! Keys, all under `store.key_prefix`: `sess:{id}` (hash: the fields of `SessionRecord`, see
 //! [`SESSION_FIELDS`]; digests and the sealed successor in hex), `ott:{hex}` (string `exp:login`),
-//! `fail:{key}` (hash: c, t), `settings` (JSON), `revoked` (sorted set of session ids scored by
+//! `login:{login}` (sorted set of the login's session ids scored by refresh expiry: the session
+//! list's index), `fail:{key}` (hash: c, t), `settings` (JSON), `revoked` (sorted set of session ids scored by
 //! revoked-until) and the pub/sub channel `revocations` (`"{id} {until}"`).
 //!
 //! Every decision is made against the `now` the caller passes and the expiry stored in the value;
@@ -227,10 +228,23 @@ impl Store for RedisStore {
             ("ps", "0".into()),
             ("sealed", String::new()),
         ];
+        let ikey = self.key("login", &s.login);
         let mut pipe = ::redis::pipe();
         pipe.atomic()
             .hset_multiple(&skey, &values)
-            .expire(&skey, ttl_for(s.refresh_expires.max(s.access_expires)) as i64);
+            .expire(&skey, ttl_for(s.refresh_expires.max(s.access_expires)) as i64)
+            .zrembyscore(&ikey, "-inf", s.created_at)
+            .zadd(&ikey, &s.id, s.refresh_expires)
+            .cmd("EXPIRE")
+            .arg(&ikey)
+            .arg(ttl_for(s.refresh_expires))
+            .arg("GT")
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&ikey)
+            .arg(ttl_for(s.refresh_expires))
+            .arg("NX")
+            .ignore();
         let mut c = self.conn();
         self.run(pipe.exec_async(&mut c)).await
     }
@@ -277,6 +291,11 @@ impl Store for RedisStore {
         let mut c = self.conn();
         let until: Option<String> = self.run(inv.invoke_async(&mut c)).await?;
         until.as_deref().map(num).transpose()
+    }
+
+    async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn();
+        self.run(c.zrangebyscore(self.key("login", login), format!("({now}"), "+inf")).await
     }
 
     async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {

@@ -14,6 +14,9 @@ if ARGV[3] == s[5] and ARGV[5] == s[6] then
     'gen', string.format('%d', tonumber(s[5]) + 1), 'exp', ARGV[8], 'amax', amax, 'lr', ARGV[10])
   redis.call('HINCRBY', KEYS[1], 'rc', 1)
   redis.call('EXPIRE', KEYS[1], ARGV[12], 'GT')
+  local index = ARGV[1] .. 'login:' .. s[1]
+  redis.call('ZADD', index, 'GT', ARGV[8], ARGV[2])
+  redis.call('EXPIRE', index, ARGV[12], 'GT')
   return {'rotated', s[1]}
 end
 local grace = tonumber(ARGV[11])
