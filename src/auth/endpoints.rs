@@ -12,19 +12,18 @@ use hyper::body::Incoming;
 pub type EndpointBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
 use serde::{Deserialize, Serialize};
 
-use super::credentials::{self, Verdict};
 use super::refresh::RefreshToken;
 use super::tokens::{self, Identity, issue_access, now_secs, random_token, token_hash};
 use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, validate_lifetimes};
-use crate::store::{ConnectorSettings, MAX_USER_AGENT, NewSession, Reservation, Rotation, StoreError};
+use crate::store::{ConnectorSettings, MAX_USER_AGENT, NewSession, Rotation, StoreError};
 
 /// JSON bodies of the auth endpoints are small; anything larger is refused unread.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
-const MAX_LOGIN_BYTES: usize = 256;
-const MAX_PASSWORD_BYTES: usize = 4096;
+pub(super) const MAX_LOGIN_BYTES: usize = 256;
+pub(super) const MAX_PASSWORD_BYTES: usize = 4096;
 /// Refresh tokens and OTTs are 43 characters; this leaves room without hashing megabytes.
 const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
 
@@ -69,7 +68,7 @@ impl Endpoint {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TokenPair {
+pub(super) struct TokenPair {
     access_token: String,
     access_token_life_time: u64,
     refresh_token: String,
@@ -77,9 +76,9 @@ struct TokenPair {
 }
 
 #[derive(Deserialize)]
-struct LoginBody {
-    login: String,
-    password: String,
+pub(super) struct LoginBody {
+    pub(super) login: String,
+    pub(super) password: String,
 }
 
 #[derive(Deserialize)]
@@ -114,7 +113,7 @@ pub async fn handle(
         |r: &Result<Response<GatewayBody>, GatewayError>| r.as_ref().map_or_else(|e| e.code(), |_| "ok");
     match endpoint {
         Endpoint::Token => {
-            let r = login(gw, rt, req, client).await;
+            let r = super::login::login(gw, rt, req, client).await;
             m.logins.add(outcome(&r));
             r
         }
@@ -148,7 +147,7 @@ pub fn json_response<T: Serialize>(
     Ok(resp)
 }
 
-async fn read_body(req: Request<EndpointBody>) -> Result<Bytes, GatewayError> {
+pub(super) async fn read_body(req: Request<EndpointBody>) -> Result<Bytes, GatewayError> {
     match Limited::new(req.into_body(), MAX_JSON_BYTES).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::TooLarge),
@@ -156,11 +155,11 @@ async fn read_body(req: Request<EndpointBody>) -> Result<Bytes, GatewayError> {
     }
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
+pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
     serde_json::from_slice(bytes).map_err(|e| GatewayError::Malformed(format!("JSON: {e}")))
 }
 
-fn store_err(e: StoreError) -> GatewayError {
+pub(super) fn store_err(e: StoreError) -> GatewayError {
     GatewayError::StoreUnavailable(e.to_string())
 }
 
@@ -169,13 +168,13 @@ async fn lifetimes(gw: &Gateway, rt: &Runtime) -> Result<ConnectorSettings, Gate
 }
 
 /// Who started a session, as the session list will show it.
-struct Origin {
+pub(super) struct Origin {
     client: IpAddr,
     user_agent: String,
 }
 
 impl Origin {
-    fn of(headers: &HeaderMap, client: IpAddr) -> Self {
+    pub(super) fn of(headers: &HeaderMap, client: IpAddr) -> Self {
         let ua = headers
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()))
@@ -190,7 +189,7 @@ impl Origin {
 
 /// Starts a session: a session id, its first refresh token (the store keeps digests of it only)
 /// and an access token.
-async fn start_session(
+pub(super) async fn start_session(
     gw: &Gateway,
     rt: &Runtime,
     login: &str,
@@ -223,80 +222,6 @@ async fn start_session(
         refresh_token: refresh.encode(),
         refresh_token_life_time: life.refresh_token_life_time,
     })
-}
-
-/// SPEC §1's login limits without check-then-act: one attempt is reserved against the login's
-/// and the address's counters atomically before the password is checked, so however many
-/// attempts race (on any number of replicas), at most the limit reach the password check. A
-/// wrong password keeps its reservation (a failure); anything else gives it back, and a success
-/// resets the login's count.
-async fn login(
-    gw: &Gateway,
-    rt: &Runtime,
-    req: Request<EndpointBody>,
-    client: IpAddr,
-) -> Result<Response<GatewayBody>, GatewayError> {
-    let origin = Origin::of(req.headers(), client);
-    let body: LoginBody = parse_json(&read_body(req).await?)?;
-    if body.login.len() > MAX_LOGIN_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
-        return Err(GatewayError::Malformed("login or password too long".into()));
-    }
-    let limits = &rt.login_limits;
-    let login_key = format!("login:{}", rt.credentials.counter_key(&body.login));
-    let addr_key = format!("addr:{client}");
-    let keys: Vec<(&str, u32)> =
-        [(login_key.as_str(), limits.per_login), (addr_key.as_str(), limits.per_address)]
-            .into_iter()
-            .filter(|(_, max)| *max > 0)
-            .collect();
-    let now = now_secs();
-    if !keys.is_empty() {
-        let reserved = gw.store.reserve_attempt(&keys, limits.window_secs, now).await.map_err(store_err)?;
-        if let Reservation::Refused { resets_at } = reserved {
-            return Err(GatewayError::TooManyAttempts { retry_after_secs: resets_at.saturating_sub(now) });
-        }
-    }
-    gw.metrics.password_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let verdict =
-        credentials::check_password(rt.credentials.clone(), &gw.hashing, body.login.clone(), body.password)
-            .await;
-    let give = |reset: bool| give_back(gw, &keys, reset.then_some(login_key.as_str()), now);
-    match verdict {
-        Ok(Verdict::Valid { roles }) => {
-            give(true).await;
-            let pair = start_session(gw, rt, &body.login, &roles, origin).await?;
-            tracing::info!(login = %body.login, %client, "login");
-            json_response(StatusCode::OK, &pair)
-        }
-        Ok(Verdict::Disabled) => {
-            give(false).await;
-            Err(GatewayError::UserDisabled)
-        }
-        Ok(Verdict::Invalid) => {
-            tracing::info!(%client, "login failed");
-            Err(GatewayError::BadCredentials)
-        }
-        Err(e) => {
-            give(false).await;
-            Err(e)
-        }
-    }
-}
-
-/// Gives a reserved attempt back to every key, or resets `reset`'s count instead. Failing to is
-/// logged, not answered: the attempt then counts as a failure, which only ever errs on the safe
-/// side.
-async fn give_back(gw: &Gateway, keys: &[(&str, u32)], reset: Option<&str>, now: u64) {
-    for (key, _) in keys {
-        let result = if reset == Some(*key) {
-            gw.store.clear_login_failures(key).await
-        } else {
-            gw.store.release_attempt(key, now).await
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not give a login attempt back");
-        }
-    }
 }
 
 /// The refresh token from the `token` header, or `{"refreshToken"}` when the header is absent.

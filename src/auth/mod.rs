@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod es256;
 pub mod jwt;
 pub mod keys;
+mod login;
 pub mod refresh;
 pub mod tokens;
 

@@ -20,6 +20,7 @@
 //! the endpoints 503 instead of hanging; the connection managers reconnect by themselves.
 
 mod feed;
+mod record;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,6 +31,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::*;
+use record::{SESSION_FIELDS, hex, num, record_from, unhex};
 
 /// Upper bound on one store call, connection set-up included.
 pub const OP_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -68,72 +70,6 @@ fn ttl_for(expires: u64) -> u64 {
         Some(d) if d > 0 => d + TTL_SLACK,
         _ => STALE_TTL,
     }
-}
-
-fn hex(h: &[u8]) -> String {
-    use std::fmt::Write;
-    h.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn unhex(s: &str) -> Result<Vec<u8>, StoreError> {
-    let bad = || unavailable("malformed hex in a session record");
-    if s.len() % 2 != 0 {
-        return Err(bad());
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
-        .collect()
-}
-
-fn digest(s: &str) -> Result<TokenHash, StoreError> {
-    unhex(s)?.try_into().map_err(|_| unavailable("malformed digest in a session record"))
-}
-
-/// The hash fields of `sess:{id}`, in the order [`record_from`] reads them.
-const SESSION_FIELDS: [&str; 15] = [
-    "login", "ca", "lr", "rc", "addr", "ua", "exp", "amax", "st", "gen", "kh", "cur", "prev", "ps", "sealed",
-];
-
-fn record_from(v: &[Option<String>]) -> Result<Option<SessionRecord>, StoreError> {
-    use crate::store::session::SessionState;
-    let Some([login, ca, lr, rc, addr, ua, exp, amax, st, generation, kh, cur, prev, ps, sealed]) = v
-        .iter()
-        .map(|f| f.as_deref())
-        .collect::<Option<Vec<_>>>()
-        .and_then(|f| <[&str; 15]>::try_from(f).ok())
-    else {
-        return Ok(None);
-    };
-    Ok(Some(SessionRecord {
-        login: login.to_string(),
-        created_at: num(ca)?,
-        last_refresh_at: num(lr)?,
-        refresh_count: num(rc)?,
-        client_address: addr.to_string(),
-        user_agent: ua.to_string(),
-        expires_at: num(exp)?,
-        access_expires_max: num(amax)?,
-        state: match st {
-            "live" => SessionState::Live,
-            "ended" => SessionState::Ended,
-            _ => SessionState::Stolen,
-        },
-        generation: num(generation)?,
-        key_hash: digest(kh)?,
-        current_hash: digest(cur)?,
-        previous_hash: digest(prev)?,
-        previous_spent_at: num(ps)?,
-        sealed: unhex(sealed)?,
-    }))
-}
-
-fn num(s: &str) -> Result<u64, StoreError> {
-    // Scores come back from sorted sets as floats ("1.7e9" never, but "1700000000" or "1e3").
-    s.parse::<u64>().or_else(|_| s.parse::<f64>().map(|f| f as u64)).map_err(unavailable)
 }
 
 impl RedisStore {
@@ -210,24 +146,7 @@ impl Store for RedisStore {
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
         let skey = self.key("sess", &s.id);
-        let r = SessionRecord::new(&s);
-        let values: [(&str, String); 15] = [
-            ("login", r.login),
-            ("ca", r.created_at.to_string()),
-            ("lr", r.last_refresh_at.to_string()),
-            ("rc", "0".into()),
-            ("addr", r.client_address),
-            ("ua", r.user_agent),
-            ("exp", r.expires_at.to_string()),
-            ("amax", r.access_expires_max.to_string()),
-            ("st", "live".into()),
-            ("gen", "0".into()),
-            ("kh", hex(&r.key_hash)),
-            ("cur", hex(&r.current_hash)),
-            ("prev", hex(&r.previous_hash)),
-            ("ps", "0".into()),
-            ("sealed", String::new()),
-        ];
+        let values = record::fields(&SessionRecord::new(&s));
         let ikey = self.key("login", &s.login);
         let mut pipe = ::redis::pipe();
         pipe.atomic()
