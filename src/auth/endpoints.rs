@@ -24,7 +24,7 @@ use crate::store::{ConnectorSettings, MAX_USER_AGENT, NewSession, Rotation, Stor
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 pub(super) const MAX_LOGIN_BYTES: usize = 256;
 pub(super) const MAX_PASSWORD_BYTES: usize = 4096;
-/// Refresh tokens and OTTs are 43 characters; this leaves room without hashing megabytes.
+/// OTTs are 43 characters, refresh tokens about 90; this leaves room without hashing megabytes.
 const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
