@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bo_gateway::auth::cache::{Revocations, TokenCache};
 use bo_gateway::auth::keys::KeySet;
+use bo_gateway::auth::refresh::RefreshToken;
 use bo_gateway::auth::tokens::{self, TokenSettings, issue_access, now_secs, random_token, token_hash};
 use bo_gateway::config::TokensConfig;
 use bo_gateway::routes::normalize_path;
@@ -97,34 +98,32 @@ fn store(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let now = now_secs();
-    let mut current = token_hash(&random_token(32));
-    rt.block_on(store.create_session(NewSession {
-        id: random_token(16),
+    let new_session = |first: &RefreshToken| NewSession {
+        id: first.session.clone(),
         login: "alice".into(),
-        refresh_hash: current,
+        key_hash: first.proof_hash(),
+        secret_hash: first.secret_hash(),
         refresh_expires: now + 3600,
         access_expires: now + 900,
-    }))
-    .unwrap();
+        created_at: now,
+        client_address: "127.0.0.1".into(),
+        user_agent: String::new(),
+    };
+    let mut current = RefreshToken::first(&random_token(16));
+    rt.block_on(store.create_session(new_session(&current))).unwrap();
     // One rotation per iteration, including making and hashing the next token, as the endpoint does.
     c.bench_function("store/memory/refresh_rotation", |b| {
         b.iter(|| {
-            let next = token_hash(&random_token(32));
-            let r = rt.block_on(store.rotate_refresh(&current, &next, now + 3600, now + 900, now)).unwrap();
+            let next = current.successor();
+            let succ = current.successor_record(&next, now + 3600, now + 900).unwrap();
+            let r = rt.block_on(store.rotate_refresh(&current.presented(), &succ, 10, now)).unwrap();
             assert!(matches!(r, bo_gateway::store::Rotation::Rotated(_)));
             current = next;
         })
     });
     c.bench_function("store/memory/login_session", |b| {
         b.iter(|| {
-            rt.block_on(store.create_session(NewSession {
-                id: random_token(16),
-                login: "alice".into(),
-                refresh_hash: token_hash(&random_token(32)),
-                refresh_expires: now + 3600,
-                access_expires: now + 900,
-            }))
-            .unwrap()
+            rt.block_on(store.create_session(new_session(&RefreshToken::first(&random_token(16))))).unwrap()
         })
     });
     c.bench_function("store/memory/ott_issue_verify", |b| {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use bo_gateway::auth::refresh::RefreshToken;
 use bo_gateway::auth::tokens::{random_token, token_hash};
 use bo_gateway::config::StoreConfig;
 use bo_gateway::store::{self, MemoryStore, NewSession, Rotation, Store, TokenHash};
@@ -46,13 +47,17 @@ static ALLOC: Counting = Counting;
 
 const NOW: u64 = 1_000_000;
 
-fn new_session(refresh: TokenHash) -> NewSession {
+fn new_session(first: &RefreshToken) -> NewSession {
     NewSession {
-        id: random_token(16),
+        id: first.session.clone(),
         login: "alice".into(),
-        refresh_hash: refresh,
+        key_hash: first.proof_hash(),
+        secret_hash: first.secret_hash(),
         refresh_expires: NOW + 28_800,
         access_expires: NOW + 900,
+        created_at: NOW,
+        client_address: "127.0.0.1".into(),
+        user_agent: String::new(),
     }
 }
 
@@ -60,9 +65,9 @@ fn new_session(refresh: TokenHash) -> NewSession {
 async fn refresh(store: &Arc<dyn Store>, tasks: usize, total: usize) -> f64 {
     let mut heads = Vec::new();
     for _ in 0..tasks {
-        let h = token_hash(&random_token(32));
-        store.create_session(new_session(h)).await.unwrap();
-        heads.push(h);
+        let first = RefreshToken::first(&random_token(16));
+        store.create_session(new_session(&first)).await.unwrap();
+        heads.push(first);
     }
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -70,8 +75,9 @@ async fn refresh(store: &Arc<dyn Store>, tasks: usize, total: usize) -> f64 {
         let store = store.clone();
         set.spawn(async move {
             for _ in 0..total / tasks {
-                let next = token_hash(&random_token(32));
-                let r = store.rotate_refresh(&current, &next, NOW + 28_800, NOW + 900, NOW).await.unwrap();
+                let next = current.successor();
+                let succ = current.successor_record(&next, NOW + 28_800, NOW + 900).unwrap();
+                let r = store.rotate_refresh(&current.presented(), &succ, 10, NOW).await.unwrap();
                 assert!(matches!(r, Rotation::Rotated(_)));
                 current = next;
             }
@@ -113,7 +119,7 @@ async fn bytes_per_session(n: usize) {
     let store = MemoryStore::new();
     let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss_bytes());
     for _ in 0..n {
-        store.create_session(new_session(token_hash(&random_token(32)))).await.unwrap();
+        store.create_session(new_session(&RefreshToken::first(&random_token(16)))).await.unwrap();
     }
     let (heap1, rss1) = (LIVE.load(Ordering::Relaxed), rss_bytes());
     assert_eq!(store.session_count(), n);

@@ -112,16 +112,18 @@ impl Outcomes {
 }
 
 /// The store operations timed by the metered store.
-pub const STORE_OPS: [&str; 14] = [
+pub const STORE_OPS: [&str; 16] = [
     "create_session",
     "rotate_refresh",
     "revoke_session",
+    "session",
     "put_ott",
     "consume_ott",
     "settings",
     "put_settings",
     "login_failures",
-    "record_login_failure",
+    "reserve_attempt",
+    "release_attempt",
     "clear_login_failures",
     "ping",
     "purge_expired",
@@ -144,6 +146,8 @@ pub struct Metrics {
     pub logins: Outcomes,
     pub refreshes: Outcomes,
     pub otts_issued: AtomicU64,
+    /// Passwords checked against the credentials source (after the attempt limits passed).
+    pub password_checks: AtomicU64,
     pub otts_verified: Outcomes,
     pub open_connections: AtomicI64,
     /// Connections the fast path handed to hyper's path (`crate::fastpath`).
@@ -266,6 +270,12 @@ impl Collector for GatewayCollector {
             "bo_gateway_refreshes",
             "Token refreshes by outcome.",
             &outcome_rows("outcome", &m.refreshes),
+        )?;
+        counter(
+            &mut e,
+            "bo_gateway_password_checks",
+            "Passwords checked against the credentials source (users file or BO).",
+            &[(vec![], m.password_checks.load(Ordering::Relaxed))],
         )?;
         counter(
             &mut e,

@@ -51,6 +51,8 @@ pub struct Runtime {
     pub default_lifetimes: ConnectorSettings,
     pub credentials: Arc<Credentials>,
     pub login_limits: LoginLimits,
+    /// `tokens.refresh_reuse_grace` in seconds; 0 turns the grace off.
+    pub refresh_reuse_grace_secs: u64,
     pub routes: RouteTable,
     /// `None` when there is no HTTPS listener.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -156,6 +158,7 @@ impl Runtime {
             };
             err(key, why)
         })?;
+        let refresh_reuse_grace_secs = t.refresh_reuse_grace.0.as_secs();
         let token_settings = TokenSettings::new(t.issuer.clone(), t.audience.clone(), t.leeway.0.as_secs());
 
         let credentials = Arc::new(Credentials::load(&raw.credentials, path)?);
@@ -221,6 +224,7 @@ impl Runtime {
             default_lifetimes,
             credentials,
             login_limits,
+            refresh_reuse_grace_secs,
             routes: RouteTable::new(routes),
             tls,
             raw,

@@ -21,8 +21,12 @@ both_transports! {
         let pair = gw.login(ADMIN).await;
         assert_eq!(pair["accessTokenLifeTime"], 900);
         assert_eq!(pair["refreshTokenLifeTime"], 28800);
-        assert_eq!(pair["refreshToken"].as_str().unwrap().len(), 43);
         let c = claims(pair["accessToken"].as_str().unwrap());
+        // `{session}.{generation}.{proof and secret}`: opaque to clients, 48 random bytes in it.
+        let refresh = pair["refreshToken"].as_str().unwrap();
+        let (prefix, secret) = refresh.rsplit_once('.').unwrap();
+        assert_eq!(prefix, format!("{}.0", c["sid"].as_str().unwrap()));
+        assert_eq!(secret.len(), 64);
         assert_eq!(c["iss"], "bo-gateway");
         assert_eq!(c["aud"], "bo-api");
         assert_eq!(c["sub"], ADMIN.0);
@@ -101,13 +105,15 @@ both_transports! {
         // Another session of the same user is untouched by what follows.
         let other = gw.login(TRADER).await;
 
-        // The spent token again: theft. The whole session goes.
+        // r2 is spent too: r1 is now two generations old, beyond any grace. Theft: the whole
+        // session goes.
+        let third: Value = gw.refresh(r2).await.json().await.unwrap();
         let r = gw.refresh(r1).await;
         assert_eq!(error_code(r).await, (401, "token.reused".into()));
         let r = gw.client.get(gw.url("/api/x")).bearer_auth(a2).send().await.unwrap();
         assert_eq!(error_code(r).await, (401, "token.invalid".into()));
-        let r = gw.refresh(r2).await;
-        assert_eq!(r.status(), 401);
+        let r = gw.refresh(third["refreshToken"].as_str().unwrap()).await;
+        assert_eq!(error_code(r).await, (401, "token.invalid".into()));
 
         let r = gw
             .client
@@ -145,20 +151,91 @@ both_transports! {
     }
 }
 
+/// `n` refreshes with `token` at once: each answer's status and JSON.
+async fn refresh_burst(gw: &Gateway, token: &str, n: usize) -> Vec<(u16, Value)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (c, url, t) = (gw.client.clone(), gw.url("/auth/token/refresh"), token.to_string());
+        tasks.spawn(async move {
+            let r = c.get(url).header("token", t).send().await.unwrap();
+            (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        });
+    }
+    tasks.join_all().await
+}
+
 both_transports! {
     #[tokio::test]
-    async fn concurrent_refreshes_of_one_token_yield_exactly_one_success() {
+    async fn without_grace_concurrent_refreshes_of_one_token_yield_exactly_one_success() {
+        let up = upstream::start("bo").await;
+        let setup = Setup {
+            tokens: "refresh_reuse_grace = \"0s\"".into(),
+            routes: route("bo", "/api", &up.url(), ""),
+            ..Default::default()
+        };
+        let gw = Gateway::start(setup).await;
+        let pair = gw.login(TRADER).await;
+        let answers = refresh_burst(&gw, pair["refreshToken"].as_str().unwrap(), 8).await;
+        let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+        // The first loser finds theft and revokes the session; the rest find it ended.
+        let codes: Vec<&Value> =
+            answers.iter().filter(|(s, _)| *s != 200).map(|(_, v)| &v["errors"][0]).collect();
+        assert!(codes.iter().any(|c| *c == "token.reused"), "{answers:?}");
+        assert!(codes.iter().all(|c| *c == "token.reused" || *c == "token.invalid"), "{answers:?}");
+    }
+}
+
+both_transports! {
+    /// SPEC §1 reuse grace: two tabs refreshing at once both end up holding the one live token.
+    #[tokio::test]
+    async fn within_the_grace_concurrent_refreshes_all_get_the_one_successor() {
+        let (gw, up) = gateway_with_upstream().await;
+        let pair = gw.login(TRADER).await;
+        let answers = refresh_burst(&gw, pair["refreshToken"].as_str().unwrap(), 8).await;
+        assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+        let successor = answers[0].1["refreshToken"].as_str().unwrap();
+        assert!(answers.iter().all(|(_, v)| v["refreshToken"] == successor), "{answers:?}");
+        // Each answer has its own freshly signed access token, and each works.
+        let mut jtis: Vec<String> =
+            answers.iter().map(|(_, v)| claims(v["accessToken"].as_str().unwrap())["jti"].to_string()).collect();
+        jtis.sort();
+        jtis.dedup();
+        assert_eq!(jtis.len(), 8);
+        for (_, v) in &answers {
+            let r = gw
+                .client
+                .get(gw.url("/api/x"))
+                .bearer_auth(v["accessToken"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        // The successor is the live token: it rotates; after that the first token is theft.
+        let next: Value = gw.refresh(successor).await.json().await.unwrap();
+        assert!(next["refreshToken"].is_string(), "{next}");
+        let r = gw.refresh(pair["refreshToken"].as_str().unwrap()).await;
+        assert_eq!(error_code(r).await, (401, "token.reused".into()));
+        assert_eq!(up.hits(), 8);
+    }
+}
+
+both_transports! {
+    /// A client retrying after a timeout, one second later: the same successor, nothing revoked.
+    #[tokio::test]
+    async fn a_retried_refresh_within_the_grace_gets_the_same_successor() {
         let (gw, _up) = gateway_with_upstream().await;
         let pair = gw.login(TRADER).await;
-        let token = pair["refreshToken"].as_str().unwrap().to_string();
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..8 {
-            let (c, url, t) = (gw.client.clone(), gw.url("/auth/token/refresh"), token.clone());
-            tasks.spawn(async move { c.get(url).header("token", t).send().await.unwrap().status().as_u16() });
-        }
-        let statuses: Vec<u16> = tasks.join_all().await;
-        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-        assert!(statuses.iter().all(|s| *s == 200 || *s == 401), "{statuses:?}");
+        let r1 = pair["refreshToken"].as_str().unwrap();
+        let first: Value = gw.refresh(r1).await.json().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let r = gw.refresh(r1).await;
+        assert_eq!(r.status(), 200);
+        let again: Value = r.json().await.unwrap();
+        assert_eq!(again["refreshToken"], first["refreshToken"]);
+        assert_ne!(again["accessToken"], first["accessToken"]);
+        assert_eq!(again["refreshTokenLifeTime"], 28800);
     }
 }
 
@@ -245,7 +322,7 @@ both_transports! {
         let r = gw.client.get(gw.url("/api/x")).bearer_auth(access).send().await.unwrap();
         assert_eq!(error_code(r).await, (401, "token.invalid".into()));
         let r = gw.refresh(pair["refreshToken"].as_str().unwrap()).await;
-        assert_eq!(r.status(), 401);
+        assert_eq!(error_code(r).await, (401, "token.invalid".into()));
         let r = gw.client.post(gw.url("/auth/token/revoke")).send().await.unwrap();
         assert_eq!(error_code(r).await, (401, "token.missing".into()));
     }
@@ -525,5 +602,43 @@ both_transports! {
         assert_eq!(error_code(r).await, (429, "2.147.1.27".into()), "the address is locked");
         // Another client behind the same balancer is not.
         assert_eq!(attempt("198.51.100.8", TRADER.0, TRADER.1).await.status(), 200);
+    }
+}
+
+both_transports! {
+    /// SPEC §1: logout is not theft. The refresh token of a logged-out session, even one just
+    /// spent and inside the grace, is `token.invalid`, and no refresh is counted as reuse.
+    #[tokio::test]
+    async fn logout_then_refresh_is_invalid_not_theft() {
+        let (gw, _up) = gateway_with_upstream().await;
+        let pair = gw.login(TRADER).await;
+        let r1 = pair["refreshToken"].as_str().unwrap();
+        let second: Value = gw.refresh(r1).await.json().await.unwrap();
+        let access = second["accessToken"].as_str().unwrap();
+        let r = gw.client.post(gw.url("/auth/token/revoke")).bearer_auth(access).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        for token in [second["refreshToken"].as_str().unwrap(), r1, r1] {
+            let r = gw.refresh(token).await;
+            assert_eq!(error_code(r).await, (401, "token.invalid".into()));
+        }
+        let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+        let reused = metrics
+            .lines()
+            .find(|l| l.starts_with("bo_gateway_refreshes_total") && l.contains("token.reused"))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or("0");
+        assert_eq!(reused, "0", "{metrics}");
+    }
+}
+
+both_transports! {
+    /// Refresh tokens issued before bounded sessions (43 characters, no session in them) are
+    /// refused cleanly after the upgrade.
+    #[tokio::test]
+    async fn refresh_tokens_of_the_old_form_are_invalid() {
+        let (gw, _up) = gateway_with_upstream().await;
+        let legacy = bo_gateway::auth::tokens::random_token(32);
+        let r = gw.refresh(&legacy).await;
+        assert_eq!(error_code(r).await, (401, "token.invalid".into()));
     }
 }

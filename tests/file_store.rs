@@ -97,3 +97,37 @@ async fn state_survives_kill_9() {
     assert_eq!(gw.call(&third["accessToken"]).await, 401);
     gw.kill_9();
 }
+
+/// A database written before bounded sessions (one record per refresh token, other table
+/// types) opens; its sessions are dropped (their tokens are refused as `token.invalid` before
+/// the store is asked), its revocations are still honoured.
+#[tokio::test]
+async fn a_database_from_before_bounded_sessions_opens_without_its_old_sessions() {
+    type LegacySessions =
+        redb::TableDefinition<'static, &'static str, (&'static str, [u8; 32], u64, u64, bool)>;
+    type LegacyRefresh = redb::TableDefinition<'static, [u8; 32], (&'static str, u64, bool)>;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let sessions: LegacySessions = redb::TableDefinition::new("sessions");
+            let refresh: LegacyRefresh = redb::TableDefinition::new("refresh");
+            let revoked: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("revoked");
+            txn.open_table(sessions)
+                .unwrap()
+                .insert("old", ("bob", [1; 32], u64::MAX, u64::MAX, false))
+                .unwrap();
+            txn.open_table(refresh).unwrap().insert([1; 32], ("old", u64::MAX, false)).unwrap();
+            txn.open_table(revoked).unwrap().insert("gone", u64::MAX).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let cfg = bo_gateway::config::StoreConfig { kind: "file".into(), path, ..Default::default() };
+    let store = bo_gateway::store::open(&cfg).await.unwrap();
+    assert_eq!(store.session("old").await.unwrap(), None);
+    assert_eq!(store.live_revocations(0).await.unwrap(), vec![("gone".to_string(), u64::MAX)]);
+    // The revocation and the open marker: nothing of the old sessions is left.
+    assert_eq!(store.entries().await.unwrap(), 2);
+}

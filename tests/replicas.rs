@@ -64,12 +64,24 @@ async fn login_on_a_calls_through_b_and_refresh_reuse_is_seen_across() {
     let next: Value = r.json().await.unwrap();
     assert_eq!(call(&p.a, &s(&next, "accessToken")).await, 200);
 
-    // The spent token presented to A: theft. The whole session dies on both replicas.
+    // The spent token presented to A within the grace, its successor unspent: the same
+    // successor, as B issued it.
+    let r = refresh(&p.a, &s(&pair, "refreshToken")).await;
+    assert_eq!(r.status(), 200, "the reuse grace holds across replicas");
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(s(&again, "refreshToken"), s(&next, "refreshToken"));
+
+    // The successor spent on B; the first token presented to A again: theft. The whole session
+    // dies on both replicas.
+    let third: Value = refresh(&p.b, &s(&next, "refreshToken")).await.json().await.unwrap();
     assert_eq!(
         error_code(refresh(&p.a, &s(&pair, "refreshToken")).await).await,
         (401, "token.reused".into())
     );
-    assert_eq!(error_code(refresh(&p.b, &s(&next, "refreshToken")).await).await.0, 401);
+    assert_eq!(
+        error_code(refresh(&p.b, &s(&third, "refreshToken")).await).await,
+        (401, "token.invalid".into())
+    );
     let deadline = Instant::now() + Duration::from_secs(1);
     while call(&p.b, &s(&next, "accessToken")).await != 401 {
         assert!(Instant::now() < deadline, "B still accepts a token of the revoked session");

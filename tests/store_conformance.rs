@@ -6,8 +6,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bo_gateway::auth::refresh::RefreshToken;
 use bo_gateway::config::StoreConfig;
-use bo_gateway::store::{self, ConnectorSettings, MemoryStore, NewSession, Rotation, Store, TokenHash};
+use bo_gateway::store::{
+    self, ConnectorSettings, MemoryStore, NewSession, Reservation, Rotation, SessionInfo, SessionState,
+    Store, TokenHash,
+};
 use support::redis as test_redis;
 
 /// A store under test and what to clean up after it.
@@ -52,71 +56,248 @@ fn h(n: u8) -> TokenHash {
     [n; 32]
 }
 
-fn session(id: &str, refresh: TokenHash, now: u64) -> NewSession {
+fn session(first: &RefreshToken, now: u64) -> NewSession {
     NewSession {
-        id: id.into(),
+        id: first.session.clone(),
         login: "alice".into(),
-        refresh_hash: refresh,
+        key_hash: first.proof_hash(),
+        secret_hash: first.secret_hash(),
         refresh_expires: now + 100,
         access_expires: now + 10,
+        created_at: now,
+        client_address: "192.0.2.7".into(),
+        user_agent: "conformance/1".into(),
     }
+}
+
+/// A new session `id` in `store`; returns its first refresh token.
+async fn start(store: &Arc<dyn Store>, id: &str, now: u64) -> RefreshToken {
+    let first = RefreshToken::first(id);
+    store.create_session(session(&first, now)).await.unwrap();
+    first
+}
+
+/// Presents `t` (refresh until now + 100, access until now + `access`); returns the outcome and
+/// the successor this call offered.
+async fn present(
+    store: &Arc<dyn Store>,
+    t: &RefreshToken,
+    grace: u64,
+    now: u64,
+    access: u64,
+) -> (Rotation, RefreshToken) {
+    let next = t.successor();
+    let succ = t.successor_record(&next, now + 100, now + access).unwrap();
+    (store.rotate_refresh(&t.presented(), &succ, grace, now).await.unwrap(), next)
+}
+
+fn rotated(id: &str) -> Rotation {
+    Rotation::Rotated(SessionInfo { id: id.into(), login: "alice".into() })
 }
 
 async fn rotation_and_reuse(store: Arc<dyn Store>) {
     let now = 1_000;
-    store.create_session(session("s1", h(1), now)).await.unwrap();
-    let r = store.rotate_refresh(&h(1), &h(2), now + 100, now + 20, now).await.unwrap();
-    assert_eq!(
-        r,
-        Rotation::Rotated(bo_gateway::store::SessionInfo { id: "s1".into(), login: "alice".into() })
-    );
-    // h(1) again: reuse, the session is revoked until its latest access token expires.
-    let r = store.rotate_refresh(&h(1), &h(3), now + 100, now + 30, now).await.unwrap();
+    let t0 = start(&store, "s1", now).await;
+    let (r, t1) = present(&store, &t0, 0, now, 20).await;
+    assert_eq!(r, rotated("s1"));
+    // t0 again, no grace: reuse; the session is revoked until its latest access token expires.
+    let (r, _) = present(&store, &t0, 0, now, 30).await;
     assert_eq!(r, Rotation::Reused { session: "s1".into(), revoked_until: now + 20 });
-    // The descendant is dead too.
-    let r = store.rotate_refresh(&h(2), &h(4), now + 100, now + 30, now).await.unwrap();
-    assert!(!matches!(r, Rotation::Rotated(_)), "{r:?}");
-    assert_eq!(
-        store.rotate_refresh(&h(99), &h(98), now + 100, now + 30, now).await.unwrap(),
-        Rotation::Unknown
-    );
+    // The descendant is dead too, and presenting anything of it again is no new theft.
+    assert_eq!(present(&store, &t1, 0, now, 30).await.0, Rotation::Unknown);
+    assert_eq!(present(&store, &t0, 0, now, 30).await.0, Rotation::Unknown);
+    assert_eq!(present(&store, &RefreshToken::first("nope"), 0, now, 30).await.0, Rotation::Unknown);
+}
+
+/// Knowing a session id (it is in every access token) is not enough: a token of that session
+/// with another proof is unknown, not theft, and the session goes on.
+async fn forged_tokens_are_unknown_not_theft(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let t0 = start(&store, "s1f", now).await;
+    let forged = RefreshToken::first("s1f");
+    assert_eq!(present(&store, &forged, 10, now, 20).await.0, Rotation::Unknown);
+    assert_eq!(present(&store, &forged.successor(), 10, now, 20).await.0, Rotation::Unknown);
+    assert_eq!(present(&store, &t0, 10, now, 20).await.0, rotated("s1f"));
+}
+
+/// Any earlier generation, not only the last: the session keeps no record per spent token.
+async fn any_earlier_generation_is_theft(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let mut tokens = vec![start(&store, "s1g", now).await];
+    for _ in 0..5 {
+        let (r, next) = present(&store, tokens.last().unwrap(), 10, now, 20).await;
+        assert_eq!(r, rotated("s1g"));
+        tokens.push(next);
+    }
+    // Generation 2 of 5, inside the grace: too old for it.
+    let (r, _) = present(&store, &tokens[2], 10, now, 20).await;
+    assert_eq!(r, Rotation::Reused { session: "s1g".into(), revoked_until: now + 20 });
+    assert_eq!(present(&store, &tokens[5], 10, now, 20).await.0, Rotation::Unknown);
 }
 
 async fn rotation_is_atomic(store: Arc<dyn Store>) {
     let now = 1_000;
-    store.create_session(session("s2", h(10), now)).await.unwrap();
+    let t0 = start(&store, "s2", now).await;
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..32u8 {
-        let s = store.clone();
-        tasks.spawn(
-            async move { s.rotate_refresh(&h(10), &h(100 + i), now + 100, now + 20, now).await.unwrap() },
-        );
+    for _ in 0..32 {
+        let (s, t) = (store.clone(), t0.clone());
+        tasks.spawn(async move { present(&s, &t, 0, now, 20).await.0 });
     }
     let results = tasks.join_all().await;
     assert_eq!(results.iter().filter(|r| matches!(r, Rotation::Rotated(_))).count(), 1, "{results:?}");
 }
 
+/// SPEC §1 reuse grace: the previous token, again, within the grace and while its successor is
+/// unspent, gets that same successor; nothing is revoked.
+async fn reuse_grace(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let t0 = start(&store, "s5", now).await;
+    let (r, t1) = present(&store, &t0, 10, now, 20).await;
+    assert_eq!(r, rotated("s5"));
+    let (r, _) = present(&store, &t0, 10, now + 9, 40).await;
+    let Rotation::Replayed { session, sealed } = r else { panic!("not replayed: {r:?}") };
+    assert_eq!(session, SessionInfo { id: "s5".into(), login: "alice".into() });
+    assert_eq!(t0.open(&sealed).as_ref(), Some(&t1), "the same successor");
+    assert_eq!(t1.open(&sealed), None, "sealed under the predecessor only");
+    let rec = store.session("s5").await.unwrap().unwrap();
+    assert_eq!(rec.access_expires_max, now + 9 + 40, "the fresh access token is covered");
+    assert_eq!(rec.generation, 1);
+    // The successor still works; once it is spent, its predecessor is theft even in grace.
+    let (r, _t2) = present(&store, &t1, 10, now + 9, 20).await;
+    assert_eq!(r, rotated("s5"));
+    let (r, _) = present(&store, &t0, 10, now + 9, 20).await;
+    assert!(matches!(r, Rotation::Reused { .. }), "{r:?}");
+
+    // Past the grace: theft.
+    let u0 = start(&store, "s5b", now).await;
+    assert_eq!(present(&store, &u0, 10, now, 20).await.0, rotated("s5b"));
+    assert!(matches!(present(&store, &u0, 10, now + 10, 20).await.0, Rotation::Reused { .. }));
+}
+
+/// Concurrent refreshes with one token: one rotates, every other gets that same successor.
+async fn concurrent_refresh_in_grace_shares_one_successor(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let t0 = start(&store, "s5c", now).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (s, t) = (store.clone(), t0.clone());
+        tasks.spawn(async move { present(&s, &t, 10, now, 20).await });
+    }
+    let results = tasks.join_all().await;
+    let winners: Vec<_> = results.iter().filter(|(r, _)| matches!(r, Rotation::Rotated(_))).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let successor = &winners[0].1;
+    for (r, _) in &results {
+        match r {
+            Rotation::Rotated(_) => {}
+            Rotation::Replayed { sealed, .. } => assert_eq!(t0.open(sealed).as_ref(), Some(successor)),
+            other => panic!("neither rotated nor replayed: {other:?}"),
+        }
+    }
+    assert_eq!(store.session("s5c").await.unwrap().unwrap().generation, 1);
+}
+
+/// Logout (or an administrator) ends a session: its tokens are unknown, never theft.
+async fn ended_sessions_are_not_theft(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let t0 = start(&store, "s6", now).await;
+    let (_, t1) = present(&store, &t0, 10, now, 20).await;
+    assert_eq!(store.revoke_session("s6").await.unwrap(), Some(now + 20));
+    assert_eq!(present(&store, &t1, 10, now, 20).await.0, Rotation::Unknown);
+    assert_eq!(present(&store, &t0, 10, now, 20).await.0, Rotation::Unknown);
+    assert_eq!(present(&store, &t0, 0, now + 50, 20).await.0, Rotation::Unknown);
+    assert_eq!(store.live_revocations(now).await.unwrap(), vec![("s6".to_string(), now + 20)]);
+}
+
+/// Refreshing a session many times leaves the store exactly as large as one refresh did.
+async fn sessions_are_bounded(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let mut t = start(&store, "s7", now).await;
+    let (_, next) = present(&store, &t, 10, now, 20).await;
+    t = next;
+    let entries = store.entries().await.unwrap();
+    let sealed = store.session("s7").await.unwrap().unwrap().sealed.len();
+    let rounds = if store.kind() == "file" { 200 } else { 1_000 };
+    for i in 0..rounds {
+        let (r, next) = present(&store, &t, 10, now + i, 20).await;
+        assert_eq!(r, rotated("s7"));
+        t = next;
+    }
+    assert_eq!(store.entries().await.unwrap(), entries, "no entry per refresh");
+    let rec = store.session("s7").await.unwrap().unwrap();
+    assert_eq!((rec.generation, rec.refresh_count), (rounds + 1, rounds + 1));
+    assert_eq!(rec.sealed.len(), sealed, "the one sealed successor, no more");
+}
+
+/// What the session list of a later release reads: who, from where, since when, how often.
+async fn session_records(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let t0 = start(&store, "s8", now).await;
+    let rec = store.session("s8").await.unwrap().unwrap();
+    assert_eq!(
+        (rec.login.as_str(), rec.client_address.as_str(), rec.user_agent.as_str()),
+        ("alice", "192.0.2.7", "conformance/1")
+    );
+    assert_eq!(
+        (rec.created_at, rec.last_refresh_at, rec.refresh_count, rec.expires_at),
+        (now, now, 0, now + 100)
+    );
+    present(&store, &t0, 10, now + 5, 20).await;
+    let rec = store.session("s8").await.unwrap().unwrap();
+    assert_eq!(
+        (rec.created_at, rec.last_refresh_at, rec.refresh_count, rec.expires_at),
+        (now, now + 5, 1, now + 105)
+    );
+    assert_eq!(rec.state, SessionState::Live);
+    assert_eq!(rec.key_hash, t0.proof_hash());
+    assert_ne!(rec.current_hash, t0.secret_hash(), "spent");
+    assert_eq!(store.session("nope").await.unwrap(), None);
+}
+
+/// The per-login index a session list starts from: follows rotations, drops expired sessions.
+async fn sessions_are_indexed_by_login(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let a = start(&store, "s9a", now).await;
+    let mut short = session(&RefreshToken::first("s9c"), now);
+    short.refresh_expires = now + 5;
+    store.create_session(short).await.unwrap();
+    let mut bob = session(&RefreshToken::first("s9b"), now);
+    bob.login = "bob9".into();
+    store.create_session(bob).await.unwrap();
+    let of = |login: &'static str, at: u64| {
+        let store = store.clone();
+        async move {
+            let mut ids = store.sessions_of(login, at).await.unwrap();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(of("alice", now).await, ["s9a", "s9c"]);
+    assert_eq!(of("alice", now + 10).await, ["s9a"], "expired sessions are not listed");
+    assert_eq!(of("bob9", now).await, ["s9b"]);
+    assert!(of("nobody", now).await.is_empty());
+    // A rotation at now + 50 moves the expiry to now + 150: still listed at now + 120.
+    assert_eq!(present(&store, &a, 10, now + 50, 20).await.0, rotated("s9a"));
+    assert_eq!(of("alice", now + 120).await, ["s9a"]);
+    store.purge_expired(now + 1_000).await.unwrap();
+    assert!(of("alice", now + 1_000).await.is_empty());
+}
+
 async fn expiry(store: Arc<dyn Store>) {
     let now = 1_000;
-    store.create_session(session("s3", h(20), now)).await.unwrap();
-    assert_eq!(
-        store.rotate_refresh(&h(20), &h(21), now + 200, now + 20, now + 100).await.unwrap(),
-        Rotation::Unknown
-    );
+    let t = start(&store, "s3", now).await;
+    assert_eq!(present(&store, &t, 10, now + 100, 20).await.0, Rotation::Unknown);
     store.put_ott(&h(22), "alice", now + 5).await.unwrap();
     assert_eq!(store.consume_ott(&h(22), now + 5).await.unwrap(), None);
     store.put_ott(&h(23), "alice", now + 5).await.unwrap();
-    store.create_session(session("s3b", h(24), now)).await.unwrap();
+    let t = start(&store, "s3b", now).await;
     assert_eq!(store.revoke_session("s3b").await.unwrap(), Some(now + 10));
     assert_eq!(store.live_revocations(now + 10).await.unwrap(), vec![("s3b".to_string(), now + 10)]);
     // Everything above has expired by now + 1000: each backend drops at least the revocation.
     assert!(store.purge_expired(now + 1_000).await.unwrap() > 0);
     assert_eq!(store.live_revocations(now + 10).await.unwrap(), vec![], "purged");
     assert_eq!(store.consume_ott(&h(23), now + 1_000).await.unwrap(), None);
-    assert_eq!(
-        store.rotate_refresh(&h(24), &h(25), now + 2_000, now + 1_100, now + 1_000).await.unwrap(),
-        Rotation::Unknown
-    );
+    assert_eq!(present(&store, &t, 10, now + 1_000, 20).await.0, Rotation::Unknown);
 }
 
 /// More entries than one purge step looks at (the file store purges in bounded steps): every
@@ -131,15 +312,15 @@ async fn purge_keeps_the_live(store: Arc<dyn Store>) {
             hash[..4].copy_from_slice(&i.to_le_bytes());
             let expires = if i % 1_000 == 0 { now + 500 } else { now + 5 };
             s.put_ott(&hash, "alice", expires).await.unwrap();
-            let id = format!("p{i}");
-            hash[4] = 8;
-            let mut new = session(&id, hash, now);
+            let first = RefreshToken::first(&format!("p{i}"));
+            let mut new = session(&first, now);
             new.refresh_expires = expires;
             new.access_expires = expires;
             s.create_session(new).await.unwrap();
+            (i, first)
         });
     }
-    tasks.join_all().await;
+    let firsts: std::collections::HashMap<u32, RefreshToken> = tasks.join_all().await.into_iter().collect();
     store.purge_expired(now + 100).await.unwrap();
     for i in [0u32, 1, 999, 1_000, 2_047, 2_048, 4_000, 4_999] {
         let mut hash = [7u8; 32];
@@ -147,8 +328,11 @@ async fn purge_keeps_the_live(store: Arc<dyn Store>) {
         let live = i % 1_000 == 0;
         let got = store.consume_ott(&hash, now + 100).await.unwrap();
         assert_eq!(got.is_some(), live, "ott {i}");
-        hash[4] = 8;
-        let r = store.rotate_refresh(&hash, &h(200), now + 600, now + 600, now + 100).await.unwrap();
+        if store.kind() != "redis" {
+            // Redis drops keys by their TTL, not by purging.
+            assert_eq!(store.session(&format!("p{i}")).await.unwrap().is_some(), live, "session {i}");
+        }
+        let (r, _) = present(&store, &firsts[&i], 10, now + 100, 500).await;
         assert_eq!(matches!(r, Rotation::Rotated(_)), live, "session {i}: {r:?}");
     }
 }
@@ -167,12 +351,12 @@ async fn ott_single_use(store: Arc<dyn Store>) {
 
 async fn revocation(store: Arc<dyn Store>) {
     let now = 1_000;
-    store.create_session(session("s4", h(40), now)).await.unwrap();
+    let t = start(&store, "s4", now).await;
     assert_eq!(store.revoke_session("s4").await.unwrap(), Some(now + 10));
     assert_eq!(store.live_revocations(now).await.unwrap(), vec![("s4".to_string(), now + 10)]);
     assert_eq!(store.live_revocations(now + 11).await.unwrap(), vec![], "over once its tokens expire");
-    let r = store.rotate_refresh(&h(40), &h(41), now + 100, now + 20, now).await.unwrap();
-    assert!(!matches!(r, Rotation::Rotated(_)), "a logged-out session refreshed: {r:?}");
+    assert_eq!(present(&store, &t, 10, now, 20).await.0, Rotation::Unknown, "a logged-out session refreshed");
+    assert_eq!(store.session("s4").await.unwrap().unwrap().state, SessionState::Ended);
     assert_eq!(store.revoke_session("nope").await.unwrap(), None);
 }
 
@@ -186,16 +370,67 @@ async fn settings_and_counters(store: Arc<dyn Store>) {
     store.put_settings(s).await.unwrap();
     assert_eq!(store.settings().await.unwrap(), Some(s));
     let now = 1_000;
+    let key = [("login:x", 5)];
     assert_eq!(store.login_failures("login:x", now).await.unwrap(), None);
-    store.record_login_failure("login:x", 60, now).await.unwrap();
-    let f = store.record_login_failure("login:x", 60, now + 1).await.unwrap();
+    assert_eq!(store.reserve_attempt(&key, 60, now).await.unwrap(), Reservation::Granted);
+    assert_eq!(store.reserve_attempt(&key, 60, now + 1).await.unwrap(), Reservation::Granted);
+    let f = store.login_failures("login:x", now + 1).await.unwrap().unwrap();
     assert_eq!((f.count, f.resets_at), (2, now + 60));
+    store.release_attempt("login:x", now + 2).await.unwrap();
+    assert_eq!(store.login_failures("login:x", now + 2).await.unwrap().unwrap().count, 1, "given back");
     assert_eq!(store.login_failures("login:x", now + 61).await.unwrap(), None, "window passed");
-    let f = store.record_login_failure("login:x", 60, now + 61).await.unwrap();
-    assert_eq!(f.count, 1, "a new window starts fresh");
+    assert_eq!(store.reserve_attempt(&key, 60, now + 61).await.unwrap(), Reservation::Granted);
+    let f = store.login_failures("login:x", now + 61).await.unwrap().unwrap();
+    assert_eq!((f.count, f.resets_at), (1, now + 121), "a new window starts fresh");
     store.clear_login_failures("login:x").await.unwrap();
     assert_eq!(store.login_failures("login:x", now + 62).await.unwrap(), None);
+    store.release_attempt("login:x", now + 62).await.unwrap();
+    assert_eq!(store.login_failures("login:x", now + 62).await.unwrap(), None, "nothing to give back");
     store.ping().await.unwrap();
+}
+
+/// SPEC §1 login limits under concurrency: 150 attempts at once, 5 reach the password check.
+/// A key at its limit refuses without counting anything against the others.
+async fn reservations_hold_under_concurrency(store: Arc<dyn Store>) {
+    let now = 1_000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        let s = store.clone();
+        tasks.spawn(async move {
+            let addr = format!("addr:{}", i % 3);
+            s.reserve_attempt(&[("login:admin", 5), (addr.as_str(), 50)], 60, now).await.unwrap()
+        });
+    }
+    let results = tasks.join_all().await;
+    assert_eq!(results.iter().filter(|r| **r == Reservation::Granted).count(), 5, "{results:?}");
+    assert!(results.contains(&Reservation::Refused { resets_at: now + 60 }));
+    let mut counted = 0;
+    for i in 0..3 {
+        counted += store.login_failures(&format!("addr:{i}"), now).await.unwrap().map_or(0, |f| f.count);
+    }
+    assert_eq!(counted, 5, "refused attempts count against no key");
+    assert_eq!(store.login_failures("login:admin", now).await.unwrap().unwrap().count, 5);
+
+    // The address is at its limit: a fresh login is refused and not counted.
+    let addr = [("login:a", 5), ("addr:z", 2)];
+    assert_eq!(store.reserve_attempt(&addr, 60, now).await.unwrap(), Reservation::Granted);
+    assert_eq!(
+        store.reserve_attempt(&[("login:b", 5), ("addr:z", 2)], 60, now).await.unwrap(),
+        Reservation::Granted
+    );
+    let refused = store.reserve_attempt(&[("login:c", 5), ("addr:z", 2)], 60, now + 3).await.unwrap();
+    assert_eq!(refused, Reservation::Refused { resets_at: now + 60 });
+    assert_eq!(store.login_failures("login:c", now + 3).await.unwrap(), None, "nothing counted");
+    // A reservation given back makes room for exactly one more.
+    store.release_attempt("addr:z", now + 4).await.unwrap();
+    assert_eq!(
+        store.reserve_attempt(&[("login:c", 5), ("addr:z", 2)], 60, now + 4).await.unwrap(),
+        Reservation::Granted
+    );
+    assert!(matches!(
+        store.reserve_attempt(&[("login:d", 5), ("addr:z", 2)], 60, now + 4).await.unwrap(),
+        Reservation::Refused { .. }
+    ));
 }
 
 macro_rules! conformance {
@@ -223,7 +458,16 @@ macro_rules! all_backends {
 
 all_backends!(
     rotation_and_reuse,
+    forged_tokens_are_unknown_not_theft,
+    any_earlier_generation_is_theft,
     rotation_is_atomic,
+    reuse_grace,
+    concurrent_refresh_in_grace_shares_one_successor,
+    ended_sessions_are_not_theft,
+    sessions_are_bounded,
+    session_records,
+    sessions_are_indexed_by_login,
+    reservations_hold_under_concurrency,
     expiry,
     purge_keeps_the_live,
     ott_single_use,
@@ -254,7 +498,7 @@ async fn redis_revocations_reach_other_replicas() {
         assert!(std::time::Instant::now() < deadline, "no revocation reached the other store");
         n += 1;
         let id = format!("s{n}");
-        a.create_session(session(&id, h(n), now)).await.unwrap();
+        a.create_session(session(&RefreshToken::first(&id), now)).await.unwrap();
         a.revoke_session(&id).await.unwrap();
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(300), feed.recv()).await {
             break m;
@@ -262,7 +506,7 @@ async fn redis_revocations_reach_other_replicas() {
     };
     assert_eq!(got.1, now + 10);
     let started = std::time::Instant::now();
-    a.create_session(session("last", h(200), now)).await.unwrap();
+    a.create_session(session(&RefreshToken::first("last"), now)).await.unwrap();
     a.revoke_session("last").await.unwrap();
     let m = tokio::time::timeout(Duration::from_secs(1), async {
         loop {

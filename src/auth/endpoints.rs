@@ -12,20 +12,20 @@ use hyper::body::Incoming;
 pub type EndpointBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
 use serde::{Deserialize, Serialize};
 
-use super::credentials::{self, Verdict};
 use super::lenient_json;
+use super::refresh::RefreshToken;
 use super::tokens::{self, Identity, issue_access, now_secs, random_token, token_hash};
 use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, validate_lifetimes};
-use crate::store::{ConnectorSettings, NewSession, Rotation, StoreError};
+use crate::store::{ConnectorSettings, MAX_USER_AGENT, NewSession, Rotation, StoreError};
 
 /// JSON bodies of the auth endpoints are small; anything larger is refused unread.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
-const MAX_LOGIN_BYTES: usize = 256;
-const MAX_PASSWORD_BYTES: usize = 4096;
-/// Refresh tokens and OTTs are 43 characters; this leaves room without hashing megabytes.
+pub(super) const MAX_LOGIN_BYTES: usize = 256;
+pub(super) const MAX_PASSWORD_BYTES: usize = 4096;
+/// OTTs are 43 characters, refresh tokens about 90; this leaves room without hashing megabytes.
 const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Endpoint {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TokenPair {
+pub(super) struct TokenPair {
     access_token: String,
     access_token_life_time: u64,
     refresh_token: String,
@@ -79,9 +79,9 @@ struct TokenPair {
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
-struct LoginBody {
-    login: String,
-    password: String,
+pub(super) struct LoginBody {
+    pub(super) login: String,
+    pub(super) password: String,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -116,7 +116,7 @@ pub async fn handle(
         |r: &Result<Response<GatewayBody>, GatewayError>| r.as_ref().map_or_else(|e| e.reason(), |_| "ok");
     match endpoint {
         Endpoint::Token => {
-            let r = login(gw, rt, req, client).await;
+            let r = super::login::login(gw, rt, req, client).await;
             m.logins.add(outcome(&r));
             r
         }
@@ -132,7 +132,7 @@ pub async fn handle(
             }
             r
         }
-        Endpoint::ExternalVerify => verify_ott(gw, rt, req).await,
+        Endpoint::ExternalVerify => verify_ott(gw, rt, req, client).await,
         Endpoint::Revoke => revoke(gw, rt, req).await,
         Endpoint::Settings => settings(gw, rt, req).await,
     }
@@ -150,7 +150,7 @@ pub fn json_response<T: Serialize>(
     Ok(resp)
 }
 
-async fn read_body(req: Request<EndpointBody>) -> Result<Bytes, GatewayError> {
+pub(super) async fn read_body(req: Request<EndpointBody>) -> Result<Bytes, GatewayError> {
     match Limited::new(req.into_body(), MAX_JSON_BYTES).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::TooLarge),
@@ -160,14 +160,14 @@ async fn read_body(req: Request<EndpointBody>) -> Result<Bytes, GatewayError> {
 
 /// Standard JSON first; only when that fails, the lenient form of SPEC §1 (bare names and
 /// values, as the vendor's clients send), which reads valid JSON exactly as `serde_json` does.
-fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
+pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
     serde_json::from_slice(bytes).or_else(|e| {
         lenient_json::from_slice(bytes)
             .map_err(|l| GatewayError::Malformed(format!("JSON: {e}; lenient: {l}")))
     })
 }
 
-fn store_err(e: StoreError) -> GatewayError {
+pub(super) fn store_err(e: StoreError) -> GatewayError {
     GatewayError::StoreUnavailable(e.to_string())
 }
 
@@ -175,84 +175,61 @@ async fn lifetimes(gw: &Gateway, rt: &Runtime) -> Result<ConnectorSettings, Gate
     Ok(gw.store.settings().await.map_err(store_err)?.unwrap_or(rt.default_lifetimes))
 }
 
-/// Starts a session: a session id, a refresh token (stored as its hash) and an access token.
-async fn start_session(
+/// Who started a session, as the session list will show it.
+pub(super) struct Origin {
+    client: IpAddr,
+    user_agent: String,
+}
+
+impl Origin {
+    pub(super) fn of(headers: &HeaderMap, client: IpAddr) -> Self {
+        let ua = headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .unwrap_or_default();
+        let mut end = ua.len().min(MAX_USER_AGENT);
+        while !ua.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self { client, user_agent: ua[..end].to_string() }
+    }
+}
+
+/// Starts a session: a session id, its first refresh token (the store keeps digests of it only)
+/// and an access token.
+pub(super) async fn start_session(
     gw: &Gateway,
     rt: &Runtime,
     login: &str,
     roles: &[String],
+    origin: Origin,
 ) -> Result<TokenPair, GatewayError> {
     let life = lifetimes(gw, rt).await?;
     let now = now_secs();
     let session = random_token(16);
-    let refresh = random_token(32);
+    let refresh = RefreshToken::first(&session);
     let (access, exp) =
         issue_access(&rt.keys, &rt.token_settings, login, roles, &session, life.access_token_life_time, now)?;
     gw.store
         .create_session(NewSession {
             id: session,
             login: login.to_string(),
-            refresh_hash: token_hash(&refresh),
+            key_hash: refresh.proof_hash(),
+            secret_hash: refresh.secret_hash(),
             refresh_expires: now + life.refresh_token_life_time,
             access_expires: exp,
+            created_at: now,
+            client_address: origin.client.to_string(),
+            user_agent: origin.user_agent,
         })
         .await
         .map_err(store_err)?;
     Ok(TokenPair {
         access_token: access,
         access_token_life_time: life.access_token_life_time,
-        refresh_token: refresh,
+        refresh_token: refresh.encode(),
         refresh_token_life_time: life.refresh_token_life_time,
     })
-}
-
-async fn login(
-    gw: &Gateway,
-    rt: &Runtime,
-    req: Request<EndpointBody>,
-    client: IpAddr,
-) -> Result<Response<GatewayBody>, GatewayError> {
-    let body: LoginBody = parse_json(&read_body(req).await?)?;
-    if body.login.len() > MAX_LOGIN_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
-        return Err(GatewayError::Malformed("login or password too long".into()));
-    }
-    let limits = &rt.login_limits;
-    let login_key = format!("login:{}", body.login);
-    let addr_key = format!("addr:{client}");
-    let now = now_secs();
-    for (key, max) in [(&login_key, limits.per_login), (&addr_key, limits.per_address)] {
-        if max == 0 {
-            continue;
-        }
-        if let Some(f) = gw.store.login_failures(key, now).await.map_err(store_err)? {
-            if f.count >= max {
-                return Err(GatewayError::TooManyAttempts {
-                    retry_after_secs: f.resets_at.saturating_sub(now),
-                });
-            }
-        }
-    }
-    let verdict =
-        credentials::check_password(rt.credentials.clone(), &gw.hashing, body.login.clone(), body.password)
-            .await?;
-    match verdict {
-        Verdict::Valid { roles } => {
-            gw.store.clear_login_failures(&login_key).await.map_err(store_err)?;
-            let pair = start_session(gw, rt, &body.login, &roles).await?;
-            tracing::info!(login = %body.login, %client, "login");
-            json_response(StatusCode::OK, &pair)
-        }
-        Verdict::Disabled => Err(GatewayError::UserDisabled),
-        Verdict::Invalid => {
-            for (key, max) in [(&login_key, limits.per_login), (&addr_key, limits.per_address)] {
-                if max > 0 {
-                    gw.store.record_login_failure(key, limits.window_secs, now).await.map_err(store_err)?;
-                }
-            }
-            tracing::info!(%client, "login failed");
-            Err(GatewayError::BadCredentials)
-        }
-    }
 }
 
 /// The refresh token from the `token` header, or `{"refreshToken"}` when the header is absent.
@@ -288,23 +265,31 @@ async fn refresh(
     if presented.len() > MAX_OPAQUE_TOKEN_BYTES {
         return Err(GatewayError::TokenInvalid("too long"));
     }
+    // Tokens issued before bounded sessions have another form: refused here, cleanly.
+    let Some(token) = RefreshToken::parse(&presented) else {
+        return Err(GatewayError::TokenInvalid("not a refresh token of this gateway"));
+    };
     let life = lifetimes(gw, rt).await?;
     let now = now_secs();
-    let next = random_token(32);
-    let access_exp = now + life.access_token_life_time;
+    let next = token.successor();
+    let successor = token
+        .successor_record(&next, now + life.refresh_token_life_time, now + life.access_token_life_time)
+        .ok_or_else(|| GatewayError::Internal("cannot seal a refresh token".into()))?;
     let rotation = gw
         .store
-        .rotate_refresh(
-            &token_hash(&presented),
-            &token_hash(&next),
-            now + life.refresh_token_life_time,
-            access_exp,
-            now,
-        )
+        .rotate_refresh(&token.presented(), &successor, rt.refresh_reuse_grace_secs, now)
         .await
         .map_err(store_err)?;
-    let session = match rotation {
-        Rotation::Rotated(s) => s,
+    let (session, next) = match rotation {
+        Rotation::Rotated(s) => (s, next),
+        Rotation::Replayed { session, sealed } => {
+            // The successor the first refresh issued; only this token's key opens it.
+            let Some(issued) = token.open(&sealed) else {
+                return Err(GatewayError::Internal("the reuse grace's successor does not open".into()));
+            };
+            tracing::debug!(session = %session.id, "refresh token presented again within the reuse grace");
+            (session, issued)
+        }
         Rotation::Reused { session, revoked_until } => {
             gw.revocations.revoke(&session, revoked_until + rt.token_settings.leeway_secs);
             tracing::warn!(session = %session, "refresh token reused; session revoked");
@@ -341,7 +326,7 @@ async fn refresh(
         &TokenPair {
             access_token: access,
             access_token_life_time: life.access_token_life_time,
-            refresh_token: next,
+            refresh_token: next.encode(),
             refresh_token_life_time: life.refresh_token_life_time,
         },
     )
@@ -374,7 +359,9 @@ async fn verify_ott(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
+    client: IpAddr,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let origin = Origin::of(req.headers(), client);
     let body: OttBody = parse_json(&read_body(req).await?)?;
     let invalid = || {
         gw.metrics.otts_verified.add("token.invalid");
@@ -391,7 +378,7 @@ async fn verify_ott(
         Some(a) if !a.disabled => a.roles,
         _ => return invalid(),
     };
-    let pair = start_session(gw, rt, &login, &roles).await?;
+    let pair = start_session(gw, rt, &login, &roles, origin).await?;
     gw.metrics.otts_verified.add("ok");
     json_response(
         StatusCode::OK,

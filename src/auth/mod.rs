@@ -8,6 +8,8 @@ pub mod es256;
 pub mod jwt;
 pub mod keys;
 pub mod lenient_json;
+mod login;
+pub mod refresh;
 pub mod tokens;
 
 pub use tokens::{Authenticated, Identity};

@@ -143,6 +143,9 @@ pub struct TokensConfig {
     pub audience: String,
     pub access_lifetime: ConfigDuration,
     pub refresh_lifetime: ConfigDuration,
+    /// How long a spent refresh token, presented again while its successor is unspent, gets
+    /// that successor back instead of counting as theft; 0 turns it off.
+    pub refresh_reuse_grace: ConfigDuration,
     pub one_time_lifetime: ConfigDuration,
     pub leeway: ConfigDuration,
 }
@@ -161,6 +164,7 @@ impl Default for TokensConfig {
             audience: "bo-api".into(),
             access_lifetime: ConfigDuration::secs(900),
             refresh_lifetime: ConfigDuration::secs(8 * 3600),
+            refresh_reuse_grace: ConfigDuration::secs(10),
             one_time_lifetime: ConfigDuration::secs(30),
             leeway: ConfigDuration::secs(30),
         }
@@ -336,6 +340,7 @@ mod tests {
         assert_eq!(c.tokens.cache_capacity, 100_000);
         assert_eq!(c.tokens.access_lifetime.0.as_secs(), 900);
         assert_eq!(c.tokens.refresh_lifetime.0.as_secs(), 28_800);
+        assert_eq!(c.tokens.refresh_reuse_grace.0.as_secs(), 10);
         assert_eq!(c.tokens.one_time_lifetime.0.as_secs(), 30);
         assert_eq!(c.login_limits.failures_per_login, 5);
         assert_eq!(c.store.kind, "memory");

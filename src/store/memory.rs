@@ -1,36 +1,27 @@
 //! `store.kind = "memory"`: everything in process memory, lost on restart.
 //!
-//! Atomicity comes from DashMap's per-shard locks: each decision (spend a refresh token, take an
-//! OTT, revoke a session) is made while holding the one entry it is about. No method holds two
-//! entry locks at once, so there is no lock ordering to get wrong.
+//! Atomicity comes from DashMap's per-shard locks: each decision (present a refresh token, take
+//! an OTT, end a session) is made while holding the one entry it is about; no method holds two
+//! entry locks at once. Login counters sit behind one mutex, since a reservation spans two keys.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 
+use super::session::{Decision, SessionState};
 use super::*;
 
 #[derive(Default)]
 pub struct MemoryStore {
-    sessions: DashMap<Box<str>, SessionRec>,
-    refresh: DashMap<TokenHash, RefreshRec>,
+    sessions: DashMap<Box<str>, SessionRecord>,
+    /// login → its sessions' ids; ids whose session was purged are dropped by the next purge.
+    by_login: DashMap<Box<str>, Vec<Box<str>>>,
     otts: DashMap<TokenHash, OttRec>,
     settings: arc_swap::ArcSwapOption<ConnectorSettings>,
-    failures: DashMap<Box<str>, FailureCount>,
-}
-
-struct SessionRec {
-    login: Box<str>,
-    current_refresh: TokenHash,
-    refresh_expires: u64,
-    access_expires_max: u64,
-    revoked: bool,
-}
-
-struct RefreshRec {
-    session: Box<str>,
-    expires: u64,
-    spent: bool,
+    /// One lock for every counter: a reservation spans two keys (login, address) and must take
+    /// both or neither; the critical section is a few map operations beside an argon2 check.
+    failures: tokio::sync::Mutex<HashMap<Box<str>, FailureCount>>,
 }
 
 struct OttRec {
@@ -47,18 +38,6 @@ impl MemoryStore {
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
-
-    fn revoke(&self, session: &str) -> Option<u64> {
-        let (refresh, until) = {
-            let mut s = self.sessions.get_mut(session)?;
-            s.revoked = true;
-            (s.current_refresh, s.access_expires_max)
-        };
-        if let Some(mut r) = self.refresh.get_mut(&refresh) {
-            r.spent = true;
-        }
-        Some(until)
-    }
 }
 
 #[async_trait]
@@ -68,72 +47,54 @@ impl Store for MemoryStore {
     }
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
-        let id: Box<str> = s.id.into();
-        self.refresh.insert(
-            s.refresh_hash,
-            RefreshRec { session: id.clone(), expires: s.refresh_expires, spent: false },
-        );
-        self.sessions.insert(
-            id,
-            SessionRec {
-                login: s.login.into(),
-                current_refresh: s.refresh_hash,
-                refresh_expires: s.refresh_expires,
-                access_expires_max: s.access_expires,
-                revoked: false,
-            },
-        );
+        self.sessions.insert(s.id.as_str().into(), SessionRecord::new(&s));
+        self.by_login.entry(s.login.as_str().into()).or_default().push(s.id.into());
         Ok(())
     }
 
     async fn rotate_refresh(
         &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        refresh_expires: u64,
-        access_expires: u64,
+        presented: &Presented,
+        next: &Successor,
+        grace_secs: u64,
         now: u64,
     ) -> Result<Rotation, StoreError> {
-        // Spend the presented token under its entry lock: this is the single decision point.
-        let session: Box<str> = {
-            let Some(mut rec) = self.refresh.get_mut(presented) else {
-                return Ok(Rotation::Unknown);
-            };
-            if rec.expires <= now {
-                return Ok(Rotation::Unknown);
-            }
-            if rec.spent {
-                let session = rec.session.clone();
-                drop(rec);
-                return Ok(match self.revoke(&session) {
-                    Some(until) => Rotation::Reused { session: session.into(), revoked_until: until },
-                    None => Rotation::Unknown,
-                });
-            }
-            rec.spent = true;
-            rec.session.clone()
+        // The whole decision is made under the session's entry lock.
+        let Some(mut rec) = self.sessions.get_mut(presented.session.as_str()) else {
+            return Ok(Rotation::Unknown);
         };
-        let login = {
-            let Some(mut s) = self.sessions.get_mut(&session) else {
-                return Ok(Rotation::Unknown);
-            };
-            if s.revoked {
-                return Ok(Rotation::Unknown);
+        let decision = rec.present(presented, next, grace_secs, now);
+        let info = || SessionInfo { id: presented.session.clone(), login: rec.login.clone() };
+        Ok(match decision {
+            Decision::Rotated => Rotation::Rotated(info()),
+            Decision::Replayed(sealed) => Rotation::Replayed { session: info(), sealed },
+            Decision::Theft => {
+                Rotation::Reused { session: presented.session.clone(), revoked_until: rec.access_expires_max }
             }
-            s.current_refresh = *next;
-            s.refresh_expires = refresh_expires;
-            s.access_expires_max = s.access_expires_max.max(access_expires);
-            s.login.to_string()
-        };
-        // A revoke racing in here finds `next` not yet inserted; the session's revoked flag
-        // still stops `next` at its first use.
-        self.refresh
-            .insert(*next, RefreshRec { session: session.clone(), expires: refresh_expires, spent: false });
-        Ok(Rotation::Rotated(SessionInfo { id: session.into(), login }))
+            Decision::Unknown => Rotation::Unknown,
+        })
     }
 
     async fn revoke_session(&self, session: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.revoke(session))
+        Ok(self.sessions.get_mut(session).map(|mut s| {
+            if s.state == SessionState::Live {
+                s.state = SessionState::Ended;
+            }
+            s.access_expires_max
+        }))
+    }
+
+    async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.sessions.get(session).map(|s| s.clone()))
+    }
+
+    async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        let ids = self.by_login.get(login).map(|ids| ids.clone()).unwrap_or_default();
+        Ok(ids
+            .into_iter()
+            .filter(|id| self.sessions.get(id).is_some_and(|s| s.expires_at > now))
+            .map(String::from)
+            .collect())
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -155,33 +116,46 @@ impl Store for MemoryStore {
     }
 
     async fn login_failures(&self, key: &str, now: u64) -> Result<Option<FailureCount>, StoreError> {
-        Ok(self.failures.get(key).map(|f| *f).filter(|f| f.resets_at > now))
+        Ok(self.failures.lock().await.get(key).copied().filter(|f| f.resets_at > now))
     }
 
-    async fn record_login_failure(
+    async fn reserve_attempt(
         &self,
-        key: &str,
+        keys: &[(&str, u32)],
         window_secs: u64,
         now: u64,
-    ) -> Result<FailureCount, StoreError> {
-        let fresh = FailureCount { count: 1, resets_at: now + window_secs };
-        Ok(match self.failures.entry(key.into()) {
-            Entry::Vacant(v) => *v.insert(fresh),
-            Entry::Occupied(mut o) => {
-                let f = o.get_mut();
-                if f.resets_at <= now {
-                    *f = fresh;
-                } else {
-                    f.count = f.count.saturating_add(1);
-                }
-                *f
+    ) -> Result<Reservation, StoreError> {
+        let mut map = self.failures.lock().await;
+        for (key, max) in keys {
+            if let Some(f) = map.get(*key).filter(|f| f.resets_at > now && f.count >= *max) {
+                return Ok(Reservation::Refused { resets_at: f.resets_at });
             }
-        })
+        }
+        for (key, _) in keys {
+            let f = map.entry((*key).into()).or_insert(FailureCount { count: 0, resets_at: 0 });
+            if f.resets_at <= now {
+                *f = FailureCount { count: 0, resets_at: now + window_secs };
+            }
+            f.count = f.count.saturating_add(1);
+        }
+        Ok(Reservation::Granted)
+    }
+
+    async fn release_attempt(&self, key: &str, now: u64) -> Result<(), StoreError> {
+        if let Some(f) = self.failures.lock().await.get_mut(key).filter(|f| f.resets_at > now) {
+            f.count = f.count.saturating_sub(1);
+        }
+        Ok(())
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
-        self.failures.remove(key);
+        self.failures.lock().await.remove(key);
         Ok(())
+    }
+
+    async fn entries(&self) -> Result<usize, StoreError> {
+        let index: usize = self.by_login.iter().map(|ids| ids.len()).sum();
+        Ok(self.sessions.len() + index + self.otts.len() + self.failures.lock().await.len())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -189,20 +163,25 @@ impl Store for MemoryStore {
     }
 
     async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
-        let before = self.refresh.len() + self.sessions.len() + self.otts.len() + self.failures.len();
-        self.refresh.retain(|_, r| r.expires > now);
-        self.sessions.retain(|_, s| s.refresh_expires > now || s.access_expires_max > now);
+        let before = self.sessions.len() + self.otts.len();
+        self.sessions.retain(|_, s| !s.expired(now));
+        self.by_login.retain(|_, ids| {
+            ids.retain(|id| self.sessions.contains_key(id));
+            !ids.is_empty()
+        });
         self.otts.retain(|_, o| o.expires > now);
-        self.failures.retain(|_, f| f.resets_at > now);
-        let after = self.refresh.len() + self.sessions.len() + self.otts.len() + self.failures.len();
-        Ok(before.saturating_sub(after))
+        let after = self.sessions.len() + self.otts.len();
+        let mut failures = self.failures.lock().await;
+        let counters = failures.len();
+        failures.retain(|_, f| f.resets_at > now);
+        Ok(before.saturating_sub(after) + counters - failures.len())
     }
 
     async fn live_revocations(&self, now: u64) -> Result<Vec<Revoked>, StoreError> {
         Ok(self
             .sessions
             .iter()
-            .filter(|s| s.revoked && s.access_expires_max >= now)
+            .filter(|s| s.state != SessionState::Live && s.access_expires_max >= now)
             .map(|s| (s.key().to_string(), s.access_expires_max))
             .collect())
     }

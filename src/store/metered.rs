@@ -46,21 +46,24 @@ impl Store for MeteredStore {
 
     async fn rotate_refresh(
         &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        refresh_expires: u64,
-        access_expires: u64,
+        presented: &Presented,
+        next: &Successor,
+        grace_secs: u64,
         now: u64,
     ) -> Result<Rotation, StoreError> {
-        self.timed(
-            "rotate_refresh",
-            self.inner.rotate_refresh(presented, next, refresh_expires, access_expires, now),
-        )
-        .await
+        self.timed("rotate_refresh", self.inner.rotate_refresh(presented, next, grace_secs, now)).await
     }
 
     async fn revoke_session(&self, session: &str) -> Result<Option<u64>, StoreError> {
         self.timed("revoke_session", self.inner.revoke_session(session)).await
+    }
+
+    async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.timed("session", self.inner.session(session)).await
+    }
+
+    async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        self.timed("session", self.inner.sessions_of(login, now)).await
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -83,17 +86,25 @@ impl Store for MeteredStore {
         self.timed("login_failures", self.inner.login_failures(key, now)).await
     }
 
-    async fn record_login_failure(
+    async fn reserve_attempt(
         &self,
-        key: &str,
+        keys: &[(&str, u32)],
         window_secs: u64,
         now: u64,
-    ) -> Result<FailureCount, StoreError> {
-        self.timed("record_login_failure", self.inner.record_login_failure(key, window_secs, now)).await
+    ) -> Result<Reservation, StoreError> {
+        self.timed("reserve_attempt", self.inner.reserve_attempt(keys, window_secs, now)).await
+    }
+
+    async fn release_attempt(&self, key: &str, now: u64) -> Result<(), StoreError> {
+        self.timed("release_attempt", self.inner.release_attempt(key, now)).await
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         self.timed("clear_login_failures", self.inner.clear_login_failures(key)).await
+    }
+
+    async fn entries(&self) -> Result<usize, StoreError> {
+        self.timed("other", self.inner.entries()).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -14,6 +14,7 @@ mod file;
 mod memory;
 mod metered;
 mod redis;
+mod session;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
 pub use redis::RedisStore;
+pub use session::{SessionRecord, SessionState};
 
 /// A token as the store knows it: the SHA-256 of the opaque string. Plain tokens are never stored.
 pub type TokenHash = [u8; 32];
@@ -61,12 +63,45 @@ pub struct SessionInfo {
     pub login: String,
 }
 
-/// Everything needed to start a session: its id, owner and first refresh token.
+/// Everything needed to start a session (see [`SessionRecord`] for what the fields become).
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub id: String,
     pub login: String,
-    pub refresh_hash: TokenHash,
+    /// SHA-256 of the session's proof key, the part every refresh token of the session shares.
+    pub key_hash: TokenHash,
+    /// SHA-256 of generation 0's secret.
+    pub secret_hash: TokenHash,
+    /// Unix seconds.
+    pub refresh_expires: u64,
+    /// Unix seconds: the `exp` of the access token issued with it.
+    pub access_expires: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub client_address: String,
+    /// At most [`MAX_USER_AGENT`] bytes.
+    pub user_agent: String,
+}
+
+/// User agents are kept for the session list only, cut to this many bytes.
+pub const MAX_USER_AGENT: usize = 256;
+
+/// A refresh token as the store is shown it: which session and generation it claims, and the
+/// SHA-256 of its two secret parts. The token itself never reaches the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub session: String,
+    pub generation: u64,
+    pub key_hash: TokenHash,
+    pub secret_hash: TokenHash,
+}
+
+/// What a rotation records: the next generation's secret hash and the next token sealed under a
+/// key derived from the presented one (what the reuse grace hands back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Successor {
+    pub secret_hash: TokenHash,
+    pub sealed: Vec<u8>,
     /// Unix seconds.
     pub refresh_expires: u64,
     /// Unix seconds: the `exp` of the access token issued with it.
@@ -76,13 +111,27 @@ pub struct NewSession {
 /// The outcome of presenting a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    /// The token was live; it is now spent and `next` replaces it.
+    /// The token was the session's current one; it is now spent and the successor replaces it.
     Rotated(SessionInfo),
-    /// The token had already been spent: the session is now revoked. `revoked_until` is the
-    /// latest `exp` of any access token issued in it (unix seconds).
+    /// The token is the session's previous one, spent less than the grace ago, and its successor
+    /// is still unspent: nothing changes but the session's latest access-token `exp`; `sealed` is
+    /// that successor as the rotation sealed it.
+    Replayed { session: SessionInfo, sealed: Vec<u8> },
+    /// The token belongs to the session but is neither its current one nor a replay in grace:
+    /// the session is now revoked. `revoked_until` is the latest `exp` of any access token
+    /// issued in it (unix seconds).
     Reused { session: String, revoked_until: u64 },
-    /// Unknown, expired, or its session was logged out.
+    /// Unknown, expired, forged, or its session was ended (logout, administrator, theft).
     Unknown,
+}
+
+/// The outcome of [`Store::reserve_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// One attempt is counted against every key; the password may be checked.
+    Granted,
+    /// A key is at its limit: nothing was counted. `resets_at` is when that key's window ends.
+    Refused { resets_at: u64 },
 }
 
 /// The connector settings of SPEC §1, in seconds.
@@ -109,21 +158,28 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_session(&self, session: NewSession) -> Result<(), StoreError>;
 
-    /// Spends `presented` and, if it was live and its session is not revoked, records `next` as
-    /// the session's refresh token. Atomic: of any number of concurrent calls with the same
-    /// `presented`, at most one returns `Rotated`. Presenting a spent token revokes its session.
+    /// Decides what `presented` is worth, as [`SessionRecord::present`] says, and records it, in
+    /// one atomic step: of any number of concurrent calls with the same token at most one
+    /// returns `Rotated`; with `grace_secs` > 0 the others get `Replayed` with its successor.
     async fn rotate_refresh(
         &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        refresh_expires: u64,
-        access_expires: u64,
+        presented: &Presented,
+        next: &Successor,
+        grace_secs: u64,
         now: u64,
     ) -> Result<Rotation, StoreError>;
 
-    /// Revokes a session and spends its refresh token. Returns the latest access-token `exp`
-    /// issued in it (for the verified-token cache), or `None` if the session is unknown.
+    /// Ends a session (logout, administrator): its refresh tokens are `Unknown` from now on.
+    /// Returns the latest access-token `exp` issued in it (for the verified-token cache), or
+    /// `None` if the session is unknown.
     async fn revoke_session(&self, session: &str) -> Result<Option<u64>, StoreError>;
+
+    /// The session's record, if the store has one (expired or ended included, until purged).
+    async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// The ids of `login`'s sessions whose refresh token has not expired at `now` (live, ended
+    /// or stolen alike), from a per-login index: what a session list starts from.
+    async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError>;
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError>;
 
@@ -135,14 +191,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current failure count for `key`, if its window is still open.
     async fn login_failures(&self, key: &str, now: u64) -> Result<Option<FailureCount>, StoreError>;
-    /// Adds one failure for `key`, opening a window of `window_secs` if none is open.
-    async fn record_login_failure(
+    /// Counts one attempt against every `(key, max)` if each is below its `max` inside its
+    /// window (opening a window of `window_secs` where none is open), or against none. Atomic
+    /// over all the keys: however many calls race, no key ever counts more than its `max`. An
+    /// attempt counted stays counted (a failure) unless given back with [`Self::release_attempt`].
+    async fn reserve_attempt(
         &self,
-        key: &str,
+        keys: &[(&str, u32)],
         window_secs: u64,
         now: u64,
-    ) -> Result<FailureCount, StoreError>;
+    ) -> Result<Reservation, StoreError>;
+    /// Gives one reserved attempt back to `key` (never below zero).
+    async fn release_attempt(&self, key: &str, now: u64) -> Result<(), StoreError>;
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    /// How many entries (records, keys) the store holds in all: what shows that its state is
+    /// bounded. Walks everything, so for tests and diagnostics, not request paths.
+    async fn entries(&self) -> Result<usize, StoreError>;
 
     /// Cheap liveness probe for /readyz.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -16,6 +16,8 @@
 //! - `peers`: slowloris, idle keep-alive, connection cap; upstreams answering garbage, closing
 //!   mid-response or sending oversized headers.
 //! - `pools`: active and passive health, least_requests, retry rules, readiness of a dead route.
+//! - `logins`: concurrent password guessing gets at most the limit of password checks; login
+//!   names with surrounding whitespace or another case are neither new identities nor counters.
 //!
 //! mTLS is in `tests/mtls.rs`; 100 MB streams with flat memory in `tests/memory.rs`.
 
@@ -26,6 +28,7 @@ mod support;
 mod framing;
 mod jwt;
 mod keys;
+mod logins;
 mod paths;
 mod peers;
 mod pools;

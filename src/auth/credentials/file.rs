@@ -8,7 +8,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::Deserialize;
 
-use super::{Verdict, valid_name};
+use super::{Verdict, valid_name, well_formed_login};
 use crate::config::{ConfigError, CredentialsConfig};
 
 #[derive(Debug, Deserialize)]
@@ -55,10 +55,11 @@ impl FileUsers {
         let mut users = HashMap::new();
         let mut params = None;
         for (i, u) in parsed.users.into_iter().enumerate() {
-            if !valid_name(&u.login) {
+            if !valid_name(&u.login) || !well_formed_login(&u.login) {
                 return Err(err(
                     format!("users[{i}].login"),
-                    "empty, too long, or contains a control character or comma".into(),
+                    "empty, too long, surrounded by whitespace, or contains a control character or comma"
+                        .into(),
                 ));
             }
             if let Some(r) = u.roles.iter().find(|r| !valid_name(r)) {
@@ -163,6 +164,17 @@ mod tests {
         assert_eq!(creds.verify_blocking("nobody", "s3cret"), Verdict::Invalid);
         assert_eq!(creds.verify_blocking("bob", "s3cret"), Verdict::Disabled);
         assert_eq!(creds.verify_blocking("bob", "wrong"), Verdict::Invalid);
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_never_a_login() {
+        let h = hash_password_with("pw", 8, 1, 1).unwrap();
+        let creds = load(&format!("[[users]]\nlogin = \"admin\"\npassword_hash = \"{h}\"\n")).unwrap();
+        for login in [" admin", "admin ", "admin\t", "\u{0}admin", "ad\nmin"] {
+            assert_eq!(creds.verify_blocking(login, "pw"), Verdict::Invalid, "{login:?}");
+        }
+        let e = load(&format!("[[users]]\nlogin = \" admin\"\npassword_hash = \"{h}\"\n")).err().unwrap();
+        assert_eq!(e.key, "users[0].login");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Verdict, valid_name};
+use super::{Verdict, valid_name, well_formed_login};
 use crate::config::{ConfigError, CredentialsConfig};
 use crate::error::GatewayError;
 
@@ -70,7 +70,7 @@ impl HttpCheck {
     }
 
     pub async fn check(&self, login: &str, password: &str) -> Result<Verdict, GatewayError> {
-        if !valid_name(login) {
+        if !valid_name(login) || !well_formed_login(login) {
             return Ok(Verdict::Invalid);
         }
         let body = serde_json::json!({ "login": login, "password": password });

@@ -41,6 +41,13 @@ pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c == ',')
 }
 
+/// A login with surrounding whitespace or a control character anywhere is never a login (SPEC
+/// §1): both sources answer it as a wrong login (the users file, which refuses such names at
+/// load, after the same dummy hash as any unknown login; the BO is not asked).
+pub(crate) fn well_formed_login(s: &str) -> bool {
+    s.trim() == s && !s.chars().any(char::is_control)
+}
+
 /// Bounds concurrent password hashing to half the cores (at least one).
 pub fn hashing_limit() -> Arc<Semaphore> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -57,6 +64,18 @@ impl Credentials {
                 "credentials.kind",
                 format!("`{other}` is not \"file\" or \"http\""),
             )),
+        }
+    }
+
+    /// The name of the login's failure counter: the login as the source knows it (the users
+    /// file's exact spelling; for `http`, whose BO may ignore case, lower-cased), without
+    /// surrounding whitespace or control characters, so `ADMIN`, `Admin` and ` admin` share
+    /// one counter where the source would take them for one login.
+    pub fn counter_key(&self, login: &str) -> String {
+        let core = login.trim_matches(|c: char| c.is_whitespace() || c.is_control());
+        match self {
+            Self::File(_) => core.to_string(),
+            Self::Http(_) => core.to_lowercase(),
         }
     }
 

@@ -12,17 +12,22 @@
 //! transactions on tokio's blocking pool. Nothing here blocks a runtime thread.
 
 mod txn;
+mod writer;
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
-use txn::{FAILURES, META, OTTS, REFRESH, REVOKED, SESSIONS, revoke_in, rotate_in};
+use txn::{
+    FAILURES, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_LOGIN, create_in, purge_sessions_in, release_in,
+    reserve_in, revoke_in, rotate_in,
+};
+use writer::{open_db, writer};
 
 /// Operations applied per write transaction at most, so one commit stays short.
 const MAX_BATCH: usize = 512;
@@ -45,6 +50,12 @@ struct DbError(Box<redb::Error>);
 impl<E: Into<redb::Error>> From<E> for DbError {
     fn from(e: E) -> Self {
         Self(Box::new(e.into()))
+    }
+}
+
+impl DbError {
+    fn corrupt(why: String) -> Self {
+        Self(Box::new(redb::StorageError::Corrupted(why).into()))
     }
 }
 
@@ -109,88 +120,6 @@ impl FileStore {
     }
 }
 
-fn open_db(path: &Path) -> Result<Database, StoreError> {
-    let shown = path.display();
-    let fail = |what: &str, e: &dyn std::fmt::Display| StoreError::Open {
-        key: "store.path",
-        reason: format!("`{shown}`: {what}: {e}"),
-    };
-    if path.as_os_str().is_empty() {
-        return Err(StoreError::Open { key: "store.path", reason: "is required for kind \"file\"".into() });
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create its folder", &e))?;
-    }
-    let db = Database::create(path).map_err(|e| fail("cannot open", &e))?;
-    let probe = || -> Result<(), DbError> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
-        txn.open_table(SESSIONS)?;
-        txn.open_table(REFRESH)?;
-        txn.open_table(OTTS)?;
-        txn.open_table(REVOKED)?;
-        txn.open_table(FAILURES)?;
-        txn.open_table(META)?.insert("opened_at", wall_secs().to_string().as_str())?;
-        txn.commit()?;
-        Ok(())
-    };
-    probe().map_err(|e| fail("cannot write (read-only file system or disk full?)", &e))?;
-    Ok(db)
-}
-
-/// The writer thread: one transaction per batch of queued jobs, one fsync per batch.
-fn writer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let mut txn = match db.begin_write() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "store: cannot begin a write transaction");
-                for job in batch {
-                    drop(job);
-                }
-                continue;
-            }
-        };
-        txn.set_durability(Durability::Immediate);
-        let mut done: Vec<Finish> = Vec::with_capacity(batch.len());
-        let mut failed = None;
-        for job in batch {
-            if failed.is_some() {
-                // Dropping a job drops its reply channel: its caller sees "write abandoned".
-                continue;
-            }
-            match job(&txn) {
-                Ok(finish) => done.push(finish),
-                Err(e) => failed = Some(e),
-            }
-        }
-        let outcome = match failed {
-            Some(e) => {
-                let _ = txn.abort();
-                Err(e)
-            }
-            None => txn.commit().map_err(unavailable),
-        };
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "store: write transaction failed");
-        }
-        for finish in done {
-            finish(outcome.clone());
-        }
-    }
-}
-
-fn wall_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// Purges one table in bounded steps: each step is its own transaction that looks at up to
 /// `PURGE_CHUNK` entries after the last key seen and deletes the expired ones.
 macro_rules! purge_table {
@@ -245,32 +174,51 @@ impl Store for FileStore {
     }
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
-        self.write(move |txn| {
-            txn.open_table(REFRESH)?.insert(s.refresh_hash, (s.id.as_str(), s.refresh_expires, false))?;
-            txn.open_table(SESSIONS)?.insert(
-                s.id.as_str(),
-                (s.login.as_str(), s.refresh_hash, s.refresh_expires, s.access_expires, false),
-            )?;
-            Ok(())
-        })
-        .await
+        let rec = SessionRecord::new(&s);
+        self.write(move |txn| create_in(txn, &s.id, &rec)).await
     }
 
     async fn rotate_refresh(
         &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        refresh_expires: u64,
-        access_expires: u64,
+        presented: &Presented,
+        next: &Successor,
+        grace_secs: u64,
         now: u64,
     ) -> Result<Rotation, StoreError> {
-        let (presented, next) = (*presented, *next);
-        self.write(move |txn| rotate_in(txn, presented, next, refresh_expires, access_expires, now)).await
+        let (presented, next) = (presented.clone(), next.clone());
+        self.write(move |txn| rotate_in(txn, &presented, &next, grace_secs, now)).await
     }
 
     async fn revoke_session(&self, session: &str) -> Result<Option<u64>, StoreError> {
         let session = session.to_string();
         self.write(move |txn| revoke_in(txn, &session)).await
+    }
+
+    async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        let login = login.to_string();
+        self.read(move |txn| {
+            let sessions = txn.open_table(SESSIONS)?;
+            let mut out = Vec::new();
+            for id in txn.open_multimap_table(SESSIONS_BY_LOGIN)?.get(login.as_str())? {
+                let id = id?.value().to_string();
+                let live = sessions.get(id.as_str())?.map(|g| {
+                    serde_json::from_slice::<SessionRecord>(g.value()).is_ok_and(|r| r.expires_at > now)
+                });
+                if live == Some(true) {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let session = session.to_string();
+        let bytes = self
+            .read(move |txn| Ok(txn.open_table(SESSIONS)?.get(session.as_str())?.map(|g| g.value().to_vec())))
+            .await?;
+        bytes.map(|b| serde_json::from_slice(&b).map_err(unavailable)).transpose()
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -318,24 +266,19 @@ impl Store for FileStore {
         Ok(found.map(|(count, resets_at)| FailureCount { count, resets_at }).filter(|f| f.resets_at > now))
     }
 
-    async fn record_login_failure(
+    async fn reserve_attempt(
         &self,
-        key: &str,
+        keys: &[(&str, u32)],
         window_secs: u64,
         now: u64,
-    ) -> Result<FailureCount, StoreError> {
+    ) -> Result<Reservation, StoreError> {
+        let keys: Vec<(String, u32)> = keys.iter().map(|(k, m)| ((*k).to_string(), *m)).collect();
+        self.write(move |txn| reserve_in(txn, &keys, window_secs, now)).await
+    }
+
+    async fn release_attempt(&self, key: &str, now: u64) -> Result<(), StoreError> {
         let key = key.to_string();
-        self.write(move |txn| {
-            let mut t = txn.open_table(FAILURES)?;
-            let current = t.get(key.as_str())?.map(|g| g.value());
-            let (count, resets_at) = match current {
-                Some((c, r)) if r > now => (c.saturating_add(1), r),
-                _ => (1, now + window_secs),
-            };
-            t.insert(key.as_str(), (count, resets_at))?;
-            Ok(FailureCount { count, resets_at })
-        })
-        .await
+        self.write(move |txn| release_in(txn, &key, now)).await
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
@@ -343,6 +286,19 @@ impl Store for FileStore {
         self.write(move |txn| {
             txn.open_table(FAILURES)?.remove(key.as_str())?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn entries(&self) -> Result<usize, StoreError> {
+        self.read(|txn| {
+            let n = txn.open_table(SESSIONS)?.len()?
+                + txn.open_multimap_table(SESSIONS_BY_LOGIN)?.len()?
+                + txn.open_table(OTTS)?.len()?
+                + txn.open_table(REVOKED)?.len()?
+                + txn.open_table(FAILURES)?.len()?
+                + txn.open_table(META)?.len()?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
         })
         .await
     }
@@ -358,8 +314,19 @@ impl Store for FileStore {
     /// Table by table in bounded steps, each its own transaction, so logins and refreshes queue
     /// behind at most one short step.
     async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
-        Ok(purge_table!(self, SESSIONS, String, &str, |k| k.as_str(), |v| v.2 <= now && v.3 <= now)
-            + purge_table!(self, REFRESH, [u8; 32], [u8; 32], |k| *k, |v| v.1 <= now)
+        let mut sessions = 0;
+        let mut from: Option<String> = None;
+        loop {
+            let start = from.take();
+            let (n, next) =
+                self.write(move |txn| purge_sessions_in(txn, start.as_deref(), PURGE_CHUNK, now)).await?;
+            sessions += n;
+            match next {
+                Some(k) => from = Some(k),
+                None => break,
+            }
+        }
+        Ok(sessions
             + purge_table!(self, OTTS, [u8; 32], [u8; 32], |k| *k, |v| v.1 <= now)
             + purge_table!(self, REVOKED, String, &str, |k| k.as_str(), |v| v < now)
             + purge_table!(self, FAILURES, String, &str, |k| k.as_str(), |v| v.1 <= now))

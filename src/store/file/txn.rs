@@ -1,16 +1,17 @@
-//! The file store's tables and the two decisions that span several of them, each run inside one
+//! The file store's tables and the decisions that span several of them, each run inside one
 //! write transaction (the writer thread's), which is what makes them atomic.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::DbError;
-use crate::store::{Rotation, SessionInfo};
+use crate::store::session::{Decision, SessionState};
+use crate::store::{FailureCount, Presented, Reservation, Rotation, SessionInfo, SessionRecord, Successor};
 
-/// session id → (login, current refresh hash, refresh expires, latest access exp, revoked)
-pub(super) const SESSIONS: TableDefinition<&str, (&str, [u8; 32], u64, u64, bool)> =
-    TableDefinition::new("sessions");
-/// refresh hash → (session id, expires, spent)
-pub(super) const REFRESH: TableDefinition<[u8; 32], (&str, u64, bool)> = TableDefinition::new("refresh");
+/// session id → `SessionRecord` as JSON (a few hundred bytes, constant per session).
+pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions_v2");
+/// login → ids of its sessions (the session list's index); purged with the sessions.
+pub(super) const SESSIONS_BY_LOGIN: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("sessions_by_login");
 /// OTT hash → (login, expires)
 pub(super) const OTTS: TableDefinition<[u8; 32], (&str, u64)> = TableDefinition::new("otts");
 /// revoked session id → revoked until
@@ -19,64 +20,149 @@ pub(super) const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("rev
 pub(super) const FAILURES: TableDefinition<&str, (u32, u64)> = TableDefinition::new("failures");
 pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
-pub(super) fn revoke_in(txn: &WriteTransaction, session: &str) -> Result<Option<u64>, DbError> {
-    let mut sessions = txn.open_table(SESSIONS)?;
-    let Some((login, current, rexp, amax)) = sessions.get(session)?.map(|g| {
-        let (login, cur, rexp, amax, _) = g.value();
-        (login.to_string(), cur, rexp, amax)
-    }) else {
-        return Ok(None);
-    };
-    sessions.insert(session, (login.as_str(), current, rexp, amax, true))?;
-    let mut refresh = txn.open_table(REFRESH)?;
-    let rec = refresh.get(current)?.map(|g| {
-        let (s, exp, _) = g.value();
-        (s.to_string(), exp)
-    });
-    if let Some((s, exp)) = rec {
-        refresh.insert(current, (s.as_str(), exp, true))?;
+/// The tables of the one-record-per-refresh-token layout (before bounded sessions). Their
+/// refresh tokens have a form the gateway no longer issues and are refused as `token.invalid`
+/// before the store is asked, so the tables are dropped when the database is opened.
+pub(super) const LEGACY_SESSIONS: TableDefinition<&str, (&str, [u8; 32], u64, u64, bool)> =
+    TableDefinition::new("sessions");
+pub(super) const LEGACY_REFRESH: TableDefinition<[u8; 32], (&str, u64, bool)> =
+    TableDefinition::new("refresh");
+
+fn decode(bytes: &[u8]) -> Result<SessionRecord, DbError> {
+    serde_json::from_slice(bytes).map_err(|e| DbError::corrupt(format!("session record: {e}")))
+}
+
+pub(super) fn encode(rec: &SessionRecord) -> Result<Vec<u8>, DbError> {
+    serde_json::to_vec(rec).map_err(|e| DbError::corrupt(format!("session record: {e}")))
+}
+
+pub(super) fn create_in(txn: &WriteTransaction, id: &str, rec: &SessionRecord) -> Result<(), DbError> {
+    put(txn, id, rec)?;
+    txn.open_multimap_table(SESSIONS_BY_LOGIN)?.insert(rec.login.as_str(), id)?;
+    Ok(())
+}
+
+/// One purge step over sessions: up to `chunk` records after `from`; the expired ones go, with
+/// their index entries. Returns how many went and where the next step starts (`None`: done).
+pub(super) fn purge_sessions_in(
+    txn: &WriteTransaction,
+    from: Option<&str>,
+    chunk: usize,
+    now: u64,
+) -> Result<(usize, Option<String>), DbError> {
+    let mut table = txn.open_table(SESSIONS)?;
+    let (mut seen, mut last, mut doomed) = (0usize, None, Vec::new());
+    {
+        let range = match from {
+            Some(k) => table.range::<&str>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))?,
+            None => table.range::<&str>(..)?,
+        };
+        for item in range {
+            let (key, value) = item?;
+            let id = key.value().to_string();
+            match decode(value.value()) {
+                Ok(rec) if !rec.expired(now) => {}
+                Ok(rec) => doomed.push((id.clone(), Some(rec.login))),
+                Err(_) => doomed.push((id.clone(), None)),
+            }
+            last = Some(id);
+            seen += 1;
+            if seen >= chunk {
+                break;
+            }
+        }
     }
+    let mut index = txn.open_multimap_table(SESSIONS_BY_LOGIN)?;
+    for (id, login) in &doomed {
+        table.remove(id.as_str())?;
+        if let Some(login) = login {
+            index.remove(login.as_str(), id.as_str())?;
+        }
+    }
+    Ok((doomed.len(), if seen >= chunk { last } else { None }))
+}
+
+pub(super) fn load(txn: &WriteTransaction, session: &str) -> Result<Option<SessionRecord>, DbError> {
+    let table = txn.open_table(SESSIONS)?;
+    let found = table.get(session)?.map(|g| decode(g.value())).transpose()?;
+    Ok(found)
+}
+
+fn put(txn: &WriteTransaction, session: &str, rec: &SessionRecord) -> Result<(), DbError> {
+    txn.open_table(SESSIONS)?.insert(session, encode(rec)?.as_slice())?;
+    Ok(())
+}
+
+fn record_revocation(txn: &WriteTransaction, session: &str, until: u64) -> Result<(), DbError> {
     let mut revoked = txn.open_table(REVOKED)?;
     let prev = revoked.get(session)?.map(|g| g.value()).unwrap_or(0);
-    revoked.insert(session, prev.max(amax))?;
-    Ok(Some(amax))
+    revoked.insert(session, prev.max(until))?;
+    Ok(())
+}
+
+pub(super) fn revoke_in(txn: &WriteTransaction, session: &str) -> Result<Option<u64>, DbError> {
+    let Some(mut rec) = load(txn, session)? else { return Ok(None) };
+    if rec.state == SessionState::Live {
+        rec.state = SessionState::Ended;
+        put(txn, session, &rec)?;
+    }
+    record_revocation(txn, session, rec.access_expires_max)?;
+    Ok(Some(rec.access_expires_max))
 }
 
 pub(super) fn rotate_in(
     txn: &WriteTransaction,
-    presented: [u8; 32],
-    next: [u8; 32],
-    refresh_expires: u64,
-    access_expires: u64,
+    p: &Presented,
+    next: &Successor,
+    grace_secs: u64,
     now: u64,
 ) -> Result<Rotation, DbError> {
-    let rec = txn.open_table(REFRESH)?.get(presented)?.map(|g| {
-        let (s, exp, spent) = g.value();
-        (s.to_string(), exp, spent)
-    });
-    let Some((session, expires, spent)) = rec else { return Ok(Rotation::Unknown) };
-    if expires <= now {
-        return Ok(Rotation::Unknown);
+    let Some(mut rec) = load(txn, &p.session)? else { return Ok(Rotation::Unknown) };
+    let decision = rec.present(p, next, grace_secs, now);
+    if decision != Decision::Unknown {
+        put(txn, &p.session, &rec)?;
     }
-    if spent {
-        return Ok(match revoke_in(txn, &session)? {
-            Some(until) => Rotation::Reused { session, revoked_until: until },
-            None => Rotation::Unknown,
-        });
+    let info = || SessionInfo { id: p.session.clone(), login: rec.login.clone() };
+    Ok(match decision {
+        Decision::Rotated => Rotation::Rotated(info()),
+        Decision::Replayed(sealed) => Rotation::Replayed { session: info(), sealed },
+        Decision::Theft => {
+            record_revocation(txn, &p.session, rec.access_expires_max)?;
+            Rotation::Reused { session: p.session.clone(), revoked_until: rec.access_expires_max }
+        }
+        Decision::Unknown => Rotation::Unknown,
+    })
+}
+
+pub(super) fn reserve_in(
+    txn: &WriteTransaction,
+    keys: &[(String, u32)],
+    window_secs: u64,
+    now: u64,
+) -> Result<Reservation, DbError> {
+    let mut t = txn.open_table(FAILURES)?;
+    let mut counts = Vec::with_capacity(keys.len());
+    for (key, max) in keys {
+        let f = match t.get(key.as_str())?.map(|g| g.value()) {
+            Some((count, resets_at)) if resets_at > now => FailureCount { count, resets_at },
+            _ => FailureCount { count: 0, resets_at: now + window_secs },
+        };
+        if f.count >= *max {
+            return Ok(Reservation::Refused { resets_at: f.resets_at });
+        }
+        counts.push(f);
     }
-    let mut refresh = txn.open_table(REFRESH)?;
-    refresh.insert(presented, (session.as_str(), expires, true))?;
-    let mut sessions = txn.open_table(SESSIONS)?;
-    let found = sessions.get(session.as_str())?.map(|g| {
-        let (login, _, _, amax, revoked) = g.value();
-        (login.to_string(), amax, revoked)
-    });
-    let Some((login, amax, revoked)) = found else { return Ok(Rotation::Unknown) };
-    if revoked {
-        return Ok(Rotation::Unknown);
+    for ((key, _), f) in keys.iter().zip(counts) {
+        t.insert(key.as_str(), (f.count.saturating_add(1), f.resets_at))?;
     }
-    let amax = amax.max(access_expires);
-    sessions.insert(session.as_str(), (login.as_str(), next, refresh_expires, amax, false))?;
-    refresh.insert(next, (session.as_str(), refresh_expires, false))?;
-    Ok(Rotation::Rotated(SessionInfo { id: session, login }))
+    Ok(Reservation::Granted)
+}
+
+pub(super) fn release_in(txn: &WriteTransaction, key: &str, now: u64) -> Result<(), DbError> {
+    let mut t = txn.open_table(FAILURES)?;
+    let current = t.get(key)?.map(|g| g.value());
+    if let Some((count, resets_at)) = current.filter(|(_, r)| *r > now) {
+        t.insert(key, (count.saturating_sub(1), resets_at))?;
+    }
+    Ok(())
 }

@@ -2,18 +2,25 @@
 //! the scripts use `EXPIRE … GT` and `ZADD GT`; `GETDEL` needs 6.2). Standalone or
 //! replicated Redis, not Redis Cluster: the scripts touch keys they find inside other keys.
 //!
-//! Keys, all under `store.key_prefix`: `session:{id}` (hash: login, cur, rexp, amax, rev),
-//! `refresh:{sha256 hex}` (hash: sid, exp, spent), `ott:{hex}` (string `exp:login`),
-//! `fail:{key}` (hash: c, t), `settings` (JSON), `revoked` (sorted set of session ids scored by
+//! Keys, all under `store.key_prefix`: `sess:{id}` (hash: the fields of `SessionRecord`, see
+//! [`SESSION_FIELDS`]; digests and the sealed successor in hex), `ott:{hex}` (string `exp:login`),
+//! `login:{login}` (sorted set of the login's session ids scored by refresh expiry: the session
+//! list's index), `fail:{key}` (hash: c, t), `settings` (JSON), `revoked` (sorted set of session ids scored by
 //! revoked-until) and the pub/sub channel `revocations` (`"{id} {until}"`).
 //!
 //! Every decision is made against the `now` the caller passes and the expiry stored in the value;
 //! Redis TTLs only collect garbage (see [`ttl_for`]). Each atomic operation is one round trip:
-//! a Lua script (rotation with reuse detection, revocation, failure counting) or `GETDEL` (OTT).
+//! a Lua script (rotation with reuse detection, revocation, attempt reservation) or `GETDEL`
+//! (OTT).
+//!
+//! Sessions from before bounded sessions (`session:{id}`, `refresh:{hash}`) are not read: their
+//! refresh tokens are refused as `token.invalid` before the store is asked, and the keys expire
+//! by their TTL.
 //! Every call is bounded by [`OP_TIMEOUT`], so a dead Redis answers `StoreError` quickly and
 //! the endpoints 503 instead of hanging; the connection managers reconnect by themselves.
 
 mod feed;
+mod record;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,6 +31,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::*;
+use record::{SESSION_FIELDS, hex, num, record_from, unhex};
 
 /// Upper bound on one store call, connection set-up included.
 pub const OP_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -45,7 +53,8 @@ pub struct RedisStore {
     prefix: String,
     rotate: Script,
     revoke: Script,
-    record_failure: Script,
+    reserve: Script,
+    release: Script,
     feed: broadcast::Sender<Revoked>,
     _subscriber: tokio_util::sync::DropGuard,
 }
@@ -61,19 +70,6 @@ fn ttl_for(expires: u64) -> u64 {
         Some(d) if d > 0 => d + TTL_SLACK,
         _ => STALE_TTL,
     }
-}
-
-fn hex(h: &TokenHash) -> String {
-    use std::fmt::Write;
-    h.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn num(s: &str) -> Result<u64, StoreError> {
-    // Scores come back from sorted sets as floats ("1.7e9" never, but "1700000000" or "1e3").
-    s.parse::<u64>().or_else(|_| s.parse::<f64>().map(|f| f as u64)).map_err(unavailable)
 }
 
 impl RedisStore {
@@ -103,7 +99,8 @@ impl RedisStore {
             prefix: prefix.to_string(),
             rotate: Script::new(&format!("{REVOKE_FN}\n{}", include_str!("rotate.lua"))),
             revoke: Script::new(&format!("{REVOKE_FN}\n{}", include_str!("revoke.lua"))),
-            record_failure: Script::new(include_str!("record_failure.lua")),
+            reserve: Script::new(include_str!("reserve.lua")),
+            release: Script::new(include_str!("release.lua")),
             feed,
             _subscriber: stop.drop_guard(),
         };
@@ -148,57 +145,60 @@ impl Store for RedisStore {
     }
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
-        let skey = self.key("session", &s.id);
-        let rkey = self.key("refresh", &hex(&s.refresh_hash));
+        let skey = self.key("sess", &s.id);
+        let values = record::fields(&SessionRecord::new(&s));
+        let ikey = self.key("login", &s.login);
         let mut pipe = ::redis::pipe();
         pipe.atomic()
-            .hset_multiple(
-                &rkey,
-                &[("sid", s.id.as_str()), ("exp", &s.refresh_expires.to_string()), ("spent", "0")],
-            )
-            .expire(&rkey, ttl_for(s.refresh_expires) as i64)
-            .hset_multiple(
-                &skey,
-                &[
-                    ("login", s.login.as_str()),
-                    ("cur", &hex(&s.refresh_hash)),
-                    ("rexp", &s.refresh_expires.to_string()),
-                    ("amax", &s.access_expires.to_string()),
-                    ("rev", "0"),
-                ],
-            )
-            .expire(&skey, ttl_for(s.refresh_expires.max(s.access_expires)) as i64);
+            .hset_multiple(&skey, &values)
+            .expire(&skey, ttl_for(s.refresh_expires.max(s.access_expires)) as i64)
+            .zrembyscore(&ikey, "-inf", s.created_at)
+            .zadd(&ikey, &s.id, s.refresh_expires)
+            .cmd("EXPIRE")
+            .arg(&ikey)
+            .arg(ttl_for(s.refresh_expires))
+            .arg("GT")
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&ikey)
+            .arg(ttl_for(s.refresh_expires))
+            .arg("NX")
+            .ignore();
         let mut c = self.conn();
         self.run(pipe.exec_async(&mut c)).await
     }
 
     async fn rotate_refresh(
         &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        refresh_expires: u64,
-        access_expires: u64,
+        p: &Presented,
+        next: &Successor,
+        grace_secs: u64,
         now: u64,
     ) -> Result<Rotation, StoreError> {
-        let next_hex = hex(next);
         let mut inv = self.rotate.prepare_invoke();
-        inv.key(self.key("refresh", &hex(presented)))
-            .key(self.key("refresh", &next_hex))
+        inv.key(self.key("sess", &p.session))
             .arg(&self.prefix)
+            .arg(&p.session)
+            .arg(p.generation)
+            .arg(hex(&p.key_hash))
+            .arg(hex(&p.secret_hash))
+            .arg(hex(&next.secret_hash))
+            .arg(hex(&next.sealed))
+            .arg(next.refresh_expires)
+            .arg(next.access_expires)
             .arg(now)
-            .arg(refresh_expires)
-            .arg(access_expires)
-            .arg(&next_hex)
-            .arg(ttl_for(refresh_expires))
-            .arg(ttl_for(refresh_expires.max(access_expires)));
+            .arg(grace_secs)
+            .arg(ttl_for(next.refresh_expires.max(next.access_expires)));
         let mut c = self.conn();
         let r: Vec<String> = self.run(inv.invoke_async(&mut c)).await?;
+        let info = |login: &str| SessionInfo { id: p.session.clone(), login: login.to_string() };
         Ok(match r.as_slice() {
-            [tag, sid, login] if tag == "rotated" => {
-                Rotation::Rotated(SessionInfo { id: sid.clone(), login: login.clone() })
+            [tag, login] if tag == "rotated" => Rotation::Rotated(info(login)),
+            [tag, login, sealed] if tag == "replayed" => {
+                Rotation::Replayed { session: info(login), sealed: unhex(sealed)? }
             }
-            [tag, sid, until] if tag == "reused" => {
-                Rotation::Reused { session: sid.clone(), revoked_until: num(until)? }
+            [tag, until] if tag == "reused" => {
+                Rotation::Reused { session: p.session.clone(), revoked_until: num(until)? }
             }
             _ => Rotation::Unknown,
         })
@@ -210,6 +210,19 @@ impl Store for RedisStore {
         let mut c = self.conn();
         let until: Option<String> = self.run(inv.invoke_async(&mut c)).await?;
         until.as_deref().map(num).transpose()
+    }
+
+    async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn();
+        self.run(c.zrangebyscore(self.key("login", login), format!("({now}"), "+inf")).await
+    }
+
+    async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let mut c = self.conn();
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(self.key("sess", session)).arg(&SESSION_FIELDS[..]);
+        let v: Vec<Option<String>> = self.run(cmd.query_async(&mut c)).await?;
+        record_from(&v)
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -248,25 +261,69 @@ impl Store for RedisStore {
         Ok((f.resets_at > now).then_some(f))
     }
 
-    async fn record_login_failure(
+    async fn reserve_attempt(
         &self,
-        key: &str,
+        keys: &[(&str, u32)],
         window_secs: u64,
         now: u64,
-    ) -> Result<FailureCount, StoreError> {
-        let mut inv = self.record_failure.prepare_invoke();
-        inv.key(self.key("fail", key)).arg(now).arg(window_secs).arg(ttl_for(now + window_secs));
+    ) -> Result<Reservation, StoreError> {
+        let mut inv = self.reserve.prepare_invoke();
+        inv.arg(now).arg(window_secs).arg(ttl_for(now + window_secs));
+        for (key, max) in keys {
+            inv.key(self.key("fail", key)).arg(*max);
+        }
         let mut c = self.conn();
         let r: Vec<String> = self.run(inv.invoke_async(&mut c)).await?;
         match r.as_slice() {
-            [count, ends] => Ok(FailureCount { count: num(count)? as u32, resets_at: num(ends)? }),
-            _ => Err(unavailable("unexpected reply to the failure counter")),
+            [tag] if tag == "granted" => Ok(Reservation::Granted),
+            [tag, ends] if tag == "refused" => Ok(Reservation::Refused { resets_at: num(ends)? }),
+            _ => Err(unavailable("unexpected reply to an attempt reservation")),
         }
+    }
+
+    async fn release_attempt(&self, key: &str, now: u64) -> Result<(), StoreError> {
+        let mut inv = self.release.prepare_invoke();
+        inv.key(self.key("fail", key)).arg(now);
+        let mut c = self.conn();
+        self.run(inv.invoke_async::<()>(&mut c)).await
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn();
         self.run(c.del::<_, ()>(self.key("fail", key))).await
+    }
+
+    /// Keys under `store.key_prefix`, counted with SCAN (never KEYS, which blocks Redis).
+    async fn entries(&self) -> Result<usize, StoreError> {
+        let mut c = self.conn();
+        let mut pattern = String::with_capacity(self.prefix.len() + 2);
+        for ch in self.prefix.chars() {
+            if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(ch);
+        }
+        pattern.push('*');
+        let mut cursor = 0u64;
+        let mut n = 0usize;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c),
+                )
+                .await?;
+            n += keys.len();
+            if next == 0 {
+                return Ok(n);
+            }
+            cursor = next;
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

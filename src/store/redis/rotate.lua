@@ -1,29 +1,28 @@
--- KEYS[1]: the presented refresh token's key, KEYS[2]: the next one's.
--- ARGV: prefix, now, next refresh expires, next access exp, next hash (hex), next refresh TTL,
---       session TTL.
--- One script, so spending, reuse detection and recording the successor are one atomic step.
-local now = tonumber(ARGV[2])
-local r = redis.call('HMGET', KEYS[1], 'sid', 'exp', 'spent')
-if not r[1] or tonumber(r[2]) <= now then
+-- KEYS[1]: the session. ARGV: prefix, session id, generation, proof digest, secret digest,
+--   next secret digest, next sealed (digests and sealed in hex), next refresh expires, next
+--   access exp, now, grace seconds, session TTL.
+-- The decision of `SessionRecord::present` (src/store/session.rs), in one script so that it is
+-- atomic across every replica sharing this Redis.
+local now = tonumber(ARGV[10])
+local s = redis.call('HMGET', KEYS[1], 'login', 'st', 'exp', 'kh', 'gen', 'cur', 'prev', 'ps', 'sealed', 'amax')
+if not s[1] or s[2] ~= 'live' or tonumber(s[3]) <= now or s[4] ~= ARGV[4] then
   return {'unknown'}
 end
-local sid = r[1]
-if r[3] == '1' then
-  local until_ = revoke(ARGV[1], sid)
-  if not until_ then
-    return {'unknown'}
-  end
-  return {'reused', sid, until_}
+local amax = string.format('%d', math.max(tonumber(s[10]), tonumber(ARGV[9])))
+if ARGV[3] == s[5] and ARGV[5] == s[6] then
+  redis.call('HSET', KEYS[1], 'prev', s[6], 'ps', ARGV[10], 'cur', ARGV[6], 'sealed', ARGV[7],
+    'gen', string.format('%d', tonumber(s[5]) + 1), 'exp', ARGV[8], 'amax', amax, 'lr', ARGV[10])
+  redis.call('HINCRBY', KEYS[1], 'rc', 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[12], 'GT')
+  local index = ARGV[1] .. 'login:' .. s[1]
+  redis.call('ZADD', index, 'GT', ARGV[8], ARGV[2])
+  redis.call('EXPIRE', index, ARGV[12], 'GT')
+  return {'rotated', s[1]}
 end
-redis.call('HSET', KEYS[1], 'spent', '1')
-local skey = ARGV[1] .. 'session:' .. sid
-local s = redis.call('HMGET', skey, 'login', 'rev', 'amax')
-if not s[1] or s[2] == '1' then
-  return {'unknown'}
+local grace = tonumber(ARGV[11])
+if grace > 0 and now - tonumber(s[8]) < grace and tonumber(ARGV[3]) + 1 == tonumber(s[5])
+    and ARGV[5] == s[7] then
+  redis.call('HSET', KEYS[1], 'amax', amax)
+  return {'replayed', s[1], s[9]}
 end
-local amax = math.max(tonumber(s[3]), tonumber(ARGV[4]))
-redis.call('HSET', skey, 'cur', ARGV[5], 'rexp', ARGV[3], 'amax', string.format('%d', amax))
-redis.call('EXPIRE', skey, ARGV[7], 'GT')
-redis.call('HSET', KEYS[2], 'sid', sid, 'exp', ARGV[3], 'spent', '0')
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-return {'rotated', sid, s[1]}
+return {'reused', revoke(ARGV[1], ARGV[2], 'stolen')}
