@@ -182,7 +182,8 @@ pub struct AccessLine<'a> {
 pub fn log_access(l: AccessLine<'_>) {
     tracing::info!(
         target: "access",
-        request_id = ?l.request_id,
+        // A plain string (Debug would quote it); only visible ASCII ids get here.
+        request_id = l.request_id.to_str().unwrap_or("-"),
         client = %l.client,
         method = %l.method,
         path = l.path,
