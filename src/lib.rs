@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod health;
 mod lifecycle;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;

@@ -4,8 +4,8 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
+use bo_gateway::logging::{self, LogFormat};
+use clap::{Parser, Subcommand};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,14 +26,18 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Access log lines held while the log sink is slow; past that they are dropped (and
+    /// counted), so a stalled sink never holds up requests.
+    #[arg(
+        long,
+        env = "BO_GATEWAY_LOG_QUEUE_LINES",
+        default_value_t = logging::DEFAULT_ACCESS_QUEUE_LINES,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    log_queue_lines: u32,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -47,13 +51,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("BO_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.with_ansi(ansi).init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    // Kept to the end of main: dropping it writes out the queued lines.
+    let _logging = match logging::init(cli.log_format, cli.log_queue_lines) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot set up logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
         Some(Command::HashPassword) => hash_password(),
         Some(Command::CheckConfig) => match bo_gateway::Runtime::check(&cli.config) {

@@ -336,6 +336,13 @@ impl Collector for GatewayCollector {
             &[(vec![], m.fast_path_handoffs.load(Ordering::Relaxed))],
         )?;
 
+        counter(
+            &mut e,
+            "bo_gateway_log_lines_dropped",
+            "Access log lines dropped because the log sink was stalled and the log queue full.",
+            &[(vec![], crate::logging::access_lines_dropped())],
+        )?;
+
         let store_lat: Vec<_> =
             STORE_OPS.iter().zip(m.store.latency.iter()).map(|(op, h)| (vec![("op", *op)], h)).collect();
         histograms(&mut e, "bo_gateway_store_duration_seconds", "Store operation latency.", &store_lat)?;

@@ -44,6 +44,7 @@ async fn every_family_appears_and_moves() {
         "bo_gateway_fast_path_handoffs_total",
         "bo_gateway_store_duration_seconds",
         "bo_gateway_store_errors_total",
+        "bo_gateway_log_lines_dropped_total",
     ] {
         assert!(
             before.contains(&format!("# TYPE {}", family.trim_end_matches("_total"))),

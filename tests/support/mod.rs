@@ -453,7 +453,10 @@ impl RawConn {
 pub struct Binary {
     pub child: std::process::Child,
     pub https: SocketAddr,
+    pub admin: Option<SocketAddr>,
     logs: std::sync::mpsc::Receiver<String>,
+    /// Its stderr while the test leaves it unread (see [`binary::Launch::unread`]).
+    unread: Option<(binary::Lines, std::sync::mpsc::Sender<String>)>,
 }
 
 impl Binary {
@@ -468,34 +471,7 @@ impl Binary {
 
     /// As `spawn`, with extra environment variables (e.g. `SSL_CERT_FILE`).
     pub fn spawn_env(config: &Path, cwd: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
-        use std::io::BufRead;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bo-gateway"));
-        cmd.arg("--config")
-            .arg(config)
-            .args(["--log-format", "json"])
-            .env("BO_GATEWAY_LOG", "info,access=warn")
-            .current_dir(cwd)
-            .stderr(std::process::Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let https = loop {
-            let line = lines.next().expect("gateway exited before serving").unwrap();
-            if line.contains("bo-gateway serving") {
-                let v: Value = serde_json::from_str(&line).unwrap();
-                let s = v["fields"]["https"].as_str().unwrap();
-                break s.trim_start_matches("Some(").trim_end_matches(')').parse().unwrap();
-            }
-        };
-        let (tx, logs) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Self { child, https, logs }
+        Self::launch(config, cwd, binary::Launch { env, ..Default::default() })
     }
 
     /// The log lines written since the last call.
