@@ -1,6 +1,7 @@
 //! What the scripted upstream answers: raw bytes chosen by the request path (`/case/<name>`;
-//! any other path gets `ok`). Every answer but `garbage-if-reused` depends on the request only,
-//! so the generator may use them in any order.
+//! any other path gets `ok`). The `*-if-reused` answers depend on the connection, and
+//! `keep-alive-10` changes it (hyper's client speaks HTTP/1.0 on a connection once answered
+//! so); the generator uses only the answers that depend on the request alone.
 
 use crate::support::scripted::{Received, Reply};
 
@@ -43,7 +44,6 @@ pub const STATELESS: &[&str] = &[
     "space-colon",
     "request-id",
     "early-413",
-    "keep-alive-10",
 ];
 
 pub fn reply(req: &Received) -> Reply {
@@ -53,6 +53,7 @@ pub fn reply(req: &Received) -> Reply {
         .map_or("ok", |(_, rest)| rest.split(['/', '?', ';']).next().unwrap_or("ok"));
     let (bytes, close) = match name {
         "garbage-if-reused" if req.nth > 0 => (b"HTZP/9 what\r\n\r\n".to_vec(), true),
+        "empty-if-reused" if req.nth > 0 => (Vec::new(), true),
         "silent" => (Vec::new(), false),
         _ => canned(name),
     };

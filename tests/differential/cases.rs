@@ -34,8 +34,11 @@ fn steps(name: &str, steps: Vec<Step>, followup: bool) -> Case {
 }
 
 pub fn all() -> Vec<Case> {
-    let mut cases: Vec<Case> =
-        STATELESS.iter().map(|a| get(&format!("answer {a}"), &format!("{{P}}/case/{a}"), "")).collect();
+    let mut cases: Vec<Case> = STATELESS
+        .iter()
+        .chain(&["keep-alive-10"])
+        .map(|a| get(&format!("answer {a}"), &format!("{{P}}/case/{a}"), ""))
+        .collect();
     cases.push(simple("answer head-cl-te to HEAD", request("HEAD", "{P}/case/head-cl-te", "", b"")));
     cases.push(simple("answer chunked to HEAD", request("HEAD", "{P}/case/chunked", "", b"")));
     cases.push(post("answer interim-100 to POST", "{P}/case/interim-100", "", "hello"));
@@ -232,7 +235,54 @@ fn resends_and_retries() -> Vec<Case> {
             true,
         )
     };
+    let empty = |name: &str, method: &str, headers: &str, body: &[u8]| {
+        steps(
+            name,
+            vec![
+                Step::Send(request("GET", "{P}/case/ok", "", b"")),
+                Step::Read,
+                Step::Send(request(method, "{P}/case/empty-if-reused", headers, body)),
+                if method == "HEAD" { Step::ReadHead } else { Step::Read },
+            ],
+            true,
+        )
+    };
     vec![
+        empty("resend GET after an empty reply on a reused connection", "GET", "", b""),
+        empty(
+            "resend HEAD with body after an empty reply on a reused connection",
+            "HEAD",
+            "Content-Length: 5\r\n",
+            b"hello",
+        ),
+        empty("resend DELETE after an empty reply on a reused connection", "DELETE", "", b""),
+        empty(
+            "resend PUT with body after an empty reply on a reused connection",
+            "PUT",
+            "Content-Length: 5\r\n",
+            b"hello",
+        ),
+        empty(
+            "resend POST after an empty reply on a reused connection",
+            "POST",
+            "Content-Length: 5\r\n",
+            b"hello",
+        ),
+        steps(
+            "chunked upload on a connection once answered HTTP/1.0 keep-alive",
+            vec![
+                Step::Send(request("GET", "{P}/case/keep-alive-10", "", b"")),
+                Step::Read,
+                Step::Send(request(
+                    "POST",
+                    "{P}/case/ok",
+                    "Transfer-Encoding: chunked\r\n",
+                    b"5\r\nhello\r\n0\r\n\r\n",
+                )),
+                Step::Read,
+            ],
+            true,
+        ),
         reuse("resend GET after garbage on a reused connection", "GET", "", b""),
         reuse("resend DELETE after garbage on a reused connection", "DELETE", "", b""),
         reuse(
