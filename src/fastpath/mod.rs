@@ -317,8 +317,11 @@ impl Exchange {
         let started = Instant::now();
         let has_body = head.content_length > 0;
         let attempt = async {
+            // At most one resend, and on a new connection (as `proxy::pool` does).
+            let mut fresh_only = false;
             loop {
-                let (mut stream, reused) = match upstream.conns.take_stream() {
+                let pooled = if fresh_only { None } else { upstream.conns.take_stream() };
+                let (mut stream, reused) = match pooled {
                     Some(s) => (s, true),
                     None => (upstream.conns.open_stream().await?, false),
                 };
@@ -326,7 +329,7 @@ impl Exchange {
                 // go out together (see `proxy::pool`: one origin wake-up per batch).
                 tokio::task::yield_now().await;
                 match self.exchange(io, &mut stream, body_left, head).await {
-                    Err(f) if retry::may_resend(&f, reused, &head.method, has_body) => continue,
+                    Err(f) if retry::may_resend(&f, reused, &head.method, has_body) => fresh_only = true,
                     Err(f) => return Err(f),
                     Ok(resp) => return Ok((stream, resp)),
                 }
