@@ -43,6 +43,8 @@ pub enum GatewayError {
     UpstreamUnavailable(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    #[error("upstream connection limit reached")]
+    UpstreamBusy,
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
     #[error("internal error: {0}")]
@@ -66,6 +68,7 @@ impl GatewayError {
             CredentialsUnavailable(_) | StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +91,7 @@ impl GatewayError {
             CredentialsUnavailable(_) => "credentials.unavailable",
             UpstreamUnavailable(_) => "upstream.unavailable",
             UpstreamTimeout => "upstream.timeout",
+            UpstreamBusy => "upstream.busy",
             StoreUnavailable(_) => "store.unavailable",
             Internal(_) => "internal",
         }
@@ -122,6 +126,7 @@ impl GatewayError {
             CredentialsUnavailable(_) => "The credential service is unavailable.",
             UpstreamUnavailable(_) => "The upstream service is unavailable.",
             UpstreamTimeout => "The upstream service did not answer in time.",
+            UpstreamBusy => "The upstream service has no free connection; try again shortly.",
             StoreUnavailable(_) => "The session store is unavailable.",
             Internal(_) => "Internal error.",
         }
@@ -184,6 +189,7 @@ mod tests {
             (GatewayError::CredentialsUnavailable("x".into()), 503, "credentials.unavailable"),
             (GatewayError::UpstreamUnavailable("x".into()), 502, "upstream.unavailable"),
             (GatewayError::UpstreamTimeout, 504, "upstream.timeout"),
+            (GatewayError::UpstreamBusy, 503, "upstream.busy"),
             (GatewayError::StoreUnavailable("x".into()), 503, "store.unavailable"),
             (GatewayError::Internal("x".into()), 500, "internal"),
         ];

@@ -102,6 +102,7 @@ fn wanted(rt: &Runtime) -> Vec<(Slot, SocketAddr)> {
 /// Binds the listeners of `runtime` and starts serving. Port 0 binds an ephemeral port; the
 /// bound addresses are in the returned [`Running`].
 pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
+    check_open_files(&runtime);
     let store = crate::store::open(&runtime.raw.store)
         .await
         .map_err(|source| StartError::Store { config: runtime.source.clone(), source })?;
@@ -129,6 +130,35 @@ pub async fn start(runtime: Runtime) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let done = tokio::spawn(drain_on(shutdown.clone(), shared.clone()));
     Ok(Running { https_addr, plain_addr, admin_addr, gateway: shared.gw.clone(), shared, shutdown, done })
+}
+
+/// Raises the soft open-file limit to the hard one, and says in the log when the connections
+/// the config allows (clients, plus every upstream's `max_connections`) would not fit in it:
+/// past it, accepting and connecting fail with "Too many open files".
+fn check_open_files(rt: &Runtime) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read or raise the open-file limit");
+            return;
+        }
+    };
+    let upstream: u64 = rt
+        .routes
+        .iter()
+        .map(|r| r.pool.upstreams.iter().map(|u| u.conns.max_connections() as u64).sum::<u64>())
+        .sum();
+    // Listeners, the store, logs, certificates: a margin for what is not a connection.
+    let needed = rt.max_connections as u64 + upstream + 64;
+    if needed > limit {
+        tracing::warn!(
+            limit,
+            needed,
+            "server.max_connections plus the routes' max_connections per upstream do not fit in the open-file limit; raise it (ulimit -n, LimitNOFILE) or lower them"
+        );
+    } else {
+        tracing::debug!(limit, needed, "open-file limit");
+    }
 }
 
 impl Running {

@@ -88,13 +88,28 @@ fn http_builder(rt: &crate::runtime::Runtime) -> auto::Builder<TokioExecutor> {
         .max_buf_size(rt.max_header_bytes)
         .max_headers(rt.max_headers)
         .keep_alive(true);
+    // What one HTTP/2 connection can make the gateway hold stays within a few MB, whatever
+    // windows the client grants and however little it reads (SPEC §2): at most
+    // `h2_max_concurrent_streams` streams, each holding at most `H2_SEND_BUF` of response not
+    // yet sent (only then is more read from its upstream); and the client may send at most
+    // `H2_STREAM_WINDOW` per stream and `H2_CONN_WINDOW` in all before the gateway reads it.
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(rt.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(rt.h2_max_concurrent_streams)
+        .max_send_buf_size(H2_SEND_BUF)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
         .keep_alive_interval(Some(rt.idle_timeout));
     builder
 }
+
+/// Response bytes one HTTP/2 stream may hold before its client takes them.
+const H2_SEND_BUF: usize = 16 * 1024;
+/// Request bytes an HTTP/2 client may send ahead, per stream and per connection.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONN_WINDOW: u32 = 1024 * 1024;
 
 /// Accepts connections until `stop` fires; each connection is counted in `conns` so the caller
 /// can drain them.
@@ -194,6 +209,7 @@ impl Conn {
         let activity = Arc::new(Activity::new());
         let info = ConnInfo::new(peer, tls);
         let watch = FramingWatch::new(max_head, max_headers);
+        activity.h2.store(h2, Ordering::Relaxed);
         let mut io = ActivityIo::new(io, activity.clone(), watch, gw.clone());
         io.hyper = !fast || h2;
         let mut buf = BytesMut::new();
@@ -392,6 +408,9 @@ pub(crate) struct Activity {
     malformed: AtomicU64,
     /// The fast path is waiting for a request with nothing of it read: a drain may close now.
     between: AtomicBool,
+    /// An HTTP/2 connection: only requests and response data count as activity (PING,
+    /// SETTINGS and WINDOW_UPDATE frames do not keep it open).
+    h2: AtomicBool,
 }
 
 const NO_HEAD: u64 = u64::MAX;
@@ -407,6 +426,7 @@ impl Activity {
             requests: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             between: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
         }
     }
 
@@ -414,6 +434,12 @@ impl Activity {
         let now = now_ms();
         self.last_ms.store(now, Ordering::Relaxed);
         now
+    }
+
+    /// Bytes moved on the connection: activity for HTTP/1; for HTTP/2 only requests and
+    /// response data are (see `h2`), so control frames alone let it reach its idle timeout.
+    fn moved(&self) -> u64 {
+        if self.h2.load(Ordering::Relaxed) { now_ms() } else { self.touch() }
     }
 
     /// Notes whether, after the bytes just read at `now`, part of a head is waiting for the rest.
@@ -551,8 +577,17 @@ impl http_body::Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            self.responding = None;
+        match &polled {
+            Poll::Ready(None | Some(Err(_))) => self.responding = None,
+            // Response data moving is activity on HTTP/2 (see `Activity::h2`).
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(r) = &self.responding {
+                    if r.0.h2.load(Ordering::Relaxed) {
+                        r.0.touch();
+                    }
+                }
+            }
+            Poll::Pending => {}
         }
         polled
     }
@@ -635,7 +670,10 @@ impl<T> ActivityIo<T> {
 
     /// Takes note of bytes read from the client: activity, and what the watch finds in them.
     fn observe(&mut self, data: &[u8]) {
-        let now = self.activity.touch();
+        if self.read == 0 && data.starts_with(b"PRI * HTTP/2.0") {
+            self.activity.h2.store(true, Ordering::Relaxed);
+        }
+        let now = self.activity.moved();
         self.read += data.len() as u64;
         if !self.watch.is_off() {
             match self.watch.feed(data) {
@@ -763,7 +801,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.moved();
             self.unflushed = true;
         }
         r
@@ -776,7 +814,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.moved();
             self.unflushed = true;
         }
         r

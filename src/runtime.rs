@@ -40,6 +40,7 @@ pub struct Runtime {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
     pub worker_threads: usize,
     pub fast_path: bool,
     pub header_read_timeout: Duration,
@@ -125,8 +126,12 @@ impl Runtime {
         if s.max_header_bytes < 8192 {
             return Err(err("server.max_header_bytes", "must be at least 8192".into()));
         }
-        if s.max_headers == 0 || s.max_connections == 0 {
-            let key = if s.max_headers == 0 { "server.max_headers" } else { "server.max_connections" };
+        if s.max_headers == 0 || s.max_connections == 0 || s.h2_max_concurrent_streams == 0 {
+            let key = match (s.max_headers, s.max_connections) {
+                (0, _) => "server.max_headers",
+                (_, 0) => "server.max_connections",
+                _ => "server.h2_max_concurrent_streams",
+            };
             return Err(err(key, "must be greater than 0".into()));
         }
         for (key, d) in
@@ -214,6 +219,7 @@ impl Runtime {
             max_header_bytes: s.max_header_bytes,
             max_headers: s.max_headers,
             max_connections: s.max_connections,
+            h2_max_concurrent_streams: s.h2_max_concurrent_streams,
             worker_threads: s.worker_threads,
             fast_path: s.fast_path,
             header_read_timeout: s.header_read_timeout.0,
@@ -311,12 +317,15 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
     if r.upstreams.is_empty() {
         return Err(err("upstreams", "at least one upstream is required".into()));
     }
+    if r.max_connections == 0 {
+        return Err(err("max_connections", "must be greater than 0".into()));
+    }
     let upstreams = r
         .upstreams
         .iter()
         .enumerate()
         .map(|(j, u)| {
-            Upstream::parse(u, r.connect_timeout.0)
+            Upstream::parse(u, r.connect_timeout.0, r.max_connections)
                 .map_err(|why| ConfigError::new(path, format!("routes[{i}].upstreams[{j}]"), why))
         })
         .collect::<Result<Vec<_>, _>>()?;

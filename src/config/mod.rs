@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Concurrent client connections on the main listeners; past it new ones are refused.
     pub max_connections: usize,
+    /// Streams one HTTP/2 client connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
     /// Async worker threads; 0 = one per available core. 1 runs a single-threaded runtime.
     pub worker_threads: usize,
     /// Serve plain HTTP/1.1 requests to routes on the fast path (`crate::fastpath`).
@@ -91,6 +93,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_connections: 10_000,
+            h2_max_concurrent_streams: 100,
             worker_threads: 0,
             fast_path: true,
             header_read_timeout: ConfigDuration::secs(10),
@@ -245,6 +248,9 @@ pub struct RouteConfig {
     pub forward_token_header: bool,
     pub connect_timeout: ConfigDuration,
     pub timeout: ConfigDuration,
+    /// Connections open to each upstream at most (in use or idle); further requests wait up to
+    /// `connect_timeout` for one, then 503 `upstream.busy`.
+    pub max_connections: usize,
     pub health_check: HealthCheckConfig,
     pub upstream_headers: BTreeMap<String, String>,
 }
@@ -263,6 +269,7 @@ impl Default for RouteConfig {
             forward_authorization: false,
             forward_token_header: false,
             connect_timeout: ConfigDuration::secs(2),
+            max_connections: 256,
             timeout: ConfigDuration::secs(30),
             health_check: HealthCheckConfig::default(),
             upstream_headers: BTreeMap::new(),

@@ -33,7 +33,7 @@ use crate::gate::record::log_failure;
 use crate::gate::{self, Decision, Plan, Record, retry};
 use crate::gateway::Gateway;
 use crate::listener::{Activity, Busy, Responding};
-use crate::proxy::{Failure, Upstream};
+use crate::proxy::{Failure, Upstream, UpstreamStream};
 use crate::routes::Route;
 use crate::runtime::Runtime;
 use crate::server::{self, ConnInfo};
@@ -309,7 +309,7 @@ impl Exchange {
         upstream: &'u Upstream,
         body_left: &mut u64,
         head: &RequestHead,
-    ) -> Result<(TcpStream, ResponseHead, &'u Upstream), Failure>
+    ) -> Result<(UpstreamStream, ResponseHead, &'u Upstream), Failure>
     where
         IO: AsyncRead + Unpin,
     {
@@ -417,7 +417,7 @@ impl Exchange {
     async fn relay<IO>(
         &mut self,
         io: &mut IO,
-        mut stream: TcpStream,
+        mut stream: UpstreamStream,
         head: &ResponseHead,
         upstream: &Upstream,
         request_id: &[u8],

@@ -46,6 +46,9 @@ pub fn observe(route: &Route, upstream: &Upstream, started: Instant, outcome: Re
             upstream.record_connect(false);
         }
         Err(Failure::Timeout) => tracing::warn!(route = name, upstream = url, "upstream timed out"),
+        Err(Failure::Busy) => {
+            tracing::warn!(route = name, upstream = url, "upstream connection limit reached")
+        }
         Err(Failure::Closed(e) | Failure::Upstream(e)) => {
             tracing::warn!(route = name, upstream = url, error = %e, "upstream request failed");
         }

@@ -16,6 +16,9 @@ pub enum Failure {
     TooLarge,
     /// No answer within the route's timeout.
     Timeout,
+    /// The upstream's connections are all in use (`max_connections`), and none came free
+    /// within `connect_timeout`: nothing was sent.
+    Busy,
     /// The upstream answered something that is not a response the gateway relays.
     Upstream(String),
 }
@@ -31,15 +34,18 @@ impl Failure {
     pub fn blame(&self) -> Blame {
         match self {
             Failure::Client(_) | Failure::TooLarge => Blame::Client,
-            Failure::Connect(_) | Failure::Closed(_) | Failure::Timeout | Failure::Upstream(_) => {
-                Blame::Upstream
-            }
+            Failure::Connect(_)
+            | Failure::Closed(_)
+            | Failure::Timeout
+            | Failure::Upstream(_)
+            | Failure::Busy => Blame::Upstream,
         }
     }
 
     pub fn into_error(self) -> GatewayError {
         match self {
             Failure::Timeout => GatewayError::UpstreamTimeout,
+            Failure::Busy => GatewayError::UpstreamBusy,
             Failure::TooLarge => GatewayError::TooLarge,
             Failure::Client(why) => GatewayError::Malformed(why),
             Failure::Connect(e) | Failure::Closed(e) | Failure::Upstream(e) => {

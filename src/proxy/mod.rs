@@ -4,6 +4,7 @@ mod failure;
 mod headers;
 mod pool;
 pub mod response;
+mod stream;
 mod upstream;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use headers::{
     is_hop_by_hop, named_in, request_fate, response_fate,
 };
 pub use pool::UpstreamBody;
+pub use stream::UpstreamStream;
 pub use upstream::{Balance, Upstream, UpstreamPool, spawn_upkeep};
 
 use crate::body::{GatewayBody, LimitedBody, body_fate};

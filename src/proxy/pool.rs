@@ -21,7 +21,10 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
 use super::Failure;
+use super::stream::{SharedStream, UpstreamStream};
 use crate::body::LimitedBody;
 
 /// Idle connections kept per upstream; past this, a finished connection is closed.
@@ -29,6 +32,8 @@ const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed instead of reused: upstream servers close idle
 /// keep-alive connections after a while (nginx: 75 s), and reusing one at that moment fails.
 const IDLE_FOR: Duration = Duration::from_secs(50);
+/// The read buffer of an upstream connection.
+const READ_BUF: usize = 16 * 1024;
 /// How long a connection taken from the pool may take to be ready for a request.
 const SETTLE_FOR: Duration = Duration::from_secs(1);
 
@@ -39,10 +44,14 @@ pub struct Connections {
     idle: ArrayQueue<Idle>,
     /// Idle plain sockets of the fast path (`crate::fastpath`), which speaks HTTP/1.1 itself.
     streams: ArrayQueue<IdleStream>,
+    /// One permit per connection open to the upstream, in use or idle, on either transport
+    /// (the route's `max_connections`).
+    slots: Arc<Semaphore>,
+    max_connections: usize,
 }
 
 struct IdleStream {
-    stream: TcpStream,
+    stream: UpstreamStream,
     since: Instant,
 }
 
@@ -55,9 +64,9 @@ struct Link {
     sender: SendRequest<LimitedBody>,
     /// `None` once the connection has ended.
     driver: Option<Driver>,
-    /// A duplicate of the socket's descriptor (hyper owns the socket), to ask the kernel
-    /// whether an idle connection is still open before it is reused.
-    probe: Option<std::os::fd::OwnedFd>,
+    /// The socket hyper speaks on (shared, not duplicated), to ask the kernel whether an idle
+    /// connection is still open before it is reused.
+    probe: Arc<TcpStream>,
 }
 
 impl Link {
@@ -92,20 +101,27 @@ struct Idle {
 }
 
 impl Connections {
-    pub fn new(authority: Authority, connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(authority: Authority, connect_timeout: Duration, max_connections: usize) -> Arc<Self> {
         Arc::new(Self {
             authority,
             connect_timeout,
-            idle: ArrayQueue::new(MAX_IDLE),
-            streams: ArrayQueue::new(MAX_IDLE),
+            idle: ArrayQueue::new(MAX_IDLE.min(max_connections)),
+            streams: ArrayQueue::new(MAX_IDLE.min(max_connections)),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
         })
+    }
+
+    /// The cap on connections open to this upstream.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// A kept-alive socket for the fast path that the upstream has not closed and has sent
     /// nothing more on, if one is left.
-    pub fn take_stream(&self) -> Option<TcpStream> {
+    pub fn take_stream(&self) -> Option<UpstreamStream> {
         while let Some(IdleStream { stream, since }) = self.streams.pop() {
-            if since.elapsed() < IDLE_FOR && is_quiet(&stream) {
+            if since.elapsed() < IDLE_FOR && is_quiet(&*stream) {
                 return Some(stream);
             }
         }
@@ -113,12 +129,38 @@ impl Connections {
     }
 
     /// Gives back a socket whose last response was read to its end.
-    pub fn keep_stream(&self, stream: TcpStream) {
+    pub fn keep_stream(&self, stream: UpstreamStream) {
         let _ = self.streams.push(IdleStream { stream, since: Instant::now() });
     }
 
-    /// A new socket to the upstream.
-    pub async fn open_stream(&self) -> Result<TcpStream, Failure> {
+    /// A place for one more connection under the cap. When every place is taken, an idle
+    /// connection (of either transport) gives its place up; when none is idle, the request
+    /// waits for a place up to `connect_timeout` (then `Failure::Busy`: 503 `upstream.busy`).
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, Failure> {
+        loop {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => return Ok(slot),
+                Err(TryAcquireError::Closed) => return Err(Failure::Busy),
+                Err(TryAcquireError::NoPermits) => {}
+            }
+            // Closing an idle connection frees its place at once.
+            if self.streams.pop().is_none() && self.idle.pop().is_none() {
+                break;
+            }
+        }
+        match tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(Failure::Busy),
+        }
+    }
+
+    /// A new socket to the upstream, with its place under the cap.
+    pub async fn open_stream(&self) -> Result<UpstreamStream, Failure> {
+        let slot = self.slot().await?;
+        Ok(UpstreamStream::new(self.connect_socket().await?, slot))
+    }
+
+    async fn connect_socket(&self) -> Result<TcpStream, Failure> {
         let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = self.authority.port_u16().unwrap_or(80);
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port))).await
@@ -219,7 +261,7 @@ impl Connections {
                 }
             };
             // The reactor may not have seen the upstream's close yet; the kernel has.
-            if ready && link.probe.as_ref().is_none_or(is_quiet) {
+            if ready && is_quiet(&*link.probe) {
                 return Some(link);
             }
         }
@@ -238,20 +280,24 @@ impl Connections {
         }
         for _ in 0..self.streams.len() {
             let Some(IdleStream { stream, since }) = self.streams.pop() else { break };
-            if since.elapsed() < IDLE_FOR && is_quiet(&stream) {
+            if since.elapsed() < IDLE_FOR && is_quiet(&*stream) {
                 let _ = self.streams.push(IdleStream { stream, since });
             }
         }
     }
 
     async fn connect(&self) -> Result<Link, Failure> {
-        let stream = self.open_stream().await?;
-        let probe = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
+        let slot = self.slot().await?;
+        let (stream, probe) = SharedStream::new(self.connect_socket().await?, slot);
         // The response head limits of `super::response`: its byte size set here; its header
         // count is hyper's default (100, `response::MAX_HEADERS`), which setting would move
         // hyper's header array to the heap for every response.
         let (sender, conn) = http1::Builder::new()
             .max_header_size(super::response::MAX_HEAD)
+            // What one upstream read brings in, as the fast path's reads: the most a response
+            // not yet taken by its client holds per stream, beside the HTTP/2 send buffer
+            // (`crate::listener`). Fixed, so no connection's buffer grows with its bodies.
+            .read_buf_exact_size(Some(READ_BUF))
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Failure::Connect(e.to_string()))?;
@@ -415,8 +461,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_connection_is_pooled_and_swept_once_the_upstream_closes_it() {
-        let conns =
-            Connections::new(one_shot_upstream(Duration::from_millis(100)).await, Duration::from_secs(1));
+        let conns = Connections::new(
+            one_shot_upstream(Duration::from_millis(100)).await,
+            Duration::from_secs(1),
+            256,
+        );
         assert_eq!(get(&conns).await, "ok");
         assert_eq!(conns.idle.len(), 1, "a response read to the end gives its connection back");
         conns.sweep();
@@ -432,11 +481,15 @@ mod tests {
     async fn only_quiet_open_sockets_are_taken_from_the_pool() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let conns =
-            Connections::new(format!("127.0.0.1:{}", addr.port()).parse().unwrap(), Duration::from_secs(1));
+        let conns = Connections::new(
+            format!("127.0.0.1:{}", addr.port()).parse().unwrap(),
+            Duration::from_secs(1),
+            256,
+        );
         let pair = || async {
             let (c, s) = tokio::join!(TcpStream::connect(addr), listener.accept());
-            (c.unwrap(), s.unwrap().0)
+            let slot = conns.slot().await.unwrap();
+            (UpstreamStream::new(c.unwrap(), slot), s.unwrap().0)
         };
         let (quiet, _q) = pair().await;
         conns.keep_stream(quiet);
@@ -458,8 +511,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_cap_counts_every_open_connection_and_idle_ones_give_their_place_up() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let authority = format!("127.0.0.1:{}", addr.port()).parse().unwrap();
+        let conns = Connections::new(authority, Duration::from_millis(200), 1);
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let first = conns.open_stream().await.unwrap();
+        // In use: the next waits `connect_timeout`, then is busy.
+        assert!(matches!(conns.open_stream().await, Err(Failure::Busy)));
+        // Idle in the pool: it is closed to make room.
+        conns.keep_stream(first);
+        assert!(conns.open_stream().await.is_ok());
+        accept.abort();
+    }
+
+    #[tokio::test]
     async fn a_pooled_connection_the_upstream_closed_is_replaced_unseen() {
-        let conns = Connections::new(one_shot_upstream(Duration::ZERO).await, Duration::from_secs(1));
+        let conns = Connections::new(one_shot_upstream(Duration::ZERO).await, Duration::from_secs(1), 256);
         for _ in 0..5 {
             assert_eq!(get(&conns).await, "ok");
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -39,7 +39,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Parses `http://host:port[/base]`. Only plain HTTP upstreams are spoken to (SPEC §2).
-    pub fn parse(url: &str, connect_timeout: Duration) -> Result<Self, String> {
+    pub fn parse(url: &str, connect_timeout: Duration, max_connections: usize) -> Result<Self, String> {
         let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
         let scheme = uri.scheme().cloned().ok_or_else(|| format!("`{url}` needs a scheme (http://)"))?;
         if scheme != Scheme::HTTP {
@@ -54,7 +54,7 @@ impl Upstream {
         }
         let base_path = uri.path().trim_end_matches('/').to_string();
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-        let conns = Connections::new(authority, connect_timeout);
+        let conns = Connections::new(authority, connect_timeout, max_connections);
         Ok(Self {
             url: url.into(),
             base_path,

@@ -32,5 +32,6 @@ mod logins;
 mod paths;
 mod peers;
 mod pools;
+mod resources;
 mod streaming;
 mod upgrade;

@@ -262,6 +262,29 @@ pub fn client_for(cert_pem: &[u8], http2: bool) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// A TLS connector offering only HTTP/2 (ALPN `h2`).
+pub fn h2_connector(cert_pem: &[u8]) -> tokio_rustls::TlsConnector {
+    let mut cfg = (*tls_config(cert_pem)).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+fn tls_config(cert_pem: &[u8]) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(bo_gateway::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 pub fn tls_connector(cert_pem: &[u8]) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;

@@ -1,0 +1,106 @@
+//! An upstream socket and its place under the upstream's `max_connections` (SPEC §2): one
+//! descriptor per connection, whichever transport speaks on it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// A socket of the fast path, holding its place under the upstream's cap while it is open
+/// (in use or idle in the pool).
+pub struct UpstreamStream {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl UpstreamStream {
+    pub(super) fn new(stream: TcpStream, slot: OwnedSemaphorePermit) -> Self {
+        Self { stream, _slot: slot }
+    }
+}
+
+impl std::ops::Deref for UpstreamStream {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl std::ops::DerefMut for UpstreamStream {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
+
+/// The IO hyper's client connection speaks on: the socket shared with the pool, which asks the
+/// kernel through it whether an idle connection is still open (no second descriptor, as a
+/// duplicated one would be), and the connection's place under the cap.
+pub(super) struct SharedStream {
+    stream: Arc<TcpStream>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl SharedStream {
+    pub(super) fn new(stream: TcpStream, slot: OwnedSemaphorePermit) -> (Self, Arc<TcpStream>) {
+        let stream = Arc::new(stream);
+        (Self { stream: stream.clone(), _slot: slot }, stream)
+    }
+}
+
+impl AsyncRead for SharedStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write(data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
+    }
+}
