@@ -6,9 +6,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod activity;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod error;
 mod fastpath;
 pub mod framing;
@@ -16,7 +18,6 @@ pub mod gate;
 pub mod gateway;
 pub mod health;
 mod lifecycle;
-pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
@@ -27,6 +28,9 @@ pub mod store;
 pub mod tls;
 
 pub use config::ConfigError;
+/// The fast path's parsers, for the fuzz targets only.
+#[doc(hidden)]
+pub use fastpath::fuzzing as fastpath_fuzzing;
 pub use gateway::Gateway;
 pub use lifecycle::{ReloadError, Running, StartError, start};
 pub use runtime::Runtime;

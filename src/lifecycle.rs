@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigError;
+use crate::conn::{Accept, Drain, accept_loop};
 use crate::gateway::Gateway;
-use crate::listener::{Accept, Drain, accept_loop};
 use crate::runtime::Runtime;
 use crate::server::Listener;
 

@@ -26,13 +26,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::{Activity, Busy, Responding};
 use crate::auth::endpoints::EndpointBody;
 use crate::error::GatewayError;
 use crate::framing::{ChunkedScan, Scanned};
 use crate::gate::record::log_failure;
 use crate::gate::{self, Decision, Plan, Record, retry};
 use crate::gateway::Gateway;
-use crate::listener::{Activity, Busy, Responding};
 use crate::proxy::{Failure, Upstream, UpstreamStream};
 use crate::routes::Route;
 use crate::runtime::Runtime;
@@ -765,6 +765,50 @@ async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> 
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The fast path's parsers, for the fuzz targets (`fuzz/`): not an interface.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::framing::Unreadable;
+
+    /// What the fast path makes of a request head at the start of `buf`.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum HeadVerdict {
+        /// Served here: the head's length and declared body length.
+        Complete {
+            len: usize,
+            content_length: u64,
+        },
+        Partial,
+        /// Handed to hyper.
+        Unfit,
+        Unreadable(Unreadable),
+    }
+
+    pub fn request_head(buf: &[u8], max_head: usize, max_headers: usize) -> HeadVerdict {
+        match super::request::parse(buf, max_head, max_headers, Vec::new()) {
+            super::Parsed::Complete(h) => {
+                HeadVerdict::Complete { len: h.len, content_length: h.content_length }
+            }
+            super::Parsed::Partial => HeadVerdict::Partial,
+            super::Parsed::Unfit => HeadVerdict::Unfit,
+            super::Parsed::Unreadable(u) => HeadVerdict::Unreadable(u),
+        }
+    }
+
+    /// A response head at the start of `buf`: `None` unless complete and relayed; else its
+    /// status, framing, and the head the client would get.
+    pub fn response_head(buf: &[u8], head_request: bool) -> Option<(u16, super::Framing, Vec<u8>)> {
+        match super::response::parse(buf, head_request, Vec::new()) {
+            super::response::Parsed::Complete(h) => {
+                let mut out = Vec::new();
+                super::response::write_client_head(&mut out, buf, &h, b"fuzz", false);
+                Some((h.status, h.framing, out))
+            }
+            _ => None,
         }
     }
 }

@@ -40,7 +40,7 @@ pub async fn forward(
     let route = plan.route;
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let hold = req.extensions_mut().remove::<crate::listener::TunnelHold>();
+    let hold = req.extensions_mut().remove::<crate::activity::TunnelHold>();
     let head_request = req.method() == http::Method::HEAD;
 
     let first = route.pool.pick();
