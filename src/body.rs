@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderValue, Response, header};
+
+use crate::error::GatewayError;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -105,5 +107,37 @@ impl Body for LimitedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// The SPEC §3 error response ([`crate::error`] says what each error is; this writes it).
+impl GatewayError {
+    /// The SPEC §3 response, with the headers some statuses require.
+    pub fn into_response(self) -> Response<GatewayBody> {
+        let body = serde_json::json!({ "errors": [self.code()], "message": self.message() });
+        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, crate::body::JSON_CONTENT_TYPE.clone());
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            GatewayError::TokenMissing => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            GatewayError::TokenInvalid(_) | GatewayError::TokenExpired | GatewayError::TokenReused => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            GatewayError::MethodNotAllowed { allow } => {
+                h.insert(header::ALLOW, allow);
+            }
+            GatewayError::TooManyAttempts { retry_after_secs } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            _ => {}
+        }
+        resp
     }
 }

@@ -1,9 +1,7 @@
-//! The one place that turns a failure into the SPEC §3 error body.
+//! The one error type: each failure's status, SPEC §3 code and message, decided here once
+//! (`crate::body` writes the response from them). A leaf: it imports no other module.
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-
-use crate::body::{GatewayBody, full};
+use http::{HeaderValue, StatusCode};
 
 /// Every error the gateway itself answers with. The `Display` text is for logs; the client sees
 /// only [`GatewayError::code`] and [`GatewayError::message`].
@@ -131,40 +129,12 @@ impl GatewayError {
             Internal(_) => "Internal error.",
         }
     }
-
-    /// The SPEC §3 response, with the headers some statuses require.
-    pub fn into_response(self) -> Response<GatewayBody> {
-        let body = serde_json::json!({ "errors": [self.code()], "message": self.message() });
-        let mut resp = Response::new(full(Bytes::from(body.to_string())));
-        *resp.status_mut() = self.status();
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, crate::body::JSON_CONTENT_TYPE.clone());
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        match self {
-            GatewayError::TokenMissing => {
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            GatewayError::TokenInvalid(_) | GatewayError::TokenExpired | GatewayError::TokenReused => {
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                );
-            }
-            GatewayError::MethodNotAllowed { allow } => {
-                h.insert(header::ALLOW, allow);
-            }
-            GatewayError::TooManyAttempts { retry_after_secs } => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
-            }
-            _ => {}
-        }
-        resp
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn every_error_maps_to_spec_status_and_code() {
