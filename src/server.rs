@@ -132,8 +132,10 @@ pub async fn handle(
     // says the connection closes (the fast path's rule too; hyper would close it unsaid).
     close |= h1 && record.body_unread;
     if listener == Listener::Main {
+        // An upstream's answer streams its body (`proxy::forward`); the gateway's are whole.
+        let from_upstream = matches!(resp.body(), http_body_util::Either::Right(_));
         gate::cors::for_request(&rt, origin.as_ref().map(HeaderValue::as_bytes), &record)
-            .apply(resp.headers_mut());
+            .apply(resp.headers_mut(), from_upstream);
     }
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     if close {

@@ -618,7 +618,7 @@ impl Exchange {
     where
         IO: AsyncWrite + Unpin,
     {
-        cors.apply(resp.headers_mut());
+        cors.apply(resp.headers_mut(), false);
         self.out.clear();
         let len = response::write_own(&mut self.out, resp, request_id, close, head_request)?;
         io.write_all(&self.out).await.ok()?;

@@ -192,12 +192,13 @@ impl<'a> Cors<'a> {
         }
     }
 
-    /// Applies the rule to a response's headers (hyper's writer, and the gateway's own answers).
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    /// Applies the rule to a response's headers: an upstream's (hyper's writer), or one the
+    /// gateway made (whose own `Access-Control-*`, a preflight's, stay).
+    pub fn apply(&self, headers: &mut HeaderMap, from_upstream: bool) {
         if let Cors::Off = self {
             return;
         }
-        if headers.keys().any(|n| self.drops(n.as_str().as_bytes())) {
+        if from_upstream && headers.keys().any(|n| self.drops(n.as_str().as_bytes())) {
             let doomed: Vec<_> =
                 headers.keys().filter(|n| self.drops(n.as_str().as_bytes())).cloned().collect();
             for n in doomed {
@@ -217,7 +218,13 @@ impl<'a> Cors<'a> {
                 },
                 (Value::Origin, _) => continue,
             };
-            headers.append(http::HeaderName::from_static(name), value);
+            let name = http::HeaderName::from_static(name);
+            // `Vary` is a list: a further line joins it. The grant replaces whatever was there.
+            if name == header::VARY {
+                headers.append(name, value);
+            } else {
+                headers.insert(name, value);
+            }
         }
     }
 }
@@ -307,16 +314,16 @@ mod tests {
         h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
         h.insert("access-control-max-age", HeaderValue::from_static("1"));
-        on.apply(&mut h);
+        on.apply(&mut h, true);
         let vary: Vec<_> = h.get_all(header::VARY).iter().collect();
         assert_eq!(vary, ["Accept-Encoding", "Origin"]);
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://a.example");
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert!(!h.contains_key(header::ACCESS_CONTROL_MAX_AGE));
-        on.apply(&mut h);
+        on.apply(&mut h, true);
         assert_eq!(h.get_all(header::VARY).iter().count(), 2, "Origin is named once");
         let mut none = HeaderMap::new();
-        Cors::On { credentials: true, granted: None }.apply(&mut none);
+        Cors::On { credentials: true, granted: None }.apply(&mut none, true);
         assert_eq!(none.len(), 1, "another origin: only Vary");
     }
 }

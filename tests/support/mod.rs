@@ -60,6 +60,8 @@ pub struct Setup {
     pub credentials: String,
     /// File name (in the test's folder) of the signing key; "signing.pem" when empty.
     pub signing_key: String,
+    /// Lines of the `[cors]` table (off when empty).
+    pub cors: String,
 }
 
 impl Setup {
@@ -147,6 +149,9 @@ generate_signing_key = true
 [store]
 {store}
 
+[cors]
+{cors}
+
 {routes}
 "#,
         server = match FAST_PATH.with(|f| f.get()) {
@@ -157,6 +162,7 @@ generate_signing_key = true
         tokens = setup.tokens,
         login_limits = setup.login_limits,
         store = setup.store,
+        cors = setup.cors,
         routes = setup.routes,
         credentials = if setup.credentials.is_empty() {
             format!("kind = \"file\"\nusers_file = \"{d}/users.toml\"")
