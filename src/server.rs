@@ -212,8 +212,9 @@ async fn dispatch(
         authorization: first,
         authorizations: usize::from(first.is_some()) + auths.count(),
         content_length: content_length(req.headers()),
-        origin: rt.cors.as_ref().and(req.headers().get(header::ORIGIN)).map(HeaderValue::as_bytes),
-        preflight: req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD),
+        // Not even looked up when `[cors]` is off.
+        origin: rt.cors.as_ref().and_then(|_| req.headers().get(header::ORIGIN)).map(HeaderValue::as_bytes),
+        preflight: rt.cors.is_some() && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD),
     };
     let decision = match gate::decide(gw, rt, uri.path(), &view, record) {
         Ok(d) => d,

@@ -125,7 +125,8 @@ both_transports! {
     #[tokio::test]
     async fn the_gateways_own_errors_carry_the_grant() {
         let up = upstream::start("bo").await;
-        let gw = start(route("bo", "/api", &up.url(), "")).await;
+        let routes = route("bo", "/api", &up.url(), "") + &route("g", "/get-only", &up.url(), "methods = [\"GET\"]");
+        let gw = start(routes).await;
         let send = |path: &str, origin: &str| gw.client.get(gw.url(path)).header("origin", origin).send();
         let r = send("/api/accounts", ALLOWED).await.unwrap();
         assert_granted(r.headers());
@@ -137,6 +138,9 @@ both_transports! {
         let r = send("/nowhere", ALLOWED).await.unwrap();
         assert_granted(r.headers());
         assert_eq!(error_code(r).await, (404, "route.none".into()));
+        let r = gw.client.delete(gw.url("/get-only/x")).header("origin", ALLOWED).send().await.unwrap();
+        assert_granted(r.headers());
+        assert_eq!(error_code(r).await, (405, "method.not_allowed".into()));
         let r = send("/api/a%2fb", ALLOWED).await.unwrap();
         assert_granted(r.headers());
         assert_eq!(r.status(), 400);
@@ -182,13 +186,17 @@ both_transports! {
     #[tokio::test]
     async fn a_route_with_cors_off_gets_no_grant_on_gateway_errors() {
         let up = upstream::start("bo").await;
-        let gw = start(route("bo", "/api", &up.url(), "cors = false")).await;
+        let gw = start(route("bo", "/api", &up.url(), "cors = false\nmethods = [\"GET\"]")).await;
         let r = gw.client.get(gw.url("/api/x")).header("origin", ALLOWED).send().await.unwrap();
         assert_no_cors(r.headers());
         assert!(!r.headers().contains_key("vary"));
         assert_eq!(error_code(r).await, (401, "token.missing".into()));
         let r = preflight(&gw, "/api/x", ALLOWED).send().await.unwrap();
-        assert_eq!(error_code(r).await, (401, "token.missing".into()), "a preflight is a request here");
+        assert_no_cors(r.headers());
+        assert_eq!(error_code(r).await, (405, "method.not_allowed".into()), "a preflight is a request here");
+        let r = gw.client.delete(gw.url("/api/x")).header("origin", ALLOWED).send().await.unwrap();
+        assert_no_cors(r.headers());
+        assert_eq!(r.status(), 405);
         assert_eq!(up.hits(), 0);
     }
 }
@@ -258,5 +266,22 @@ fn bad_cors_settings_are_refused_at_start() {
         assert_eq!(e.key, key, "{lines}: {e}");
         assert!(e.to_string().contains(why), "{lines}: {e}");
         assert!(e.to_string().contains("gateway.toml"), "{e}");
+    }
+}
+
+both_transports! {
+    #[tokio::test]
+    async fn upstream_failures_and_limits_carry_the_grant() {
+        let up = upstream::start("bo").await;
+        let routes = route("bo", "/api", &up.url(), "auth = \"public\"")
+            + &route("down", "/down", &format!("http://{}", refused_addr()), "auth = \"public\"");
+        let setup = Setup { server: "max_body_bytes = 16".into(), routes, cors: cors_lines(), ..Default::default() };
+        let gw = Gateway::start(setup).await;
+        let r = gw.client.get(gw.url("/down/x")).header("origin", ALLOWED).send().await.unwrap();
+        assert_granted(r.headers());
+        assert_eq!(error_code(r).await, (502, "upstream.unavailable".into()));
+        let r = gw.client.post(gw.url("/api/x")).header("origin", ALLOWED).body(vec![b'x'; 100]).send().await.unwrap();
+        assert_granted(r.headers());
+        assert_eq!(error_code(r).await, (413, "request.too_large".into()));
     }
 }

@@ -74,7 +74,12 @@ pub fn decide<'r, 'p>(
     if is_own(rt, &path) {
         return Ok(Decision::Own(path));
     }
-    let route = rt.routes.find(v.host, &path, v.method)?;
+    let route = rt.routes.find(v.host, &path, v.method).inspect_err(|_| {
+        // A 405 is the route's answer: its `cors` setting holds for it too.
+        if let Some(r) = rt.routes.find_any_method(v.host, &path) {
+            record.cors_off = !r.cors;
+        }
+    })?;
     record.set_route(route);
     let auth = match route.auth {
         // A `token` header (the refresh token's) does not change the decision (SPEC §2).
