@@ -285,3 +285,27 @@ both_transports! {
         assert_eq!(error_code(r).await, (413, "request.too_large".into()));
     }
 }
+
+#[tokio::test]
+async fn http2_answers_follow_the_same_rule() {
+    let up = upstream::start("bo").await;
+    let gw = start(route("bo", "/api", &up.url(), "")).await;
+    let h2 = gw.http2_client();
+    let r = h2
+        .request(Method::OPTIONS, gw.url("/api/x"))
+        .header("origin", ALLOWED)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 204);
+    assert_granted(r.headers());
+    assert_eq!(get(r.headers(), "access-control-max-age"), Some("300"));
+    let r = h2.get(gw.url("/api/x")).header("origin", ALLOWED).send().await.unwrap();
+    assert_granted(r.headers());
+    assert_eq!(error_code(r).await, (401, "token.missing".into()));
+    let r = h2.get(gw.url("/api/x")).header("origin", OTHER).send().await.unwrap();
+    assert_no_cors(r.headers());
+    assert_eq!(up.hits(), 0);
+}
