@@ -368,7 +368,10 @@ impl RawConn {
         let chunked = head.lines().any(|l| l.trim() == "transfer-encoding: chunked");
         let no_body = (100..200).contains(&status) || status == 204 || status == 304;
         let body = match len {
-            _ if no_body => Vec::new(),
+            _ if no_body => {
+                self.buf.drain(..head_end);
+                Vec::new()
+            }
             _ if chunked => self.chunked_body(head_end).await?,
             Some(n) => {
                 while self.buf.len() < head_end + n {
