@@ -28,6 +28,8 @@ pub struct Route {
     pub strip_prefix: bool,
     pub forward_authorization: bool,
     pub forward_token_header: bool,
+    /// The gateway's CORS policy applies (`crate::gate::cors`); false: no CORS handling at all.
+    pub cors: bool,
     pub timeout: std::time::Duration,
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
     pub pool: Arc<UpstreamPool>,
@@ -68,21 +70,25 @@ impl RouteTable {
 
     /// Among routes whose host fits, the longest prefix wins; then its methods are checked.
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Result<&Route, GatewayError> {
-        let host = host.map(host_name);
-        let route = self
-            .routes
-            .iter()
-            .find(|r| {
-                r.host.as_deref().is_none_or(|h| host.is_some_and(|req| req.eq_ignore_ascii_case(h)))
-                    && prefix_matches(&r.prefix, path)
-            })
-            .ok_or(GatewayError::NoRoute)?;
+        let route = self.find_any_method(host, path).ok_or(GatewayError::NoRoute)?;
         match &route.methods {
             Some(allowed) if !allowed.contains(method) => {
                 Err(GatewayError::MethodNotAllowed { allow: route.allow_header.clone() })
             }
             _ => Ok(route),
         }
+    }
+}
+
+impl RouteTable {
+    /// The route for this host and path, whatever its `methods` (a CORS preflight asks about
+    /// the method it names, not its own `OPTIONS`).
+    pub fn find_any_method(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let host = host.map(host_name);
+        self.routes.iter().find(|r| {
+            r.host.as_deref().is_none_or(|h| host.is_some_and(|req| req.eq_ignore_ascii_case(h)))
+                && prefix_matches(&r.prefix, path)
+        })
     }
 }
 

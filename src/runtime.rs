@@ -14,6 +14,7 @@ use crate::auth::credentials::Credentials;
 use crate::auth::keys::{Generation, KeySet};
 use crate::auth::tokens::TokenSettings;
 use crate::config::{ConfigError, RawConfig, RouteConfig};
+use crate::gate::cors::CorsPolicy;
 use crate::proxy::{Balance, Upstream, UpstreamPool};
 use crate::routes::{AuthMode, Route, RouteTable, normalize_path};
 use crate::store::ConnectorSettings;
@@ -55,6 +56,8 @@ pub struct Runtime {
     /// `tokens.refresh_reuse_grace` in seconds; 0 turns the grace off.
     pub refresh_reuse_grace_secs: u64,
     pub routes: RouteTable,
+    /// `[cors]`; `None` when off (no allowed origins).
+    pub cors: Option<CorsPolicy>,
     /// `None` when there is no HTTPS listener.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -206,6 +209,7 @@ impl Runtime {
             }
         }
 
+        let cors = CorsPolicy::from_config(&raw.cors, path)?;
         let tls = match listen.https {
             Some(_) => Some(crate::tls::server_config_with(&raw.tls, path, generation)?),
             None => None,
@@ -232,6 +236,7 @@ impl Runtime {
             login_limits,
             refresh_reuse_grace_secs,
             routes: RouteTable::new(routes),
+            cors,
             tls,
             raw,
         })
@@ -378,6 +383,7 @@ fn build_route(r: &RouteConfig, i: usize, path: &Path) -> Result<Route, ConfigEr
         strip_prefix: r.strip_prefix,
         forward_authorization: r.forward_authorization,
         forward_token_header: r.forward_token_header,
+        cors: r.cors,
         timeout: r.timeout.0,
         upstream_headers,
         pool: Arc::new(pool),

@@ -107,6 +107,11 @@ pub async fn handle(
         || (method == http::Method::CONNECT && req.version() <= http::Version::HTTP_11);
     let h1 = req.version() <= http::Version::HTTP_11;
     let uri = req.uri().clone();
+    // Kept for the answer (a reference-counted clone); not even looked up when `[cors]` is off.
+    let origin = match (&rt.cors, listener) {
+        (Some(_), Listener::Main) => req.headers().get(header::ORIGIN).cloned(),
+        _ => None,
+    };
     let result = match listener {
         _ if ambiguous => Err(GatewayError::Malformed("ambiguous body framing".into())),
         // hyper removes the chunked framing; another coding (gzip, chunked) would reach the
@@ -126,6 +131,12 @@ pub async fn handle(
     // A body that had not all arrived when the gateway answered is not read on: the answer
     // says the connection closes (the fast path's rule too; hyper would close it unsaid).
     close |= h1 && record.body_unread;
+    if listener == Listener::Main {
+        // An upstream's answer streams its body (`proxy::forward`); the gateway's are whole.
+        let from_upstream = matches!(resp.body(), http_body_util::Either::Right(_));
+        gate::cors::for_request(&rt, origin.as_ref().map(HeaderValue::as_bytes), &record)
+            .apply(resp.headers_mut(), from_upstream);
+    }
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     if close {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -201,6 +212,9 @@ async fn dispatch(
         authorization: first,
         authorizations: usize::from(first.is_some()) + auths.count(),
         content_length: content_length(req.headers()),
+        // Not even looked up when `[cors]` is off.
+        origin: rt.cors.as_ref().and_then(|_| req.headers().get(header::ORIGIN)).map(HeaderValue::as_bytes),
+        preflight: rt.cors.is_some() && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD),
     };
     let decision = match gate::decide(gw, rt, uri.path(), &view, record) {
         Ok(d) => d,
@@ -210,6 +224,10 @@ async fn dispatch(
         }
     };
     match decision {
+        Decision::Preflight(policy) => {
+            record.body_unread = !arrived_whole(req.into_body());
+            Ok(policy.preflight_response())
+        }
         Decision::Own(path) => own(gw, rt, conn, &path, req.map(http_body_util::Either::Left)).await,
         Decision::Forward(plan) => {
             let fwd = Forwarding {

@@ -91,6 +91,7 @@ async fn side(label: &'static str, fast_path: bool, upstream: &str) -> Side {
     let setup = Setup {
         server: format!("fast_path = {fast_path}"),
         routes: routes(label, upstream),
+        cors: format!("allowed_origins = [\"{}\"]\nallow_credentials = true", cases::ORIGIN),
         ..Default::default()
     };
     let gw = Gateway::start(setup).await;

@@ -47,6 +47,7 @@ pub struct RawConfig {
     pub credentials: CredentialsConfig,
     pub store: StoreConfig,
     pub login_limits: LoginLimitsConfig,
+    pub cors: CorsConfig,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -232,6 +233,31 @@ impl Default for LoginLimitsConfig {
     }
 }
 
+/// `[cors]`: browser front ends on other origins (SPEC §2). Off while `allowed_origins` is
+/// empty; validated into `crate::gate::cors::CorsPolicy`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins (`https://host[:port]`), or `"*"` for any (not with credentials).
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age: ConfigDuration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allowed_methods: ["GET", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec(),
+            allowed_headers: ["Authorization", "Content-Type", "token"].map(String::from).to_vec(),
+            allow_credentials: false,
+            max_age: ConfigDuration::secs(600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteConfig {
@@ -246,6 +272,8 @@ pub struct RouteConfig {
     pub forward_authorization: bool,
     /// Forward the client's `token` header (the refresh token's header) upstream.
     pub forward_token_header: bool,
+    /// The gateway's CORS policy applies here (`[cors]`); false leaves CORS to the upstream.
+    pub cors: bool,
     pub connect_timeout: ConfigDuration,
     pub timeout: ConfigDuration,
     /// Connections open to each upstream at most (in use or idle); further requests wait up to
@@ -268,6 +296,7 @@ impl Default for RouteConfig {
             strip_prefix: false,
             forward_authorization: false,
             forward_token_header: false,
+            cors: true,
             connect_timeout: ConfigDuration::secs(2),
             max_connections: 256,
             timeout: ConfigDuration::secs(30),

@@ -30,6 +30,7 @@ use crate::activity::{Activity, Busy, Responding};
 use crate::auth::endpoints::EndpointBody;
 use crate::error::GatewayError;
 use crate::framing::{ChunkedScan, Scanned};
+use crate::gate::cors::Cors;
 use crate::gate::record::log_failure;
 use crate::gate::{self, Decision, Plan, Record, retry};
 use crate::gateway::Gateway;
@@ -133,7 +134,10 @@ where
                 let path = path.into_owned();
                 x.own(io, buf, &head, &rt, &path, lane, record).await
             }
-            Err(e) => x.refuse(io, buf, &head, e, lane, record).await,
+            Ok(Decision::Preflight(policy)) => {
+                x.reply(io, buf, &head, Ok(policy.preflight_response()), lane, record).await
+            }
+            Err(e) => x.reply(io, buf, &head, Err(e), lane, record).await,
         };
         x.trim();
         if buf.is_empty() && buf.capacity() > RETAIN {
@@ -163,6 +167,8 @@ fn decide<'r, 'p>(
         authorization: head.authorization.as_ref().map(|r| &buf[r.clone()]),
         authorizations: head.authorizations as usize,
         content_length: Some(head.content_length),
+        origin: rt.cors.as_ref().and(head.origin.as_ref()).map(|r| &buf[r.clone()]),
+        preflight: head.preflight,
     };
     gate::decide(gw, rt, raw_path(buf, head), &view, record)
 }
@@ -258,12 +264,14 @@ impl Exchange {
                 result = self.send(io, route, second, &mut body_left, head).await;
             }
         }
+        let cors = cors(rt, buf, head, record);
         let (status, bytes) = match result {
             Ok((stream, resp_head, upstream)) => {
                 // A drain that began while the upstream answered: the client learns it here.
                 close |= lane.drain.is_cancelled();
-                let relayed =
-                    self.relay(io, stream, &resp_head, upstream, request_id.as_bytes(), close, busy).await;
+                let relayed = self
+                    .relay(io, stream, &resp_head, upstream, cors, request_id.as_bytes(), close, busy)
+                    .await;
                 let status = resp_head.status;
                 self.resp_spare = resp_head.headers;
                 match relayed {
@@ -281,7 +289,7 @@ impl Exchange {
                 let e = f.into_error();
                 let status = e.status().as_u16();
                 log_failure(&e, &request_id);
-                let bytes = self.answer(io, e, head, request_id.as_bytes(), close).await;
+                let bytes = self.answer(io, e, head, cors, request_id.as_bytes(), close).await;
                 close |= bytes.is_none();
                 (status, bytes)
             }
@@ -420,6 +428,7 @@ impl Exchange {
         mut stream: UpstreamStream,
         head: &ResponseHead,
         upstream: &Upstream,
+        cors: Cors<'_>,
         request_id: &[u8],
         close: bool,
         busy: Busy,
@@ -428,7 +437,7 @@ impl Exchange {
         IO: AsyncWrite + Unpin,
     {
         self.out.clear();
-        response::write_client_head(&mut self.out, &self.up, head, request_id, close);
+        response::write_client_head(&mut self.out, &self.up, head, cors, request_id, close);
         self.up.advance(head.len);
         // Each write sends what `out` holds: first the head with the body bytes already here.
         let mut busy = Sending::Head(busy);
@@ -585,13 +594,14 @@ impl Exchange {
         io: &mut IO,
         e: GatewayError,
         head: &RequestHead,
+        cors: Cors<'_>,
         request_id: &[u8],
         close: bool,
     ) -> Option<u64>
     where
         IO: AsyncWrite + Unpin,
     {
-        self.respond(io, e.into_response(), request_id, close, head.method == Method::HEAD).await
+        self.respond(io, e.into_response(), cors, request_id, close, head.method == Method::HEAD).await
     }
 
     /// Writes a response the gateway made itself (a JSON answer or an error); the body's
@@ -599,7 +609,8 @@ impl Exchange {
     async fn respond<IO>(
         &mut self,
         io: &mut IO,
-        resp: http::Response<crate::body::GatewayBody>,
+        mut resp: http::Response<crate::body::GatewayBody>,
+        cors: Cors<'_>,
         request_id: &[u8],
         close: bool,
         head_request: bool,
@@ -607,6 +618,7 @@ impl Exchange {
     where
         IO: AsyncWrite + Unpin,
     {
+        cors.apply(resp.headers_mut(), false);
         self.out.clear();
         let len = response::write_own(&mut self.out, resp, request_id, close, head_request)?;
         io.write_all(&self.out).await.ok()?;
@@ -623,18 +635,18 @@ impl Exchange {
     {
         let request_id = lane.gw.new_request_id();
         log_failure(&e, &request_id);
-        let _ = self.respond(io, e.into_response(), request_id.as_bytes(), true, false).await;
+        let _ = self.respond(io, e.into_response(), Cors::Off, request_id.as_bytes(), true, false).await;
         Outcome::Close
     }
 
-    /// Answers `e` for a request the policy core refused; false when the connection must close
-    /// after it.
-    async fn refuse<IO>(
+    /// Answers a request the policy core refused (`Err`) or answered itself without reading
+    /// its body (a CORS preflight); false when the connection must close after it.
+    async fn reply<IO>(
         &mut self,
         io: &mut IO,
         buf: &[u8],
         head: &RequestHead,
-        e: GatewayError,
+        answer: Result<http::Response<crate::body::GatewayBody>, GatewayError>,
         lane: &Lane<'_>,
         record: Record,
     ) -> bool
@@ -646,9 +658,14 @@ impl Exchange {
         // A body that has not all arrived is not read on: the connection closes after the
         // answer, which says so (hyper's path: `server::handle`, the same rule).
         let close = head.close || !head.whole_body_here(buf.len()) || lane.drain.is_cancelled();
-        let status = e.status().as_u16();
-        log_failure(&e, &request_id);
-        let bytes = self.answer(io, e, head, request_id.as_bytes(), close).await;
+        let resp = answer.unwrap_or_else(|e| {
+            log_failure(&e, &request_id);
+            e.into_response()
+        });
+        let status = resp.status().as_u16();
+        let cors = cors(&rt, buf, head, &record);
+        let head_request = head.method == Method::HEAD;
+        let bytes = self.respond(io, resp, cors, request_id.as_bytes(), close, head_request).await;
         record.finish(
             lane.gw,
             true,
@@ -706,7 +723,8 @@ impl Exchange {
         let status = resp.status().as_u16();
         let close = head.close || lane.drain.is_cancelled();
         let head_request = head.method == Method::HEAD;
-        let bytes = self.respond(io, resp, request_id.as_bytes(), close, head_request).await;
+        let cors = cors(rt, buf, head, &record);
+        let bytes = self.respond(io, resp, cors, request_id.as_bytes(), close, head_request).await;
         record.finish(gw, true, &request_id, lane.info.peer, &head.method, path, status, bytes);
         bytes.is_some() && !close
     }
@@ -731,6 +749,11 @@ fn own_request(buf: &[u8], head: &RequestHead) -> Result<http::Request<EndpointB
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// What CORS does to the answer (`crate::gate::cors`), from the request's `Origin`.
+fn cors<'b>(rt: &'b Runtime, buf: &'b [u8], head: &RequestHead, record: &Record) -> Cors<'b> {
+    gate::cors::for_request(rt, head.origin.as_ref().map(|r| &buf[r.clone()]), record)
 }
 
 /// The request id: a trusted peer's own (when valid), else a new one.
@@ -805,7 +828,7 @@ pub mod fuzzing {
         match super::response::parse(buf, head_request, Vec::new()) {
             super::response::Parsed::Complete(h) => {
                 let mut out = Vec::new();
-                super::response::write_client_head(&mut out, buf, &h, b"fuzz", false);
+                super::response::write_client_head(&mut out, buf, &h, Default::default(), b"fuzz", false);
                 Some((h.status, h.framing, out))
             }
             _ => None,

@@ -39,6 +39,10 @@ pub struct RequestHead {
     pub forwarded_for: Option<Range<usize>>,
     pub forwarded_proto: Option<Range<usize>>,
     pub forwarded_host: Option<Range<usize>>,
+    /// The first `Origin` (CORS, `crate::gate::cors`).
+    pub origin: Option<Range<usize>>,
+    /// An `Access-Control-Request-Method` was sent (with `OPTIONS`: a CORS preflight).
+    pub preflight: bool,
     pub content_length: u64,
     /// The client asked for the connection to close after this response.
     pub close: bool,
@@ -128,6 +132,8 @@ pub fn parse(buf: &[u8], max_head: usize, max_headers: usize, spare: Vec<Header>
         forwarded_for: None,
         forwarded_proto: None,
         forwarded_host: None,
+        origin: None,
+        preflight: false,
         content_length: 0,
         close: false,
     };
@@ -148,6 +154,11 @@ pub fn parse(buf: &[u8], max_head: usize, max_headers: usize, spare: Vec<Header>
                 head.host = at(value);
             }
             6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Unfit,
+            // The first counts, as hyper's path reads it (`HeaderMap::get`).
+            6 if name.eq_ignore_ascii_case(b"origin") => {
+                head.origin.get_or_insert_with(|| at(value));
+            }
+            29 if name.eq_ignore_ascii_case(b"access-control-request-method") => head.preflight = true,
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Unfit,
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for token in value.split(|&b| b == b',') {

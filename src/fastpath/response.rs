@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::request::line;
+use crate::gate::cors::Cors;
 pub use crate::proxy::response::Framing;
 use crate::proxy::response::{self as rule, MAX_HEAD, MAX_HEADERS};
 use crate::proxy::{ResponseFate, named_in, response_fate};
@@ -82,13 +83,23 @@ fn values<'b>(headers: &'b [httparse::Header<'b>], name: &'static str) -> impl I
 
 /// Writes the client's response head for the upstream head at the start of `buf`: the
 /// response fates decide each header; the framing headers are written from `head.framing`.
-pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, request_id: &[u8], close: bool) {
+pub fn write_client_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &ResponseHead,
+    cors: Cors<'_>,
+    request_id: &[u8],
+    close: bool,
+) {
     let headers = || head.headers.iter().map(|(n, v)| (&buf[n.clone()], &buf[v.clone()]));
     let reason = std::str::from_utf8(&buf[head.reason.clone()]).unwrap_or("");
     status_line(out, head.status, rule::reason(head.status, reason));
     let connection = || headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")).map(|(_, v)| v);
     let mut dated = false;
     for (name, value) in headers() {
+        if cors.drops(name) {
+            continue;
+        }
         match response_fate(name, named_in(connection(), name)) {
             ResponseFate::Keep => {
                 dated |= name.eq_ignore_ascii_case(b"date");
@@ -105,6 +116,10 @@ pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, req
     }
     if !dated {
         line(out, b"date", &super::date::now());
+    }
+    let vary = headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"vary")).map(|(_, v)| v);
+    for (name, value) in cors.lines(vary).into_iter().flatten() {
+        line(out, name.as_bytes(), cors.bytes(value));
     }
     line(out, b"x-request-id", request_id);
     if close {
@@ -228,7 +243,7 @@ mod tests {
                   X-Request-Id: theirs\r\nDate: d\r\nTransfer-Encoding: chunked\r\nX-Kept: 2\r\n\r\n";
         let Parsed::Complete(head) = parse(up.as_bytes(), false, Vec::new()) else { panic!("complete") };
         let mut out = Vec::new();
-        write_client_head(&mut out, up.as_bytes(), &head, b"ours", false);
+        write_client_head(&mut out, up.as_bytes(), &head, Cors::Off, b"ours", false);
         let out = String::from_utf8(out).unwrap();
         assert_eq!(
             out,

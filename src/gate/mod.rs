@@ -4,6 +4,7 @@
 //! upstream failure type live in [`retry`], the request record (access line and metrics) in
 //! [`record`].
 
+pub mod cors;
 pub mod record;
 pub mod retry;
 
@@ -29,6 +30,10 @@ pub struct View<'a> {
     pub authorizations: usize,
     /// The declared body length (`None`: chunked, or none declared).
     pub content_length: Option<u64>,
+    /// The `Origin` header (read only when `[cors]` is on).
+    pub origin: Option<&'a [u8]>,
+    /// An `Access-Control-Request-Method` header was sent (with `OPTIONS`: a preflight).
+    pub preflight: bool,
 }
 
 /// What becomes of a request.
@@ -36,6 +41,8 @@ pub enum Decision<'r, 'p> {
     /// One of the gateway's own endpoints, at this normalised path.
     Own(Cow<'p, str>),
     Forward(Plan<'r, 'p>),
+    /// A CORS preflight from an allowed origin, answered by the gateway (`cors`).
+    Preflight(&'r cors::CorsPolicy),
 }
 
 /// How a request is forwarded.
@@ -47,7 +54,7 @@ pub struct Plan<'r, 'p> {
 }
 
 /// Decides for the request `v` whose target's path (as sent, no query) is `path`, in one
-/// order: the normalised path, own endpoint or route (host, prefix, method),
+/// order: the normalised path, a CORS preflight, own endpoint or route (host, prefix, method),
 /// the Bearer check, the body limit. What it learns on the way goes into `record`.
 pub fn decide<'r, 'p>(
     gw: &Gateway,
@@ -60,10 +67,19 @@ pub fn decide<'r, 'p>(
     if let Cow::Owned(p) = &path {
         record.normalised = Some(p.clone());
     }
+    // Before the Bearer check: a browser sends no credentials with a preflight.
+    if let Some(policy) = cors::preflight(rt, &path, v, record)? {
+        return Ok(Decision::Preflight(policy));
+    }
     if is_own(rt, &path) {
         return Ok(Decision::Own(path));
     }
-    let route = rt.routes.find(v.host, &path, v.method)?;
+    let route = rt.routes.find(v.host, &path, v.method).inspect_err(|_| {
+        // A 405 is the route's answer: its `cors` setting holds for it too.
+        if let Some(r) = rt.routes.find_any_method(v.host, &path) {
+            record.cors_off = !r.cors;
+        }
+    })?;
     record.set_route(route);
     let auth = match route.auth {
         // A `token` header (the refresh token's) does not change the decision (SPEC §2).

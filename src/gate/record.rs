@@ -24,6 +24,8 @@ pub struct Record {
     /// The gateway answered before the client's body had all arrived: the connection closes
     /// after the answer, which says so (`Connection: close`), on both transports.
     pub body_unread: bool,
+    /// The request's route says `cors = false` (`crate::gate::cors`).
+    pub cors_off: bool,
 }
 
 impl Record {
@@ -36,12 +38,14 @@ impl Record {
             identity: None,
             normalised: None,
             body_unread: false,
+            cors_off: false,
         }
     }
 
     pub fn set_route(&mut self, route: &Route) {
         self.route = Some(route.name.clone());
         self.stats = route.stats.get().cloned();
+        self.cors_off = !route.cors;
     }
 
     /// Records the finished request: the route's metrics (or the gateway's, without a route;

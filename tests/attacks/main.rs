@@ -19,12 +19,15 @@
 //! - `logins`: concurrent password guessing gets at most the limit of password checks; login
 //!   names with surrounding whitespace or another case are neither new identities nor counters.
 //!
+//! - `cors`: only an exact listed origin is granted; preflights never reach the upstream.
+//!
 //! mTLS is in `tests/mtls.rs`; 100 MB streams with flat memory in `tests/memory.rs`.
 
 #[macro_use]
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cors;
 mod framing;
 mod jwt;
 mod keys;

@@ -37,6 +37,7 @@ pub const STATELESS: &[&str] = &[
     "empty-reply",
     "cl-short",
     "hop-headers",
+    "cors-headers",
     "conn-named",
     "status-999",
     "bare-lf",
@@ -131,6 +132,11 @@ fn canned(name: &str) -> (Vec<u8>, bool) {
         "garbage" => close("HTZP/9 what\r\n\r\n"),
         "empty-reply" => close(""),
         "cl-short" => close("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"),
+        // Replaced by the gateway's CORS policy (`[cors]` is on in this test).
+        "cors-headers" => keep(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nAccess-Control-Allow-Origin: *\r\n\
+             ACCESS-CONTROL-MAX-AGE: 9\r\nVary: Accept-Encoding\r\n\r\nok",
+        ),
         "hop-headers" => keep(
             "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\n\
              Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTE: trailers\r\nContent-Length: 2\r\n\r\nok",

@@ -47,6 +47,7 @@ pub fn all() -> Vec<Case> {
     cases.extend(resends_and_retries());
     cases.extend(paths());
     cases.extend(header_rules());
+    cases.extend(cors());
     cases
 }
 
@@ -342,6 +343,41 @@ fn paths() -> Vec<Case> {
 
 /// Identity and forwarding headers spoofed in every spelling, hop-by-hop and Connection-named
 /// headers, the token rules.
+/// The origin `[cors]` allows in this test.
+pub const ORIGIN: &str = "https://app.example";
+
+fn cors() -> Vec<Case> {
+    let allowed = "Origin: https://app.example\r\n";
+    let preflight = "Origin: https://app.example\r\nAccess-Control-Request-Method: PUT\r\n";
+    let other = "Origin: https://other.example\r\nAccess-Control-Request-Method: PUT\r\n";
+    let bearer = "Authorization: Bearer {TOKEN}\r\n";
+    let options =
+        |name: &str, target: &str, headers: &str| simple(name, request("OPTIONS", target, headers, b""));
+    vec![
+        options("CORS preflight, allowed origin, Bearer route", "{A}/case/ok", preflight),
+        options("CORS preflight, other origin", "{A}/case/ok", other),
+        options("CORS preflight, auth endpoint", "/auth/token", preflight),
+        options("OPTIONS with Origin, no request method", "{P}/case/ok", allowed),
+        get("CORS allowed origin, upstream answer", "{P}/case/ok", allowed),
+        get("CORS allowed origin, Bearer route", "{A}/case/ok", &format!("{bearer}{allowed}")),
+        get("CORS allowed origin, 401", "{A}/case/ok", allowed),
+        get("CORS allowed origin, no route", "/nowhere", allowed),
+        get("CORS upstream headers replaced", "{P}/case/cors-headers", allowed),
+        get(
+            "CORS other origin, upstream headers",
+            "{P}/case/cors-headers",
+            "Origin: https://other.example\r\n",
+        ),
+        get("CORS no origin, upstream headers", "{P}/case/cors-headers", ""),
+        post(
+            "CORS allowed origin, auth endpoint",
+            "/auth/token",
+            &format!("{allowed}Content-Type: application/json\r\n"),
+            "{\"login\":\"bob\",\"password\":\"wrong\"}",
+        ),
+    ]
+}
+
 fn header_rules() -> Vec<Case> {
     let spoof = "X-Auth-Login: spoof-a\r\nX_Auth_Login: spoof-b\r\nx-auth-roles: spoof-admin\r\nX_AUTH_SESSION: spoof-s\r\n\
                  X-Auth-Other: spoof-o\r\nX-Forwarded-For: 6.6.6.6\r\nX_Forwarded_For: 7.7.7.7\r\n\

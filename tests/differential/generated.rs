@@ -59,6 +59,10 @@ const HEADERS: &[&str] = &[
     "Authorization: Basic YTpi\r\n",
     "Trailer: X-T\r\n",
     "X-Dup: 1\r\nX-Dup: 2\r\n",
+    "Origin: https://app.example\r\n",
+    "Origin: https://other.example\r\n",
+    "Origin: https://app.example\r\nAccess-Control-Request-Method: PUT\r\n",
+    "Access-Control-Request-Method: GET\r\n",
 ];
 
 const TARGET_SUFFIXES: &[&str] = &["", "", "", "?q=1", "?a=%2F&b=..", "/./x", "/x/..", "//y", "/%7Euser"];

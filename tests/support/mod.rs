@@ -60,6 +60,8 @@ pub struct Setup {
     pub credentials: String,
     /// File name (in the test's folder) of the signing key; "signing.pem" when empty.
     pub signing_key: String,
+    /// Lines of the `[cors]` table (off when empty).
+    pub cors: String,
 }
 
 impl Setup {
@@ -147,6 +149,9 @@ generate_signing_key = true
 [store]
 {store}
 
+[cors]
+{cors}
+
 {routes}
 "#,
         server = match FAST_PATH.with(|f| f.get()) {
@@ -157,6 +162,7 @@ generate_signing_key = true
         tokens = setup.tokens,
         login_limits = setup.login_limits,
         store = setup.store,
+        cors = setup.cors,
         routes = setup.routes,
         credentials = if setup.credentials.is_empty() {
             format!("kind = \"file\"\nusers_file = \"{d}/users.toml\"")
@@ -385,7 +391,10 @@ impl RawConn {
         let chunked = head.lines().any(|l| l.trim() == "transfer-encoding: chunked");
         let no_body = (100..200).contains(&status) || status == 204 || status == 304;
         let body = match len {
-            _ if no_body => Vec::new(),
+            _ if no_body => {
+                self.buf.drain(..head_end);
+                Vec::new()
+            }
             _ if chunked => self.chunked_body(head_end).await?,
             Some(n) => {
                 while self.buf.len() < head_end + n {
