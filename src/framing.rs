@@ -15,8 +15,11 @@
 
 use std::mem::MaybeUninit;
 
-/// Headers parsed per head; more is refused (431) whatever `max_headers` says.
-const MAX_HEADERS: usize = 256;
+/// Header fields parsed per request head, by the watch and the fast path alike: httparse stops
+/// at the first error in order, so parsers with arrays of different sizes would refuse one
+/// head for different reasons (found by the `request_head` fuzz target). More fields are
+/// refused (431) unless `max_headers` allows more (then hyper's path reads the head).
+pub const MAX_HEADERS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

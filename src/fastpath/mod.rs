@@ -64,6 +64,21 @@ pub struct Lane<'a> {
     pub max_headers: usize,
 }
 
+impl Lane<'_> {
+    /// Records a finished request (`gate::record`), as hyper's path does.
+    fn finish(
+        &self,
+        record: &Record,
+        id: &HeaderValue,
+        method: &Method,
+        path: &str,
+        status: u16,
+        bytes: Option<u64>,
+    ) {
+        record.finish(self.gw, true, id, self.info.peer, method, path, status, bytes);
+    }
+}
+
 pub enum Outcome {
     /// The connection is finished.
     Close,
@@ -294,16 +309,7 @@ impl Exchange {
                 (status, bytes)
             }
         };
-        record.finish(
-            gw,
-            true,
-            &request_id,
-            lane.info.peer,
-            &head.method,
-            raw_path(buf, head),
-            status,
-            bytes,
-        );
+        lane.finish(&record, &request_id, &head.method, raw_path(buf, head), status, bytes);
         !close
     }
 
@@ -666,16 +672,7 @@ impl Exchange {
         let cors = cors(&rt, buf, head, &record);
         let head_request = head.method == Method::HEAD;
         let bytes = self.respond(io, resp, cors, request_id.as_bytes(), close, head_request).await;
-        record.finish(
-            lane.gw,
-            true,
-            &request_id,
-            lane.info.peer,
-            &head.method,
-            raw_path(buf, head),
-            status,
-            bytes,
-        );
+        lane.finish(&record, &request_id, &head.method, raw_path(buf, head), status, bytes);
         bytes.is_some() && !close
     }
 
@@ -725,7 +722,7 @@ impl Exchange {
         let head_request = head.method == Method::HEAD;
         let cors = cors(rt, buf, head, &record);
         let bytes = self.respond(io, resp, cors, request_id.as_bytes(), close, head_request).await;
-        record.finish(gw, true, &request_id, lane.info.peer, &head.method, path, status, bytes);
+        lane.finish(&record, &request_id, &head.method, path, status, bytes);
         bytes.is_some() && !close
     }
 }

@@ -14,7 +14,7 @@ use crate::proxy::{RequestFate as Fate, request_fate};
 use crate::routes::Route;
 
 /// Headers parsed per head. A head with more goes to hyper, which applies `max_headers`.
-pub const MAX_HEADERS: usize = 128;
+pub use crate::framing::MAX_HEADERS;
 
 pub struct Header {
     pub name: Range<usize>,
@@ -413,5 +413,20 @@ mod tests {
         assert!(too_large(parse(many(20).as_bytes(), 100, 100, Vec::new())), "over max_header_bytes");
         // Configured above this parser's array: hyper's path applies the configured limit.
         assert!(matches!(parse(many(MAX_HEADERS + 5).as_bytes(), 65536, 500, Vec::new()), Parsed::Unfit));
+    }
+
+    #[test]
+    fn the_fast_path_and_the_watch_refuse_a_head_for_the_same_reason() {
+        // Found by the `request_head` fuzz target: more fields than `max_headers`, then a bad
+        // name past the fast path's old, smaller array.
+        let lines: String = (0..200).map(|i| format!("x-{i}: 1\r\n")).collect();
+        for tail in ["bad name: 1\r\n", "ok: 1\r\n"] {
+            let head = format!("GET / HTTP/1.1\r\n{lines}{tail}\r\n");
+            let Parsed::Unreadable(why) = parse(head.as_bytes(), 65536, 24, Vec::new()) else {
+                panic!("refused")
+            };
+            let mut w = crate::framing::FramingWatch::new(65536, 24);
+            assert_eq!(w.feed(head.as_bytes()), crate::framing::Finding::Unreadable { at: 0, why }, "{tail}");
+        }
     }
 }
