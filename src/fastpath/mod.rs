@@ -309,7 +309,7 @@ impl Exchange {
                 (status, bytes)
             }
         };
-        lane.finish(&record, &request_id, &head.method, raw_path(buf, head), status, bytes);
+        lane.finish(record, &request_id, &head.method, raw_path(buf, head), status, bytes);
         !close
     }
 
