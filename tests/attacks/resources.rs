@@ -177,3 +177,60 @@ async fn an_http2_connection_kept_only_by_pings_reaches_its_idle_timeout() {
     .await;
     assert!(closed.is_ok(), "the connection was still open after {:?} of pings", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_to_a_slow_upstream_cannot_make_the_gateway_stop_accepting() {
+    // The red team's attack: ten HTTP/2 connections of 200 streams each to a slow upstream,
+    // under an open-file limit of 2,048.
+    let up = upstream::start_with_delay("slow", 3000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &public_setup(&up, "", "connect_timeout = \"1s\""));
+    let gw = Binary::spawn(&config, dir.path());
+    let cert = std::fs::read(dir.path().join("gateway.crt")).unwrap();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &gw.pid().to_string(), "--nofile=2048:2048"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let mut attackers = Vec::new();
+    for _ in 0..10 {
+        let (send, conn) = h2_client(gw.https, &cert, 65_535).await;
+        attackers.push(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        for i in 0..200 {
+            let Ok(mut s) = send.clone().ready().await else { break };
+            let req = http::Request::get(format!("https://localhost/public/slow{i}")).body(()).unwrap();
+            if let Ok((resp, _)) = s.send_request(req, true) {
+                attackers.push(tokio::spawn(async move {
+                    let _ = resp.await;
+                }));
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", gw.pid())).unwrap().count();
+    println!("descriptors under attack: {fds}; upstream connections: {}", up.open());
+    assert!(up.open() <= 256, "{} connections to one upstream (max_connections 256)", up.open());
+    assert!(fds < 2048 - 256, "{fds} descriptors open");
+    // A new client still gets its handshake and its answers.
+    let client = client_for(&cert, false);
+    let health = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get(format!("https://{}/healthz", gw.https)).send(),
+    )
+    .await
+    .expect("a new client was answered")
+    .unwrap();
+    assert_eq!(health.status(), 200);
+    let r = client.get(format!("https://{}/public/new", gw.https)).send().await.unwrap();
+    let status = r.status().as_u16();
+    assert!(status == 200 || status == 503, "{status}");
+    if status == 503 {
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0], "upstream.busy");
+    }
+    for a in attackers {
+        a.abort();
+    }
+}
