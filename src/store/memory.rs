@@ -4,7 +4,7 @@
 //! an OTT, end a session) is made while holding the one entry it is about; no method holds two
 //! entry locks at once. Login counters sit behind one mutex, since a reservation spans two keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -17,6 +17,8 @@ pub struct MemoryStore {
     sessions: DashMap<Box<str>, SessionRecord>,
     /// login → its sessions' ids; ids whose session was purged are dropped by the next purge.
     by_login: DashMap<Box<str>, Vec<Box<str>>>,
+    /// (created, id) of every session held: the most recent sessions without a scan.
+    by_created: tokio::sync::Mutex<BTreeSet<(u64, Box<str>)>>,
     otts: DashMap<TokenHash, OttRec>,
     settings: arc_swap::ArcSwapOption<ConnectorSettings>,
     /// One lock for every counter: a reservation spans two keys (login, address) and must take
@@ -48,6 +50,7 @@ impl Store for MemoryStore {
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
         self.sessions.insert(s.id.as_str().into(), SessionRecord::new(&s));
+        self.by_created.lock().await.insert((s.created_at, s.id.as_str().into()));
         self.by_login.entry(s.login.as_str().into()).or_default().push(s.id.into());
         Ok(())
     }
@@ -94,6 +97,17 @@ impl Store for MemoryStore {
             .into_iter()
             .filter(|id| self.sessions.get(id).is_some_and(|s| s.expires_at > now))
             .map(String::from)
+            .collect())
+    }
+
+    async fn recent_sessions(&self, limit: usize, now: u64) -> Result<Vec<String>, StoreError> {
+        let index = self.by_created.lock().await;
+        Ok(index
+            .iter()
+            .rev()
+            .filter(|(_, id)| self.sessions.get(id).is_some_and(|s| s.expires_at > now))
+            .take(limit)
+            .map(|(_, id)| id.to_string())
             .collect())
     }
 
@@ -155,7 +169,8 @@ impl Store for MemoryStore {
 
     async fn entries(&self) -> Result<usize, StoreError> {
         let index: usize = self.by_login.iter().map(|ids| ids.len()).sum();
-        Ok(self.sessions.len() + index + self.otts.len() + self.failures.lock().await.len())
+        let by_created = self.by_created.lock().await.len();
+        Ok(self.sessions.len() + index + by_created + self.otts.len() + self.failures.lock().await.len())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -169,6 +184,7 @@ impl Store for MemoryStore {
             ids.retain(|id| self.sessions.contains_key(id));
             !ids.is_empty()
         });
+        self.by_created.lock().await.retain(|(_, id)| self.sessions.contains_key(id));
         self.otts.retain(|_, o| o.expires > now);
         let after = self.sessions.len() + self.otts.len();
         let mut failures = self.failures.lock().await;

@@ -66,6 +66,10 @@ impl Store for MeteredStore {
         self.timed("session", self.inner.sessions_of(login, now)).await
     }
 
+    async fn recent_sessions(&self, limit: usize, now: u64) -> Result<Vec<String>, StoreError> {
+        self.timed("session", self.inner.recent_sessions(limit, now)).await
+    }
+
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
         self.timed("put_ott", self.inner.put_ott(hash, login, expires)).await
     }

@@ -181,6 +181,11 @@ pub trait Store: Send + Sync + 'static {
     /// or stolen alike), from a per-login index: what a session list starts from.
     async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError>;
 
+    /// The ids of the `limit` most recently created sessions whose refresh token has not expired
+    /// at `now`, newest first, from an index by creation time (every replica's sessions on a
+    /// shared store): what a session list without a login shows.
+    async fn recent_sessions(&self, limit: usize, now: u64) -> Result<Vec<String>, StoreError>;
+
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError>;
 
     /// Removes the OTT and returns its login if it was live. Atomic: at most one caller gets it.

@@ -12,6 +12,9 @@ pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// login → ids of its sessions (the session list's index); purged with the sessions.
 pub(super) const SESSIONS_BY_LOGIN: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("sessions_by_login");
+/// (created, session id) → (): the most recent sessions, newest last; purged with the sessions.
+pub(super) const SESSIONS_BY_CREATED: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("sessions_by_created");
 /// OTT hash → (login, expires)
 pub(super) const OTTS: TableDefinition<[u8; 32], (&str, u64)> = TableDefinition::new("otts");
 /// revoked session id → revoked until
@@ -39,6 +42,7 @@ pub(super) fn encode(rec: &SessionRecord) -> Result<Vec<u8>, DbError> {
 pub(super) fn create_in(txn: &WriteTransaction, id: &str, rec: &SessionRecord) -> Result<(), DbError> {
     put(txn, id, rec)?;
     txn.open_multimap_table(SESSIONS_BY_LOGIN)?.insert(rec.login.as_str(), id)?;
+    txn.open_table(SESSIONS_BY_CREATED)?.insert((rec.created_at, id), ())?;
     Ok(())
 }
 
@@ -62,7 +66,7 @@ pub(super) fn purge_sessions_in(
             let id = key.value().to_string();
             match decode(value.value()) {
                 Ok(rec) if !rec.expired(now) => {}
-                Ok(rec) => doomed.push((id.clone(), Some(rec.login))),
+                Ok(rec) => doomed.push((id.clone(), Some((rec.login, rec.created_at)))),
                 Err(_) => doomed.push((id.clone(), None)),
             }
             last = Some(id);
@@ -73,10 +77,12 @@ pub(super) fn purge_sessions_in(
         }
     }
     let mut index = txn.open_multimap_table(SESSIONS_BY_LOGIN)?;
-    for (id, login) in &doomed {
+    let mut by_created = txn.open_table(SESSIONS_BY_CREATED)?;
+    for (id, indexed) in &doomed {
         table.remove(id.as_str())?;
-        if let Some(login) = login {
+        if let Some((login, created)) = indexed {
             index.remove(login.as_str(), id.as_str())?;
+            by_created.remove((*created, id.as_str()))?;
         }
     }
     Ok((doomed.len(), if seen >= chunk { last } else { None }))

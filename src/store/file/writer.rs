@@ -8,7 +8,8 @@ use redb::{Database, Durability};
 use tokio::sync::mpsc;
 
 use super::txn::{
-    FAILURES, LEGACY_REFRESH, LEGACY_SESSIONS, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_LOGIN,
+    FAILURES, LEGACY_REFRESH, LEGACY_SESSIONS, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_CREATED,
+    SESSIONS_BY_LOGIN,
 };
 use super::{DbError, Finish, Job, MAX_BATCH, unavailable};
 use crate::store::StoreError;
@@ -31,6 +32,7 @@ pub(super) fn open_db(path: &Path) -> Result<Database, StoreError> {
         txn.set_durability(Durability::Immediate);
         txn.open_table(SESSIONS)?;
         txn.open_multimap_table(SESSIONS_BY_LOGIN)?;
+        txn.open_table(SESSIONS_BY_CREATED)?;
         // Sessions of the old layout cannot refresh any more (see `txn::LEGACY_SESSIONS`).
         txn.delete_table(LEGACY_SESSIONS)?;
         txn.delete_table(LEGACY_REFRESH)?;
