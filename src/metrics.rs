@@ -153,6 +153,8 @@ pub struct Metrics {
     /// Connections the fast path handed to hyper's path (`crate::fastpath`).
     pub fast_path_handoffs: AtomicU64,
     pub store: StoreStats,
+    /// Sessions ended through the admin API (SPEC §7).
+    pub admin_sessions_ended: AtomicU64,
 }
 
 impl Metrics {
@@ -336,6 +338,12 @@ impl Collector for GatewayCollector {
             &[(vec![], m.fast_path_handoffs.load(Ordering::Relaxed))],
         )?;
 
+        counter(
+            &mut e,
+            "bo_gateway_admin_sessions_ended",
+            "Sessions ended by an administrator (admin API).",
+            &[(vec![], m.admin_sessions_ended.load(Ordering::Relaxed))],
+        )?;
         counter(
             &mut e,
             "bo_gateway_log_lines_dropped",

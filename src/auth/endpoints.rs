@@ -183,16 +183,19 @@ pub(super) struct Origin {
 
 impl Origin {
     pub(super) fn of(headers: &HeaderMap, client: IpAddr) -> Self {
-        let ua = headers
-            .get(header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()))
-            .unwrap_or_default();
-        let mut end = ua.len().min(MAX_USER_AGENT);
-        while !ua.is_char_boundary(end) {
-            end -= 1;
-        }
-        Self { client, user_agent: ua[..end].to_string() }
+        Self { client, user_agent: user_agent(headers) }
     }
+}
+
+/// The request's `User-Agent`, cut to [`MAX_USER_AGENT`] bytes (what sessions and audit keep).
+pub fn user_agent(headers: &HeaderMap) -> String {
+    let ua =
+        headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes())).unwrap_or_default();
+    let mut end = ua.len().min(MAX_USER_AGENT);
+    while !ua.is_char_boundary(end) {
+        end -= 1;
+    }
+    ua[..end].to_string()
 }
 
 /// Starts a session: a session id, its first refresh token (the store keeps digests of it only)

@@ -1,0 +1,149 @@
+//! `GET /admin/sessions`, `DELETE /admin/sessions/<id>`, `DELETE /admin/sessions?login=`, and
+//! ending a login's sessions when the credentials source no longer accepts it.
+//!
+//! Ending a session is what a logout does: the store marks it ended (its refresh tokens are
+//! `token.invalid` from then on, not theft) and records the revocation, which a shared store
+//! publishes to every replica; this replica refuses its access tokens at once.
+
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use super::{Caller, limit_of, parse_query, rfc3339};
+use crate::auth::endpoints::json_response;
+use crate::auth::tokens::now_secs;
+use crate::body::GatewayBody;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::runtime::Runtime;
+use crate::store::{SessionRecord, SessionState, StoreError};
+
+fn store_err(e: StoreError) -> GatewayError {
+    GatewayError::StoreUnavailable(e.to_string())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    session: String,
+    login: String,
+    created_at: String,
+    last_refresh_at: String,
+    refresh_count: u64,
+    client_address: String,
+    user_agent: String,
+    expires_at: String,
+}
+
+impl SessionView {
+    fn new(id: String, r: SessionRecord) -> Self {
+        Self {
+            session: id,
+            login: r.login,
+            created_at: rfc3339(r.created_at),
+            last_refresh_at: rfc3339(r.last_refresh_at),
+            refresh_count: r.refresh_count,
+            client_address: r.client_address,
+            user_agent: r.user_agent,
+            expires_at: rfc3339(r.expires_at),
+        }
+    }
+}
+
+/// The live sessions among `ids`, in that order.
+async fn live(gw: &Gateway, ids: Vec<String>, now: u64) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(r) = gw.store.session(&id).await? {
+            if r.state == SessionState::Live && r.expires_at > now {
+                out.push((id, r));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /admin/sessions?login=&limit=`: that login's live sessions (newest first), or the most
+/// recent live sessions of anyone.
+pub async fn list(gw: &Gateway, query: Option<&str>) -> Result<Response<GatewayBody>, GatewayError> {
+    let q = parse_query(query, &["login", "limit"])?;
+    let limit = limit_of(&q)?;
+    let now = now_secs();
+    let ids = match q.get("login") {
+        Some(login) => gw.store.sessions_of(login, now).await,
+        None => gw.store.recent_sessions(limit, now).await,
+    }
+    .map_err(store_err)?;
+    let mut found = live(gw, ids, now).await.map_err(store_err)?;
+    found.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at).then_with(|| a.0.cmp(&b.0)));
+    found.truncate(limit);
+    let views: Vec<SessionView> = found.into_iter().map(|(id, r)| SessionView::new(id, r)).collect();
+    json_response(StatusCode::OK, &views)
+}
+
+/// `DELETE /admin/sessions/<id>`: 204, or 404 when the store knows no such session.
+pub async fn end_one(
+    gw: &Gateway,
+    rt: &Runtime,
+    id: &str,
+    query: Option<&str>,
+    caller: &Caller,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    parse_query(query, &[])?;
+    if !plausible_id(id) {
+        return Err(GatewayError::UnknownSession);
+    }
+    let Some(record) = gw.store.session(id).await.map_err(store_err)? else {
+        return Err(GatewayError::UnknownSession);
+    };
+    end_session(gw, rt, id).await.map_err(store_err)?;
+    tracing::info!(login = %record.login, session = %id, by = %caller.identity.login, "session ended by an administrator");
+    gw.metrics.admin_sessions_ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut resp = Response::new(crate::body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+/// `DELETE /admin/sessions?login=`: ends every live session of that login; `{"revoked": n}`.
+/// Without `login` it is refused: nothing ends sessions nobody named.
+pub async fn end_of_login(
+    gw: &Gateway,
+    rt: &Runtime,
+    query: Option<&str>,
+    caller: &Caller,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let q = parse_query(query, &["login"])?;
+    let login = q.get("login").ok_or_else(|| GatewayError::Malformed("login is required".into()))?;
+    let n = end_sessions_of(gw, rt, login).await.map_err(store_err)?;
+    tracing::info!(%login, revoked = n, by = %caller.identity.login, "sessions ended by an administrator");
+    gw.metrics.admin_sessions_ended.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    json_response(StatusCode::OK, &serde_json::json!({ "revoked": n }))
+}
+
+/// Session ids are base64url; anything else names no session (and is not worth a store call).
+fn plausible_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Ends one session as a logout does. Returns whether the store knew it.
+pub async fn end_session(gw: &Gateway, rt: &Runtime, id: &str) -> Result<bool, StoreError> {
+    let until = gw.store.revoke_session(id).await?;
+    if let Some(until) = until {
+        gw.revocations.revoke(id, until + rt.token_settings.leeway_secs);
+    }
+    Ok(until.is_some())
+}
+
+/// Ends every live session of `login`; returns how many it ended.
+pub async fn end_sessions_of(gw: &Gateway, rt: &Runtime, login: &str) -> Result<usize, StoreError> {
+    let now = now_secs();
+    let ids = gw.store.sessions_of(login, now).await?;
+    let mut n = 0;
+    for (id, _) in live(gw, ids, now).await? {
+        if end_session(gw, rt, &id).await? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}

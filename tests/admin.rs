@@ -1,0 +1,263 @@
+//! SPEC §7 on the admin listener: who may call it, the session list, ending sessions (one, or
+//! all of a login's) as a logout does, and bad input. Each case runs on the memory store and,
+//! when `BO_GATEWAY_TEST_REDIS` is set, on Redis; the last case has two replicas share Redis.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::redis as test_redis;
+use support::{ADMIN, Gateway, Setup, TRADER, error_code, route, upstream};
+
+/// A gateway on the memory store, or on Redis under a fresh prefix (`None` without Redis).
+struct Env {
+    gw: Gateway,
+    _up: upstream::Upstream,
+    redis: Option<(String, String)>,
+}
+
+impl Env {
+    async fn start(on_redis: bool) -> Option<Self> {
+        let up = upstream::start("bo").await;
+        let mut setup = Setup { routes: route("api", "/api", &up.url(), ""), ..Default::default() };
+        let mut redis = None;
+        if on_redis {
+            let url = test_redis::shared().await?;
+            let prefix = test_redis::unique_prefix();
+            setup.store = format!("kind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n");
+            redis = Some((url, prefix));
+        }
+        Some(Self { gw: Gateway::start(setup).await, _up: up, redis })
+    }
+
+    async fn finish(self) {
+        if let Some((url, prefix)) = &self.redis {
+            test_redis::cleanup(url, prefix).await;
+        }
+    }
+}
+
+fn s(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap().to_string()
+}
+
+async fn call(gw: &Gateway, token: &str) -> u16 {
+    gw.client.get(gw.url("/api/x")).bearer_auth(token).send().await.unwrap().status().as_u16()
+}
+
+/// `method path` on the admin listener with `token` as Bearer (none when empty).
+async fn admin_call(gw: &Gateway, method: reqwest::Method, path: &str, token: &str) -> reqwest::Response {
+    let mut r = reqwest::Client::new().request(method, gw.admin_url(path));
+    if !token.is_empty() {
+        r = r.bearer_auth(token);
+    }
+    r.send().await.unwrap()
+}
+
+async fn list(gw: &Gateway, admin: &str, query: &str) -> Vec<Value> {
+    let r = admin_call(gw, reqwest::Method::GET, &format!("/admin/sessions{query}"), admin).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Logs `user` in on the main listener with this User-Agent.
+async fn login_as(gw: &Gateway, user: (&str, &str), agent: &str) -> Value {
+    let body = serde_json::json!({"login": user.0, "password": user.1});
+    let r =
+        gw.client.post(gw.url("/auth/token")).header("user-agent", agent).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn session_of(pair: &Value) -> String {
+    support::claims(&s(pair, "accessToken"))["sid"].as_str().unwrap().to_string()
+}
+
+fn is_rfc3339(v: &Value) -> bool {
+    let t = v.as_str().unwrap_or("");
+    t.len() == 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T'
+}
+
+async fn only_admins_may_call(on_redis: bool) {
+    let Some(env) = Env::start(on_redis).await else { return };
+    let gw = &env.gw;
+    for path in ["/admin/sessions", "/admin/sessions/abc", "/admin/nothing"] {
+        let r = admin_call(gw, reqwest::Method::GET, path, "").await;
+        assert_eq!(error_code(r).await, (401, "token.missing".into()), "{path}");
+        let r = admin_call(gw, reqwest::Method::GET, path, "not-a-jwt").await;
+        assert_eq!(error_code(r).await, (401, "token.invalid".into()), "{path}");
+    }
+    let trader = gw.access_token(TRADER).await;
+    let r = admin_call(gw, reqwest::Method::DELETE, "/admin/sessions?login=alice", &trader).await;
+    assert_eq!(error_code(r).await, (403, "forbidden".into()));
+    // An admin's token from the admin listener's own sign-in works as well.
+    let r = reqwest::Client::new()
+        .post(gw.admin_url("/auth/token"))
+        .json(&serde_json::json!({"login": ADMIN.0, "password": ADMIN.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let admin = s(&r.json().await.unwrap(), "accessToken");
+    let r = admin_call(gw, reqwest::Method::GET, "/admin/nothing", &admin).await;
+    assert_eq!(error_code(r).await, (404, "route.none".into()));
+    let r = admin_call(gw, reqwest::Method::PUT, "/admin/sessions", &admin).await;
+    assert_eq!(error_code(r).await, (405, "method.not_allowed".into()));
+    env.finish().await;
+}
+
+async fn sessions_are_listed(on_redis: bool) {
+    let Some(env) = Env::start(on_redis).await else { return };
+    let gw = &env.gw;
+    let first = login_as(gw, TRADER, "first-agent/1").await;
+    let second = login_as(gw, TRADER, "second-agent/2").await;
+    assert_eq!(gw.refresh(&s(&second, "refreshToken")).await.status(), 200);
+    let admin = gw.access_token(ADMIN).await;
+    let found = list(gw, &admin, "?login=bob").await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    let by_id = |id: &str| found.iter().find(|v| v["session"] == id).cloned().unwrap();
+    let a = by_id(&session_of(&first));
+    assert_eq!((a["login"].as_str(), a["userAgent"].as_str()), (Some("bob"), Some("first-agent/1")));
+    assert_eq!((a["clientAddress"].as_str(), a["refreshCount"].as_u64()), (Some("127.0.0.1"), Some(0)));
+    for k in ["createdAt", "lastRefreshAt", "expiresAt"] {
+        assert!(is_rfc3339(&a[k]), "{k}: {}", a[k]);
+    }
+    let b = by_id(&session_of(&second));
+    assert_eq!((b["userAgent"].as_str(), b["refreshCount"].as_u64()), (Some("second-agent/2"), Some(1)));
+    // The refresh token is `{session}.{generation}.{secret}`: its secret is never shown.
+    let rt = s(&second, "refreshToken");
+    let secret = rt.rsplit('.').next().unwrap();
+    assert!(b.get("refreshToken").is_none() && !b.to_string().contains(secret));
+    // Without a login: the most recent sessions of anyone, `limit` at most (times are whole
+    // seconds, so which of these three is "newest" is not for a test to say).
+    let all = list(gw, &admin, "").await;
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().any(|v| v["login"] == ADMIN.0));
+    let recent = list(gw, &admin, "?limit=1").await;
+    assert_eq!(recent.len(), 1);
+    assert!(all.contains(&recent[0]));
+    assert!(list(gw, &admin, "?login=nobody").await.is_empty());
+    env.finish().await;
+}
+
+async fn ending_one_session_is_a_logout(on_redis: bool) {
+    let Some(env) = Env::start(on_redis).await else { return };
+    let gw = &env.gw;
+    let ended = gw.login(TRADER).await;
+    let kept = gw.login(TRADER).await;
+    let access = s(&ended, "accessToken");
+    assert_eq!(call(gw, &access).await, 200, "cached before it is ended");
+    let admin = gw.access_token(ADMIN).await;
+    let path = format!("/admin/sessions/{}", session_of(&ended));
+    assert_eq!(admin_call(gw, reqwest::Method::DELETE, &path, &admin).await.status(), 204);
+    assert_eq!(call(gw, &access).await, 401);
+    assert_eq!(error_code(gw.refresh(&s(&ended, "refreshToken")).await).await, (401, "token.invalid".into()));
+    assert_eq!(call(gw, &s(&kept, "accessToken")).await, 200, "only the named session ends");
+    assert_eq!(gw.refresh(&s(&kept, "refreshToken")).await.status(), 200);
+    let left = list(gw, &admin, "?login=bob").await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["session"], session_of(&kept));
+    for unknown in ["/admin/sessions/nosuchsession", "/admin/sessions/a%2Fb", "/admin/sessions/"] {
+        let r = admin_call(gw, reqwest::Method::DELETE, unknown, &admin).await;
+        assert_eq!(error_code(r).await, (404, "route.none".into()), "{unknown}");
+    }
+    env.finish().await;
+}
+
+async fn ending_a_logins_sessions(on_redis: bool) {
+    let Some(env) = Env::start(on_redis).await else { return };
+    let gw = &env.gw;
+    let pairs = [gw.login(TRADER).await, gw.login(TRADER).await, gw.login(TRADER).await];
+    let admin = gw.access_token(ADMIN).await;
+    let r = admin_call(gw, reqwest::Method::DELETE, "/admin/sessions?login=bob", &admin).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), serde_json::json!({"revoked": 3}));
+    for p in &pairs {
+        assert_eq!(call(gw, &s(p, "accessToken")).await, 401);
+        assert_eq!(error_code(gw.refresh(&s(p, "refreshToken")).await).await, (401, "token.invalid".into()));
+    }
+    assert_eq!(call(gw, &admin).await, 200, "the admin's own session is untouched");
+    let r = admin_call(gw, reqwest::Method::DELETE, "/admin/sessions?login=bob", &admin).await;
+    assert_eq!(r.json::<Value>().await.unwrap(), serde_json::json!({"revoked": 0}), "nothing left");
+    env.finish().await;
+}
+
+async fn bad_input_is_refused(on_redis: bool) {
+    let Some(env) = Env::start(on_redis).await else { return };
+    let gw = &env.gw;
+    let victim = gw.login(TRADER).await;
+    let admin = gw.access_token(ADMIN).await;
+    let bad = [
+        (reqwest::Method::GET, "/admin/sessions?limit=0"),
+        (reqwest::Method::GET, "/admin/sessions?limit=many"),
+        (reqwest::Method::GET, "/admin/sessions?limit=100000"),
+        (reqwest::Method::GET, "/admin/sessions?user=bob"),
+        (reqwest::Method::GET, "/admin/sessions?login=bob&login=alice"),
+        (reqwest::Method::GET, "/admin/sessions?login="),
+        // Never "every session": a login must be named, and nothing else is a filter.
+        (reqwest::Method::DELETE, "/admin/sessions"),
+        (reqwest::Method::DELETE, "/admin/sessions?limit=5"),
+        (reqwest::Method::DELETE, "/admin/sessions?login=bob&all=1"),
+    ];
+    for (m, path) in bad {
+        let r = admin_call(gw, m.clone(), path, &admin).await;
+        assert_eq!(error_code(r).await, (400, "request.malformed".into()), "{m} {path}");
+    }
+    assert_eq!(call(gw, &s(&victim, "accessToken")).await, 200, "refused requests ended nothing");
+    env.finish().await;
+}
+
+macro_rules! on_both_stores {
+    ($($case:ident),*) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(false).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(true).await })*
+        }
+    };
+}
+
+on_both_stores!(
+    only_admins_may_call,
+    sessions_are_listed,
+    ending_one_session_is_a_logout,
+    ending_a_logins_sessions,
+    bad_input_is_refused
+);
+
+/// Two replicas on one Redis: an admin on A ends a session B has seen; B refuses its access
+/// token within a second, and B's session list no longer shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_on_a_ends_a_session_b_refuses() {
+    let Some(url) = test_redis::shared().await else { return };
+    let prefix = test_redis::unique_prefix();
+    let up = upstream::start("bo").await;
+    let keys = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        store: format!("kind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n"),
+        key_dir: Some(keys.path().to_path_buf()),
+        routes: route("api", "/api", &up.url(), ""),
+        ..Default::default()
+    };
+    let a = Gateway::start(setup.clone()).await;
+    let b = Gateway::start(setup).await;
+    let pair = b.login(TRADER).await;
+    let access = s(&pair, "accessToken");
+    assert_eq!(call(&b, &access).await, 200);
+    let admin = a.access_token(ADMIN).await;
+    assert_eq!(list(&a, &admin, "?login=bob").await.len(), 1, "A lists B's session");
+    let path = format!("/admin/sessions/{}", session_of(&pair));
+    assert_eq!(admin_call(&a, reqwest::Method::DELETE, &path, &admin).await.status(), 204);
+    let ended_at = Instant::now();
+    while call(&b, &access).await != 401 {
+        assert!(ended_at.elapsed() < Duration::from_secs(1), "B still accepts the ended session's token");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(error_code(b.refresh(&s(&pair, "refreshToken")).await).await, (401, "token.invalid".into()));
+    assert!(list(&b, &admin, "?login=bob").await.is_empty());
+    test_redis::cleanup(&url, &prefix).await;
+}
