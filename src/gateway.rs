@@ -52,11 +52,31 @@ impl Gateway {
 
     /// Puts a new snapshot in service. Requests already running keep the one they loaded.
     /// Verified tokens are forgotten: the new snapshot's keys may no longer accept them.
-    pub fn swap(&self, runtime: Runtime) {
+    /// Users the new users file disables or removes have their sessions ended (SPEC §7), in the
+    /// background: a slow store must not hold the reload up (their refreshes are refused from
+    /// the swap on, as the new snapshot no longer accepts them).
+    pub fn swap(self: &Arc<Self>, runtime: Runtime) {
+        let gone = self.runtime().credentials.no_longer_accepted(&runtime.credentials);
         self.install(&runtime);
         self.cache.set_capacity(runtime.raw.tokens.cache_capacity);
         self.runtime.store(Arc::new(runtime));
         self.cache.clear();
+        if !gone.is_empty() {
+            let gw = self.clone();
+            tokio::spawn(async move { gw.end_sessions_of_users(&gone).await });
+        }
+    }
+
+    async fn end_sessions_of_users(&self, logins: &[String]) {
+        let rt = self.runtime();
+        for login in logins {
+            match crate::admin::sessions::end_sessions_of(self, &rt, login).await {
+                Ok(n) => tracing::info!(%login, revoked = n, "user disabled or removed; sessions ended"),
+                Err(e) => {
+                    tracing::warn!(%login, error = %e, "user disabled or removed; ending sessions failed")
+                }
+            }
+        }
     }
 
     /// Readies a snapshot for serving: binds each route to its (long-lived) metrics and starts

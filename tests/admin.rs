@@ -261,3 +261,56 @@ async fn an_admin_on_a_ends_a_session_b_refuses() {
     assert!(list(&b, &admin, "?login=bob").await.is_empty());
     test_redis::cleanup(&url, &prefix).await;
 }
+
+/// Rewrites the gateway's users file: `bob`'s entry disabled (`remove`: gone).
+fn edit_bob(gw: &Gateway, remove: bool) {
+    let path = gw.dir.path().join("users.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let blocks: Vec<String> = text
+        .split("\n\n")
+        .filter(|b| !(remove && b.contains("login = \"bob\"")))
+        .map(|b| {
+            if b.contains("login = \"bob\"") {
+                format!("{}\ndisabled = true", b.trim_end())
+            } else {
+                b.into()
+            }
+        })
+        .collect();
+    std::fs::write(&path, blocks.join("\n\n") + "\n").unwrap();
+}
+
+/// Disabling or removing a user in the users file ends every session of theirs at the reload,
+/// and nobody else's.
+async fn a_reload_that_disables_a_user_ends_their_sessions(remove: bool) {
+    let Some(env) = Env::start(false).await else { return };
+    let gw = &env.gw;
+    let pairs = [gw.login(TRADER).await, gw.login(TRADER).await];
+    let admin = gw.access_token(ADMIN).await;
+    for p in &pairs {
+        assert_eq!(call(gw, &s(p, "accessToken")).await, 200);
+    }
+    edit_bob(gw, remove);
+    gw.running.as_ref().unwrap().reload().await.unwrap();
+    let reloaded = Instant::now();
+    for p in &pairs {
+        while call(gw, &s(p, "accessToken")).await != 401 {
+            assert!(reloaded.elapsed() < Duration::from_secs(1), "a disabled user's token still works");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(error_code(gw.refresh(&s(p, "refreshToken")).await).await.0, 401);
+    }
+    assert!(list(gw, &admin, "?login=bob").await.is_empty());
+    assert_eq!(call(gw, &admin).await, 200, "other users keep their sessions");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_disables_a_user_ends_their_sessions_disabled() {
+    a_reload_that_disables_a_user_ends_their_sessions(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_user_ends_their_sessions() {
+    a_reload_that_disables_a_user_ends_their_sessions(true).await;
+}

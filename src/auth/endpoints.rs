@@ -305,9 +305,10 @@ async fn refresh(
     let roles = match rt.credentials.account(&session.login) {
         Some(a) if !a.disabled => a.roles,
         found => {
-            if let Some(until) = gw.store.revoke_session(&session.id).await.map_err(store_err)? {
-                gw.revocations.revoke(&session.id, until + rt.token_settings.leeway_secs);
-            }
+            // Every session of the login, not only this one: a reload that disabled it may have
+            // failed to end them (store down).
+            crate::admin::sessions::end_session(gw, rt, &session.id).await.map_err(store_err)?;
+            crate::admin::sessions::end_sessions_of(gw, rt, &session.login).await.map_err(store_err)?;
             return Err(if found.is_some() {
                 GatewayError::UserDisabled
             } else {
