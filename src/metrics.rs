@@ -112,7 +112,7 @@ impl Outcomes {
 }
 
 /// The store operations timed by the metered store.
-pub const STORE_OPS: [&str; 16] = [
+pub const STORE_OPS: [&str; 18] = [
     "create_session",
     "rotate_refresh",
     "revoke_session",
@@ -128,6 +128,8 @@ pub const STORE_OPS: [&str; 16] = [
     "ping",
     "purge_expired",
     "live_revocations",
+    "append_audit",
+    "audit_events",
     "other",
 ];
 

@@ -306,6 +306,24 @@ async fn recent_sessions_newest_first(store: Arc<dyn Store>) {
     assert!(store.recent_sessions(10, now + 1_000).await.unwrap().is_empty());
 }
 
+/// Audit events: newest first, bounded by `keep` whatever the number appended.
+async fn audit_is_a_bounded_list(store: Arc<dyn Store>) {
+    assert!(store.audit_events(10).await.unwrap().is_empty());
+    for i in 0..12 {
+        store.append_audit(&format!("{{\"n\":{i}}}"), 5).await.unwrap();
+    }
+    let got = store.audit_events(10).await.unwrap();
+    assert_eq!(got, ["{\"n\":11}", "{\"n\":10}", "{\"n\":9}", "{\"n\":8}", "{\"n\":7}"]);
+    assert_eq!(store.audit_events(2).await.unwrap(), ["{\"n\":11}", "{\"n\":10}"]);
+    assert!(store.audit_events(0).await.unwrap().is_empty());
+    let before = store.entries().await.unwrap();
+    for i in 0..20 {
+        store.append_audit(&format!("{{\"m\":{i}}}"), 5).await.unwrap();
+    }
+    assert!(store.entries().await.unwrap() <= before + 1, "the list does not grow past keep");
+    assert_eq!(store.audit_events(1).await.unwrap(), ["{\"m\":19}"]);
+}
+
 async fn expiry(store: Arc<dyn Store>) {
     let now = 1_000;
     let t = start(&store, "s3", now).await;
@@ -491,6 +509,7 @@ all_backends!(
     session_records,
     sessions_are_indexed_by_login,
     recent_sessions_newest_first,
+    audit_is_a_bounded_list,
     reservations_hold_under_concurrency,
     expiry,
     purge_keeps_the_live,

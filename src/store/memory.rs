@@ -20,6 +20,8 @@ pub struct MemoryStore {
     /// (created, id) of every session held: the most recent sessions without a scan.
     by_created: tokio::sync::Mutex<BTreeSet<(u64, Box<str>)>>,
     otts: DashMap<TokenHash, OttRec>,
+    /// Audit events, newest at the back, at most the `keep` last asked for.
+    audit: tokio::sync::Mutex<std::collections::VecDeque<Box<str>>>,
     settings: arc_swap::ArcSwapOption<ConnectorSettings>,
     /// One lock for every counter: a reservation spans two keys (login, address) and must take
     /// both or neither; the critical section is a few map operations beside an argon2 check.
@@ -111,6 +113,19 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn append_audit(&self, event: &str, keep: usize) -> Result<(), StoreError> {
+        let mut audit = self.audit.lock().await;
+        audit.push_back(event.into());
+        while audit.len() > keep {
+            audit.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn audit_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self.audit.lock().await.iter().rev().take(limit).map(|e| e.to_string()).collect())
+    }
+
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
         self.otts.insert(*hash, OttRec { login: login.into(), expires });
         Ok(())
@@ -170,7 +185,13 @@ impl Store for MemoryStore {
     async fn entries(&self) -> Result<usize, StoreError> {
         let index: usize = self.by_login.iter().map(|ids| ids.len()).sum();
         let by_created = self.by_created.lock().await.len();
-        Ok(self.sessions.len() + index + by_created + self.otts.len() + self.failures.lock().await.len())
+        let audit = self.audit.lock().await.len();
+        Ok(self.sessions.len()
+            + index
+            + by_created
+            + audit
+            + self.otts.len()
+            + self.failures.lock().await.len())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use txn::{
-    FAILURES, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_CREATED, SESSIONS_BY_LOGIN, create_in,
-    purge_sessions_in, release_in, reserve_in, revoke_in, rotate_in,
+    AUDIT, FAILURES, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_CREATED, SESSIONS_BY_LOGIN, append_audit_in,
+    create_in, purge_sessions_in, release_in, reserve_in, revoke_in, rotate_in,
 };
 use writer::{open_db, writer};
 
@@ -242,6 +242,22 @@ impl Store for FileStore {
         bytes.map(|b| serde_json::from_slice(&b).map_err(unavailable)).transpose()
     }
 
+    async fn append_audit(&self, event: &str, keep: usize) -> Result<(), StoreError> {
+        let event = event.to_string();
+        self.write(move |txn| append_audit_in(txn, &event, keep)).await
+    }
+
+    async fn audit_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.read(move |txn| {
+            let mut out = Vec::new();
+            for item in txn.open_table(AUDIT)?.iter()?.rev().take(limit) {
+                out.push(item?.1.value().to_string());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
         let (hash, login) = (*hash, login.to_string());
         self.write(move |txn| {
@@ -316,6 +332,7 @@ impl Store for FileStore {
             let n = txn.open_table(SESSIONS)?.len()?
                 + txn.open_multimap_table(SESSIONS_BY_LOGIN)?.len()?
                 + txn.open_table(SESSIONS_BY_CREATED)?.len()?
+                + txn.open_table(AUDIT)?.len()?
                 + txn.open_table(OTTS)?.len()?
                 + txn.open_table(REVOKED)?.len()?
                 + txn.open_table(FAILURES)?.len()?

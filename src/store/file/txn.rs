@@ -15,6 +15,8 @@ pub(super) const SESSIONS_BY_LOGIN: MultimapTableDefinition<&str, &str> =
 /// (created, session id) → (): the most recent sessions, newest last; purged with the sessions.
 pub(super) const SESSIONS_BY_CREATED: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("sessions_by_created");
+/// sequence number → audit event (JSON); the newest `audit.keep` are kept.
+pub(super) const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 /// OTT hash → (login, expires)
 pub(super) const OTTS: TableDefinition<[u8; 32], (&str, u64)> = TableDefinition::new("otts");
 /// revoked session id → revoked until
@@ -169,6 +171,24 @@ pub(super) fn release_in(txn: &WriteTransaction, key: &str, now: u64) -> Result<
     let current = t.get(key)?.map(|g| g.value());
     if let Some((count, resets_at)) = current.filter(|(_, r)| *r > now) {
         t.insert(key, (count.saturating_sub(1), resets_at))?;
+    }
+    Ok(())
+}
+
+/// Appends `event` after the last sequence number and drops what falls beyond `keep`.
+pub(super) fn append_audit_in(txn: &WriteTransaction, event: &str, keep: usize) -> Result<(), DbError> {
+    let mut t = txn.open_table(AUDIT)?;
+    let next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+    t.insert(next, event)?;
+    let keep = keep as u64;
+    if next + 1 > keep {
+        let cut = next + 1 - keep;
+        // Only entries in front of the window: at most a few per append once trimmed.
+        let doomed: Vec<u64> =
+            t.range(..cut)?.map(|item| item.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+        for k in doomed {
+            t.remove(k)?;
+        }
     }
     Ok(())
 }

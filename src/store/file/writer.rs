@@ -8,7 +8,7 @@ use redb::{Database, Durability};
 use tokio::sync::mpsc;
 
 use super::txn::{
-    FAILURES, LEGACY_REFRESH, LEGACY_SESSIONS, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_CREATED,
+    AUDIT, FAILURES, LEGACY_REFRESH, LEGACY_SESSIONS, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_CREATED,
     SESSIONS_BY_LOGIN,
 };
 use super::{DbError, Finish, Job, MAX_BATCH, unavailable};
@@ -33,6 +33,7 @@ pub(super) fn open_db(path: &Path) -> Result<Database, StoreError> {
         txn.open_table(SESSIONS)?;
         txn.open_multimap_table(SESSIONS_BY_LOGIN)?;
         txn.open_table(SESSIONS_BY_CREATED)?;
+        txn.open_table(AUDIT)?;
         // Sessions of the old layout cannot refresh any more (see `txn::LEGACY_SESSIONS`).
         txn.delete_table(LEGACY_SESSIONS)?;
         txn.delete_table(LEGACY_REFRESH)?;

@@ -6,7 +6,8 @@
 //! [`SESSION_FIELDS`]; digests and the sealed successor in hex), `ott:{hex}` (string `exp:login`),
 //! `login:{login}` (sorted set of the login's session ids scored by refresh expiry: the session
 //! list's index), `recent` (sorted set of every session id scored by creation, the newest
-//! [`RECENT_CAP`] kept), `fail:{key}` (hash: c, t), `settings` (JSON), `revoked` (sorted set of session ids scored by
+//! [`RECENT_CAP`] kept), `audit` (list of audit events as JSON, newest first, trimmed to
+//! `audit.keep`), `fail:{key}` (hash: c, t), `settings` (JSON), `revoked` (sorted set of session ids scored by
 //! revoked-until) and the pub/sub channel `revocations` (`"{id} {until}"`).
 //!
 //! Every decision is made against the `now` the caller passes and the expiry stored in the value;
@@ -264,6 +265,25 @@ impl Store for RedisStore {
         cmd.arg(self.key("sess", session)).arg(&SESSION_FIELDS[..]);
         let v: Vec<Option<String>> = self.run(cmd.query_async(&mut c)).await?;
         record_from(&v)
+    }
+
+    async fn append_audit(&self, event: &str, keep: usize) -> Result<(), StoreError> {
+        if keep == 0 {
+            return Ok(());
+        }
+        let key = self.key_of("audit");
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().lpush(&key, event).ignore().ltrim(&key, 0, keep as isize - 1).ignore();
+        let mut c = self.conn();
+        self.run(pipe.exec_async(&mut c)).await
+    }
+
+    async fn audit_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn();
+        self.run(c.lrange(self.key_of("audit"), 0, limit as isize - 1)).await
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
