@@ -21,6 +21,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub cache: TokenCache,
     pub revocations: Revocations,
+    pub audit: crate::admin::audit::Audit,
     /// Bounds concurrent argon2 checks (see `credentials::hashing_limit`).
     pub hashing: Arc<Semaphore>,
     draining: AtomicBool,
@@ -41,6 +42,9 @@ impl Gateway {
             metrics,
             cache: TokenCache::new(capacity),
             revocations: Revocations::new(),
+            audit: crate::admin::audit::Audit::new(crate::admin::audit::replica_name(u64::from_le_bytes(
+                prefix,
+            ))),
             hashing: crate::auth::credentials::hashing_limit(),
             draining: AtomicBool::new(false),
             request_prefix: u64::from_le_bytes(prefix),
@@ -61,6 +65,7 @@ impl Gateway {
         self.cache.set_capacity(runtime.raw.tokens.cache_capacity);
         self.runtime.store(Arc::new(runtime));
         self.cache.clear();
+        self.audit.reopen();
         if !gone.is_empty() {
             let gw = self.clone();
             tokio::spawn(async move { gw.end_sessions_of_users(&gone).await });
@@ -70,10 +75,16 @@ impl Gateway {
     async fn end_sessions_of_users(&self, logins: &[String]) {
         let rt = self.runtime();
         for login in logins {
+            use crate::admin::audit::{Context, Event, emit};
+            let ev = Event::new("user.disabled", &Context::default()).login(login).detail("by", "reload");
             match crate::admin::sessions::end_sessions_of(self, &rt, login).await {
-                Ok(n) => tracing::info!(%login, revoked = n, "user disabled or removed; sessions ended"),
+                Ok(ended) => {
+                    tracing::info!(%login, revoked = ended.len(), "user disabled or removed; sessions ended");
+                    emit(self, ev.detail("revoked", ended.len())).await;
+                }
                 Err(e) => {
-                    tracing::warn!(%login, error = %e, "user disabled or removed; ending sessions failed")
+                    tracing::warn!(%login, error = %e, "user disabled or removed; ending sessions failed");
+                    emit(self, ev.detail("error", "store unavailable")).await;
                 }
             }
         }

@@ -340,6 +340,22 @@ impl Collector for GatewayCollector {
             &[(vec![], m.fast_path_handoffs.load(Ordering::Relaxed))],
         )?;
 
+        let audit = &gw.audit;
+        let by_type: Vec<_> = crate::admin::audit::EVENT_TYPES
+            .iter()
+            .zip(audit.counts.iter())
+            .map(|(t, v)| (vec![("type", *t)], v.load(Ordering::Relaxed)))
+            .collect();
+        counter(&mut e, "bo_gateway_audit_events", "Audit events by type.", &by_type)?;
+        counter(
+            &mut e,
+            "bo_gateway_audit_write_failures",
+            "Audit events a sink failed to take (the request went on).",
+            &[
+                (vec![("sink", "store")], audit.store_failures.load(Ordering::Relaxed)),
+                (vec![("sink", "file")], audit.file_failures.load(Ordering::Relaxed)),
+            ],
+        )?;
         counter(
             &mut e,
             "bo_gateway_admin_sessions_ended",

@@ -33,6 +33,7 @@ pub const OWN_ENDPOINTS: &[(&str, &[&str], bool)] = &[
     ("/metrics", &["GET"], true),
     ("/admin/sessions", &["GET", "DELETE"], true),
     ("/admin/sessions/{session}", &["DELETE"], true),
+    ("/admin/audit", &["GET"], true),
 ];
 
 /// What the listener knows about a connection.
@@ -90,13 +91,16 @@ pub async fn handle(
     gw: Arc<Gateway>,
     conn: ConnInfo,
     listener: Listener,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, std::convert::Infallible> {
     let mut record = Record::new(Instant::now());
     let rt = gw.runtime();
     let trusted = rt.is_trusted(conn.peer.ip());
     let request_id =
         gate::request_id(&gw, trusted, req.headers().get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
+    // For the audit trail of the endpoints the request reaches.
+    let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
+    req.extensions_mut().insert(crate::admin::audit::RequestId(id));
     let method = req.method().clone();
     let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let coding = !plain_chunked(req.headers());

@@ -221,6 +221,19 @@ macro_rules! on_both_stores {
     };
 }
 
+macro_rules! on_both_stores_audit {
+    ($($case:ident),*) => {
+        mod audit_memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(false).await })*
+        }
+        mod audit_redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(true).await })*
+        }
+    };
+}
+
 on_both_stores!(
     only_admins_may_call,
     sessions_are_listed,
@@ -313,4 +326,175 @@ async fn a_reload_that_disables_a_user_ends_their_sessions_disabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_removes_a_user_ends_their_sessions() {
     a_reload_that_disables_a_user_ends_their_sessions(true).await;
+}
+
+async fn audit(gw: &Gateway, admin: &str, query: &str) -> Vec<Value> {
+    let r = admin_call(gw, reqwest::Method::GET, &format!("/admin/audit{query}"), admin).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+/// Every auth step leaves its event, with who, from where and the request id; filters work; no
+/// event holds a password or a token.
+async fn the_audit_trail(on_redis: bool) {
+    let Some(env) = Env::start(on_redis).await else { return };
+    let gw = &env.gw;
+    assert_eq!(gw.try_login(TRADER.0, "wrong-password").await.status(), 401);
+    let pair = login_as(gw, TRADER, "audit-agent/1").await;
+    let refreshed: Value = gw.refresh(&s(&pair, "refreshToken")).await.json().await.unwrap();
+    let ott = gw.issue_ott(&s(&refreshed, "accessToken")).await;
+    assert_eq!(gw.verify_ott(s(&ott, "token")).await["valid"], true);
+    assert_eq!(gw.verify_ott(s(&ott, "token")).await["valid"], false);
+    let r =
+        gw.client.post(gw.url("/auth/token/revoke")).bearer_auth(s(&refreshed, "accessToken")).send().await;
+    assert_eq!(r.unwrap().status(), 204);
+    let admin = gw.access_token(ADMIN).await;
+    let r = gw
+        .client
+        .patch(gw.url("/connectors/settings"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"accessTokenLifeTime": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let victim = gw.login(TRADER).await;
+    let path = format!("/admin/sessions/{}", session_of(&victim));
+    assert_eq!(admin_call(gw, reqwest::Method::DELETE, &path, &admin).await.status(), 204);
+
+    let all = audit(gw, &admin, "").await;
+    assert_eq!(
+        types(&all),
+        [
+            "session.revoked",
+            "login.ok",
+            "settings.changed",
+            "login.ok",
+            "logout",
+            "ott.refused",
+            "ott.verified",
+            "ott.issued",
+            "refresh.ok",
+            "login.ok",
+            "login.failed"
+        ]
+    );
+    let failed = &all[10];
+    assert_eq!(
+        (failed["login"].as_str(), failed["details"]["code"].as_str()),
+        (Some("bob"), Some("1.2.0.11"))
+    );
+    let ok = &all[9];
+    assert_eq!(ok["session"], session_of(&pair));
+    assert_eq!(
+        (ok["clientAddress"].as_str(), ok["userAgent"].as_str()),
+        (Some("127.0.0.1"), Some("audit-agent/1"))
+    );
+    assert_eq!(ok["requestId"].as_str().unwrap().len(), 32);
+    assert!(!ok["replica"].as_str().unwrap().is_empty());
+    let time = ok["time"].as_str().unwrap();
+    assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
+    let revoked = &all[0];
+    assert_eq!((revoked["login"].as_str(), revoked["details"]["by"].as_str()), (Some("bob"), Some("alice")));
+    let settings = &all[2];
+    assert_eq!(settings["details"]["by"], "alice");
+    assert_eq!(settings["details"]["old"]["accessTokenLifeTime"], 900);
+    assert_eq!(settings["details"]["new"]["accessTokenLifeTime"], 600);
+    let text = serde_json::to_string(&all).unwrap();
+    for secret in [TRADER.1, "wrong-password", ADMIN.1, &s(&pair, "accessToken"), &s(&ott, "token")] {
+        assert!(!text.contains(secret), "an event holds a secret");
+    }
+    for p in [&pair, &refreshed] {
+        assert!(!text.contains(s(p, "refreshToken").rsplit('.').next().unwrap()));
+    }
+
+    assert_eq!(types(&audit(gw, &admin, "?type=login.ok&limit=2").await), ["login.ok", "login.ok"]);
+    assert_eq!(audit(gw, &admin, "?login=alice").await.len(), 2, "the admin's login and settings change");
+    let of_session = audit(gw, &admin, &format!("?session={}", session_of(&pair))).await;
+    assert_eq!(types(&of_session), ["logout", "ott.issued", "refresh.ok", "login.ok"]);
+    assert!(audit(gw, &admin, "?since=2999-01-01T00:00:00Z").await.is_empty());
+    assert_eq!(audit(gw, &admin, "?since=2000-01-01T00:00:00%2B01:00").await.len(), all.len());
+    for bad in ["?type=login", "?since=yesterday", "?limit=0", "?who=bob", "?login=a&login=b"] {
+        let r = admin_call(gw, reqwest::Method::GET, &format!("/admin/audit{bad}"), &admin).await;
+        assert_eq!(error_code(r).await, (400, "request.malformed".into()), "{bad}");
+    }
+    let trader = gw.access_token(TRADER).await;
+    let r = admin_call(gw, reqwest::Method::GET, "/admin/audit", &trader).await;
+    assert_eq!(error_code(r).await, (403, "forbidden".into()));
+    let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("bo_gateway_audit_events_total{type=\"login.ok\"} 4"), "{metrics}");
+    assert!(metrics.contains("bo_gateway_admin_sessions_ended_total 1"));
+    env.finish().await;
+}
+
+async fn limits_and_failures_are_audited(on_redis: bool) {
+    let Some(env) = Env::start(on_redis).await else { return };
+    let gw = &env.gw;
+    for _ in 0..5 {
+        assert_eq!(gw.try_login(TRADER.0, "nope").await.status(), 401);
+    }
+    assert_eq!(gw.try_login(TRADER.0, TRADER.1).await.status(), 429);
+    assert_eq!(gw.try_login(support::DISABLED.0, support::DISABLED.1).await.status(), 401);
+    let admin = gw.access_token(ADMIN).await;
+    let limited = audit(gw, &admin, "?type=login.limited").await;
+    assert_eq!(limited.len(), 1);
+    assert_eq!(
+        (limited[0]["login"].as_str(), limited[0]["details"]["code"].as_str()),
+        (Some("bob"), Some("2.147.1.27"))
+    );
+    let disabled = audit(gw, &admin, "?login=carol").await;
+    assert_eq!(disabled[0]["details"]["code"], "2.0.2.4");
+    env.finish().await;
+}
+
+on_both_stores_audit!(the_audit_trail, limits_and_failures_are_audited);
+
+/// `audit.path`: one JSON object a line, there as soon as the request is answered; after a
+/// logrotate-style rename and a reload, events go to a new file at the path. A file that cannot
+/// be written fails no login: it is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_file_is_appended_reopened_and_never_fails_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let path = logs.join("audit.jsonl");
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        routes: format!(
+            "[audit]\npath = \"{}\"\nkeep = 3\n\n{}",
+            path.display(),
+            route("api", "/api", &up.url(), "")
+        ),
+        ..Default::default()
+    };
+    let gw = Gateway::start(setup).await;
+    gw.login(TRADER).await;
+    assert_eq!(gw.try_login(TRADER.0, "bad").await.status(), 401);
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(types(&lines), ["login.ok", "login.failed"]);
+
+    std::fs::rename(&path, logs.join("audit.jsonl.1")).unwrap();
+    gw.running.as_ref().unwrap().reload().await.unwrap();
+    let admin = gw.access_token(ADMIN).await;
+    let fresh = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(fresh.lines().count(), 1, "the event after the reload is in the new file");
+    assert!(fresh.contains("\"login\":\"alice\""));
+    assert_eq!(std::fs::read_to_string(logs.join("audit.jsonl.1")).unwrap().lines().count(), 2);
+    assert_eq!(audit(&gw, &admin, "").await.len(), 3, "the store keeps audit.keep events");
+
+    // The folder goes away: logins go on; the failure is counted.
+    std::fs::remove_dir_all(&logs).unwrap();
+    gw.running.as_ref().unwrap().reload().await.unwrap_err();
+    std::fs::create_dir(&logs).unwrap();
+    gw.running.as_ref().unwrap().reload().await.unwrap();
+    std::fs::remove_dir_all(&logs).unwrap();
+    assert_eq!(gw.try_login(TRADER.0, TRADER.1).await.status(), 200);
+    let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("bo_gateway_audit_write_failures_total{sink=\"file\"} 1"), "{metrics}");
+    assert_eq!(audit(&gw, &admin, "?limit=1").await[0]["type"], "login.ok", "the store still has it");
 }

@@ -2,6 +2,7 @@
 //! request is checked for a Bearer access token with role `admin` before anything else, even
 //! on this listener (which may be reachable by more than the operators).
 
+pub mod audit;
 pub mod sessions;
 
 use std::collections::HashMap;
@@ -17,9 +18,7 @@ use crate::runtime::Runtime;
 /// Who is calling the admin API, and from where: what the audit trail records of an admin.
 pub struct Caller {
     pub identity: std::sync::Arc<Identity>,
-    pub client: std::net::IpAddr,
-    pub user_agent: String,
-    pub request_id: String,
+    pub context: audit::Context,
 }
 
 /// Answers `path` (under `/admin/`) for an admin; 401/403 for anyone else.
@@ -31,12 +30,8 @@ pub async fn handle<B>(
     request_id: &str,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let identity = require_admin(gw, rt, req.headers())?;
-    let caller = Caller {
-        identity,
-        client,
-        user_agent: crate::auth::endpoints::user_agent(req.headers()),
-        request_id: request_id.to_string(),
-    };
+    let rid = audit::RequestId(request_id.to_string());
+    let caller = Caller { identity, context: audit::Context::of(req.headers(), client, Some(&rid)) };
     let path = req.uri().path();
     let query = req.uri().query();
     let method = req.method();
@@ -45,6 +40,12 @@ pub async fn handle<B>(
             Method::GET => sessions::list(gw, query).await,
             Method::DELETE => sessions::end_of_login(gw, rt, query, &caller).await,
             _ => Err(not_allowed("GET, DELETE")),
+        };
+    }
+    if path == "/admin/audit" {
+        return match *method {
+            Method::GET => audit::list(gw, rt, query).await,
+            _ => Err(not_allowed("GET")),
         };
     }
     if let Some(id) = path.strip_prefix("/admin/sessions/") {

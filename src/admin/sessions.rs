@@ -8,6 +8,7 @@
 use http::{Response, StatusCode};
 use serde::Serialize;
 
+use super::audit::{self, Event};
 use super::{Caller, limit_of, parse_query, rfc3339};
 use crate::auth::endpoints::json_response;
 use crate::auth::tokens::now_secs;
@@ -97,7 +98,7 @@ pub async fn end_one(
     };
     end_session(gw, rt, id).await.map_err(store_err)?;
     tracing::info!(login = %record.login, session = %id, by = %caller.identity.login, "session ended by an administrator");
-    gw.metrics.admin_sessions_ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    revoked_event(gw, caller, &record.login, id).await;
     let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
@@ -113,10 +114,22 @@ pub async fn end_of_login(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let q = parse_query(query, &["login"])?;
     let login = q.get("login").ok_or_else(|| GatewayError::Malformed("login is required".into()))?;
-    let n = end_sessions_of(gw, rt, login).await.map_err(store_err)?;
-    tracing::info!(%login, revoked = n, by = %caller.identity.login, "sessions ended by an administrator");
-    gw.metrics.admin_sessions_ended.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    json_response(StatusCode::OK, &serde_json::json!({ "revoked": n }))
+    let ended = end_sessions_of(gw, rt, login).await.map_err(store_err)?;
+    tracing::info!(%login, revoked = ended.len(), by = %caller.identity.login, "sessions ended by an administrator");
+    for id in &ended {
+        revoked_event(gw, caller, login, id).await;
+    }
+    json_response(StatusCode::OK, &serde_json::json!({ "revoked": ended.len() }))
+}
+
+/// `session.revoked`, by the calling admin; counted in `bo_gateway_admin_sessions_ended`.
+async fn revoked_event(gw: &Gateway, caller: &Caller, login: &str, id: &str) {
+    gw.metrics.admin_sessions_ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ev = Event::new("session.revoked", &caller.context)
+        .login(login)
+        .session(id)
+        .detail("by", caller.identity.login.as_str());
+    audit::emit(gw, ev).await;
 }
 
 /// Session ids are base64url; anything else names no session (and is not worth a store call).
@@ -135,15 +148,15 @@ pub async fn end_session(gw: &Gateway, rt: &Runtime, id: &str) -> Result<bool, S
     Ok(until.is_some())
 }
 
-/// Ends every live session of `login`; returns how many it ended.
-pub async fn end_sessions_of(gw: &Gateway, rt: &Runtime, login: &str) -> Result<usize, StoreError> {
+/// Ends every live session of `login`; returns the ids of those it ended.
+pub async fn end_sessions_of(gw: &Gateway, rt: &Runtime, login: &str) -> Result<Vec<String>, StoreError> {
     let now = now_secs();
     let ids = gw.store.sessions_of(login, now).await?;
-    let mut n = 0;
+    let mut ended = Vec::new();
     for (id, _) in live(gw, ids, now).await? {
         if end_session(gw, rt, &id).await? {
-            n += 1;
+            ended.push(id);
         }
     }
-    Ok(n)
+    Ok(ended)
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::lenient_json;
 use super::refresh::RefreshToken;
 use super::tokens::{self, Identity, issue_access, now_secs, random_token, token_hash};
+use crate::admin::audit::{self, Context, Event};
 use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -72,6 +73,9 @@ impl Endpoint {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct TokenPair {
+    /// For the audit trail; not part of the answer.
+    #[serde(skip)]
+    pub(super) session: String,
     access_token: String,
     access_token_life_time: u64,
     refresh_token: String,
@@ -111,30 +115,32 @@ pub async fn handle(
     client: IpAddr,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     endpoint.allows(req.method())?;
+    let ctx = Context::of(req.headers(), client, req.extensions().get());
+    let ctx = &ctx;
     let m = &gw.metrics;
     let outcome =
         |r: &Result<Response<GatewayBody>, GatewayError>| r.as_ref().map_or_else(|e| e.reason(), |_| "ok");
     match endpoint {
         Endpoint::Token => {
-            let r = super::login::login(gw, rt, req, client).await;
+            let r = super::login::login(gw, rt, req, client, ctx).await;
             m.logins.add(outcome(&r));
             r
         }
         Endpoint::Refresh => {
-            let r = refresh(gw, rt, req).await;
+            let r = refresh(gw, rt, req, ctx).await;
             m.refreshes.add(outcome(&r));
             r
         }
         Endpoint::ExternalToken => {
-            let r = issue_ott(gw, rt, req).await;
+            let r = issue_ott(gw, rt, req, ctx).await;
             if r.is_ok() {
                 m.otts_issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             r
         }
-        Endpoint::ExternalVerify => verify_ott(gw, rt, req, client).await,
-        Endpoint::Revoke => revoke(gw, rt, req).await,
-        Endpoint::Settings => settings(gw, rt, req).await,
+        Endpoint::ExternalVerify => verify_ott(gw, rt, req, client, ctx).await,
+        Endpoint::Revoke => revoke(gw, rt, req, ctx).await,
+        Endpoint::Settings => settings(gw, rt, req, ctx).await,
     }
 }
 
@@ -213,6 +219,7 @@ pub(super) async fn start_session(
     let refresh = RefreshToken::first(&session);
     let (access, exp) =
         issue_access(&rt.keys, &rt.token_settings, login, roles, &session, life.access_token_life_time, now)?;
+    let session_id = session.clone();
     gw.store
         .create_session(NewSession {
             id: session,
@@ -228,6 +235,7 @@ pub(super) async fn start_session(
         .await
         .map_err(store_err)?;
     Ok(TokenPair {
+        session: session_id,
         access_token: access,
         access_token_life_time: life.access_token_life_time,
         refresh_token: refresh.encode(),
@@ -263,6 +271,7 @@ async fn refresh(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let presented = refresh_token_of(req).await?;
     if presented.len() > MAX_OPAQUE_TOKEN_BYTES {
@@ -283,19 +292,25 @@ async fn refresh(
         .rotate_refresh(&token.presented(), &successor, rt.refresh_reuse_grace_secs, now)
         .await
         .map_err(store_err)?;
-    let (session, next) = match rotation {
-        Rotation::Rotated(s) => (s, next),
+    let (session, next, kind) = match rotation {
+        Rotation::Rotated(s) => (s, next, "refresh.ok"),
         Rotation::Replayed { session, sealed } => {
             // The successor the first refresh issued; only this token's key opens it.
             let Some(issued) = token.open(&sealed) else {
                 return Err(GatewayError::Internal("the reuse grace's successor does not open".into()));
             };
             tracing::debug!(session = %session.id, "refresh token presented again within the reuse grace");
-            (session, issued)
+            (session, issued, "refresh.grace")
         }
         Rotation::Reused { session, revoked_until } => {
             gw.revocations.revoke(&session, revoked_until + rt.token_settings.leeway_secs);
             tracing::warn!(session = %session, "refresh token reused; session revoked");
+            let mut ev = Event::new("refresh.reused", ctx).session(&session);
+            // Only on theft: one more read, for whose session it was.
+            if let Ok(Some(rec)) = gw.store.session(&session).await {
+                ev = ev.login(&rec.login);
+            }
+            audit::emit(gw, ev).await;
             return Err(GatewayError::TokenReused);
         }
         Rotation::Unknown => return Err(GatewayError::TokenInvalid("unknown refresh token")),
@@ -308,7 +323,15 @@ async fn refresh(
             // Every session of the login, not only this one: a reload that disabled it may have
             // failed to end them (store down).
             crate::admin::sessions::end_session(gw, rt, &session.id).await.map_err(store_err)?;
-            crate::admin::sessions::end_sessions_of(gw, rt, &session.login).await.map_err(store_err)?;
+            let ended =
+                crate::admin::sessions::end_sessions_of(gw, rt, &session.login).await.map_err(store_err)?;
+            let ev = Event::new("user.disabled", ctx)
+                .login(&session.login)
+                .session(&session.id)
+                .detail("by", "refresh")
+                .detail("state", if found.is_some() { "disabled" } else { "removed" })
+                .detail("revoked", ended.len() + 1);
+            audit::emit(gw, ev).await;
             return Err(if found.is_some() {
                 GatewayError::UserDisabled
             } else {
@@ -325,9 +348,11 @@ async fn refresh(
         life.access_token_life_time,
         now,
     )?;
+    audit::emit(gw, Event::new(kind, ctx).login(&session.login).session(&session.id)).await;
     json_response(
         StatusCode::OK,
         &TokenPair {
+            session: session.id.clone(),
             access_token: access,
             access_token_life_time: life.access_token_life_time,
             refresh_token: next.encode(),
@@ -344,6 +369,7 @@ async fn issue_ott(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     let id = identity_of(&auth)?;
@@ -353,6 +379,7 @@ async fn issue_ott(
         .put_ott(&token_hash(&ott), &id.login, now_secs() + life.one_time_token_life_time)
         .await
         .map_err(store_err)?;
+    audit::emit(gw, Event::new("ott.issued", ctx).login(&id.login).session(&id.session)).await;
     json_response(
         StatusCode::OK,
         &serde_json::json!({ "token": ott, "lifeTime": life.one_time_token_life_time }),
@@ -364,26 +391,35 @@ async fn verify_ott(
     rt: &Runtime,
     req: Request<EndpointBody>,
     client: IpAddr,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let origin = Origin::of(req.headers(), client);
     let body: OttBody = parse_json(&read_body(req).await?)?;
-    let invalid = || {
+    let invalid = |login: Option<&str>, why: &'static str| {
         gw.metrics.otts_verified.add("token.invalid");
-        json_response(StatusCode::OK, &serde_json::json!({ "valid": false }))
+        let mut ev = Event::new("ott.refused", ctx).detail("reason", why);
+        if let Some(l) = login {
+            ev = ev.login(l);
+        }
+        async move {
+            audit::emit(gw, ev).await;
+            json_response(StatusCode::OK, &serde_json::json!({ "valid": false }))
+        }
     };
     if body.token.is_empty() || body.token.len() > MAX_OPAQUE_TOKEN_BYTES {
-        return invalid();
+        return invalid(None, "malformed").await;
     }
     let Some(login) = gw.store.consume_ott(&token_hash(&body.token), now_secs()).await.map_err(store_err)?
     else {
-        return invalid();
+        return invalid(None, "unknown, used or expired").await;
     };
     let roles = match rt.credentials.account(&login) {
         Some(a) if !a.disabled => a.roles,
-        _ => return invalid(),
+        _ => return invalid(Some(&login), "user disabled or removed").await,
     };
     let pair = start_session(gw, rt, &login, &roles, origin).await?;
     gw.metrics.otts_verified.add("ok");
+    audit::emit(gw, Event::new("ott.verified", ctx).login(&login).session(&pair.session)).await;
     json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -401,12 +437,14 @@ async fn revoke(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     let id = identity_of(&auth)?;
     let until = gw.store.revoke_session(&id.session).await.map_err(store_err)?.unwrap_or(0).max(id.exp);
     gw.revocations.revoke(&id.session, until + rt.token_settings.leeway_secs);
     tracing::info!(login = %id.login, session = %id.session, "session revoked (logout)");
+    audit::emit(gw, Event::new("logout", ctx).login(&id.login).session(&id.session)).await;
     let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
@@ -416,9 +454,11 @@ async fn settings(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
-    if !identity_of(&auth)?.has_role("admin") {
+    let who = identity_of(&auth)?;
+    if !who.has_role("admin") {
         return Err(GatewayError::Forbidden("settings need role admin"));
     }
     let current = lifetimes(gw, rt).await?;
@@ -434,6 +474,13 @@ async fn settings(
     validate_lifetimes(&next).map_err(|(field, why)| GatewayError::Malformed(format!("{field}: {why}")))?;
     gw.store.put_settings(next).await.map_err(store_err)?;
     tracing::info!(?next, "connector settings changed");
+    let ev = Event::new("settings.changed", ctx)
+        .login(&who.login)
+        .session(&who.session)
+        .detail("by", who.login.as_str())
+        .detail("old", serde_json::to_value(current).unwrap_or_default())
+        .detail("new", serde_json::to_value(next).unwrap_or_default());
+    audit::emit(gw, ev).await;
     json_response(StatusCode::OK, &next)
 }
 
