@@ -272,6 +272,13 @@ async fn an_admin_on_a_ends_a_session_b_refuses() {
     }
     assert_eq!(error_code(b.refresh(&s(&pair, "refreshToken")).await).await, (401, "token.invalid".into()));
     assert!(list(&b, &admin, "?login=bob").await.is_empty());
+    // B reads A's event: one trail for every replica.
+    let on_b = audit(&b, &admin, "?type=session.revoked").await;
+    assert_eq!(on_b.len(), 1);
+    assert_eq!(on_b[0]["session"], session_of(&pair));
+    let logins = audit(&b, &admin, "?type=login.ok").await;
+    assert_eq!(logins.len(), 2);
+    assert_ne!(logins[0]["replica"], logins[1]["replica"], "A and B name themselves apart");
     test_redis::cleanup(&url, &prefix).await;
 }
 
@@ -315,6 +322,10 @@ async fn a_reload_that_disables_a_user_ends_their_sessions(remove: bool) {
     }
     assert!(list(gw, &admin, "?login=bob").await.is_empty());
     assert_eq!(call(gw, &admin).await, 200, "other users keep their sessions");
+    let ev = audit(gw, &admin, "?type=user.disabled").await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!((ev[0]["login"].as_str(), ev[0]["details"]["by"].as_str()), (Some("bob"), Some("reload")));
+    assert_eq!(ev[0]["details"]["revoked"], 2);
     env.finish().await;
 }
 
@@ -497,4 +508,22 @@ async fn the_audit_file_is_appended_reopened_and_never_fails_a_login() {
     let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("bo_gateway_audit_write_failures_total{sink=\"file\"} 1"), "{metrics}");
     assert_eq!(audit(&gw, &admin, "?limit=1").await[0]["type"], "login.ok", "the store still has it");
+}
+
+/// The reuse grace and theft are told apart in the trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_and_theft_are_audited() {
+    let Some(env) = Env::start(false).await else { return };
+    let gw = &env.gw;
+    let pair = gw.login(TRADER).await;
+    let t0 = s(&pair, "refreshToken");
+    let next: Value = gw.refresh(&t0).await.json().await.unwrap();
+    assert_eq!(gw.refresh(&t0).await.status(), 200, "within the grace");
+    assert_eq!(gw.refresh(&s(&next, "refreshToken")).await.status(), 200);
+    assert_eq!(error_code(gw.refresh(&t0).await).await, (401, "token.reused".into()));
+    let admin = gw.access_token(ADMIN).await;
+    let trail = audit(gw, &admin, &format!("?session={}", session_of(&pair))).await;
+    assert_eq!(types(&trail), ["refresh.reused", "refresh.ok", "refresh.grace", "refresh.ok", "login.ok"]);
+    assert_eq!(trail[0]["login"], "bob");
+    env.finish().await;
 }
