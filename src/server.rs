@@ -34,6 +34,9 @@ pub const OWN_ENDPOINTS: &[(&str, &[&str], bool)] = &[
     ("/admin/sessions", &["GET", "DELETE"], true),
     ("/admin/sessions/{session}", &["DELETE"], true),
     ("/admin/audit", &["GET"], true),
+    ("/", &["GET"], true),
+    ("/status.js", &["GET"], true),
+    ("/status.css", &["GET"], true),
 ];
 
 /// What the listener knows about a connection.
@@ -183,6 +186,9 @@ async fn admin(
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let path = req.uri().path();
+    if let Some(page) = crate::admin::status::serve(path, req.method()) {
+        return page;
+    }
     match path {
         "/healthz" => health::healthz(req.method()),
         "/readyz" => health::readyz_detailed(gw, rt, req.method()).await,

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod sessions;
+pub mod status;
 
 use std::collections::HashMap;
 
