@@ -21,7 +21,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub cache: TokenCache,
     pub revocations: Revocations,
-    pub audit: crate::admin::audit::Audit,
+    pub audit: crate::audit::Audit,
     /// Bounds concurrent argon2 checks (see `credentials::hashing_limit`).
     pub hashing: Arc<Semaphore>,
     draining: AtomicBool,
@@ -42,9 +42,7 @@ impl Gateway {
             metrics,
             cache: TokenCache::new(capacity),
             revocations: Revocations::new(),
-            audit: crate::admin::audit::Audit::new(crate::admin::audit::replica_name(u64::from_le_bytes(
-                prefix,
-            ))),
+            audit: crate::audit::Audit::new(crate::audit::replica_name(u64::from_le_bytes(prefix))),
             hashing: crate::auth::credentials::hashing_limit(),
             draining: AtomicBool::new(false),
             request_prefix: u64::from_le_bytes(prefix),
@@ -75,9 +73,9 @@ impl Gateway {
     async fn end_sessions_of_users(&self, logins: &[String]) {
         let rt = self.runtime();
         for login in logins {
-            use crate::admin::audit::{Context, Event, emit};
+            use crate::audit::{Context, Event, emit};
             let ev = Event::new("user.disabled", &Context::default()).login(login).detail("by", "reload");
-            match crate::admin::sessions::end_sessions_of(self, &rt, login).await {
+            match crate::auth::sessions::end_sessions_of(self, &rt, login).await {
                 Ok(ended) => {
                     tracing::info!(%login, revoked = ended.len(), "user disabled or removed; sessions ended");
                     emit(self, ev.detail("revoked", ended.len())).await;

@@ -341,7 +341,7 @@ impl Collector for GatewayCollector {
         )?;
 
         let audit = &gw.audit;
-        let by_type: Vec<_> = crate::admin::audit::EVENT_TYPES
+        let by_type: Vec<_> = crate::audit::EVENT_TYPES
             .iter()
             .zip(audit.counts.iter())
             .map(|(t, v)| (vec![("type", *t)], v.load(Ordering::Relaxed)))

@@ -103,7 +103,7 @@ pub async fn handle(
         gate::request_id(&gw, trusted, req.headers().get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
     // For the audit trail of the endpoints the request reaches.
     let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
-    req.extensions_mut().insert(crate::admin::audit::RequestId(id));
+    req.extensions_mut().insert(crate::audit::RequestId(id));
     let method = req.method().clone();
     let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let coding = !plain_chunked(req.headers());

@@ -19,7 +19,7 @@ use crate::runtime::Runtime;
 /// Who is calling the admin API, and from where: what the audit trail records of an admin.
 pub struct Caller {
     pub identity: std::sync::Arc<Identity>,
-    pub context: audit::Context,
+    pub context: crate::audit::Context,
 }
 
 /// Answers `path` (under `/admin/`) for an admin; 401/403 for anyone else.
@@ -31,8 +31,8 @@ pub async fn handle<B>(
     request_id: &str,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let identity = require_admin(gw, rt, req.headers())?;
-    let rid = audit::RequestId(request_id.to_string());
-    let caller = Caller { identity, context: audit::Context::of(req.headers(), client, Some(&rid)) };
+    let rid = crate::audit::RequestId(request_id.to_string());
+    let caller = Caller { identity, context: crate::audit::Context::of(req.headers(), client, Some(&rid)) };
     let path = req.uri().path();
     let query = req.uri().query();
     let method = req.method();

@@ -1,22 +1,19 @@
-//! `GET /admin/sessions`, `DELETE /admin/sessions/<id>`, `DELETE /admin/sessions?login=`, and
-//! ending a login's sessions when the credentials source no longer accepts it.
-//!
-//! Ending a session is what a logout does: the store marks it ended (its refresh tokens are
-//! `token.invalid` from then on, not theft) and records the revocation, which a shared store
-//! publishes to every replica; this replica refuses its access tokens at once.
+//! `GET /admin/sessions`, `DELETE /admin/sessions/<id>`, `DELETE /admin/sessions?login=`. Ending
+//! a session is what a logout does (`auth::sessions`).
 
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::audit::{self, Event};
 use super::{Caller, limit_of, parse_query, rfc3339};
+use crate::audit::{self, Event};
 use crate::auth::endpoints::json_response;
+use crate::auth::sessions::{end_session, end_sessions_of, live};
 use crate::auth::tokens::now_secs;
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::runtime::Runtime;
-use crate::store::{SessionRecord, SessionState, StoreError};
+use crate::store::{SessionRecord, StoreError};
 
 fn store_err(e: StoreError) -> GatewayError {
     GatewayError::StoreUnavailable(e.to_string())
@@ -48,19 +45,6 @@ impl SessionView {
             expires_at: rfc3339(r.expires_at),
         }
     }
-}
-
-/// The live sessions among `ids`, in that order.
-async fn live(gw: &Gateway, ids: Vec<String>, now: u64) -> Result<Vec<(String, SessionRecord)>, StoreError> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(r) = gw.store.session(&id).await? {
-            if r.state == SessionState::Live && r.expires_at > now {
-                out.push((id, r));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// `GET /admin/sessions?login=&limit=`: that login's live sessions (newest first), or the most
@@ -137,26 +121,4 @@ fn plausible_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Ends one session as a logout does. Returns whether the store knew it.
-pub async fn end_session(gw: &Gateway, rt: &Runtime, id: &str) -> Result<bool, StoreError> {
-    let until = gw.store.revoke_session(id).await?;
-    if let Some(until) = until {
-        gw.revocations.revoke(id, until + rt.token_settings.leeway_secs);
-    }
-    Ok(until.is_some())
-}
-
-/// Ends every live session of `login`; returns the ids of those it ended.
-pub async fn end_sessions_of(gw: &Gateway, rt: &Runtime, login: &str) -> Result<Vec<String>, StoreError> {
-    let now = now_secs();
-    let ids = gw.store.sessions_of(login, now).await?;
-    let mut ended = Vec::new();
-    for (id, _) in live(gw, ids, now).await? {
-        if end_session(gw, rt, &id).await? {
-            ended.push(id);
-        }
-    }
-    Ok(ended)
 }

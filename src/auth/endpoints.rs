@@ -15,19 +15,19 @@ use serde::{Deserialize, Serialize};
 use super::lenient_json;
 use super::refresh::RefreshToken;
 use super::tokens::{self, Identity, issue_access, now_secs, random_token, token_hash};
-use crate::admin::audit::{self, Context, Event};
+use crate::audit::{self, Context, Event};
 use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, validate_lifetimes};
-use crate::store::{ConnectorSettings, MAX_USER_AGENT, NewSession, Rotation, StoreError};
+use crate::store::{ConnectorSettings, MAX_USER_AGENT, NewSession, StoreError};
 
 /// JSON bodies of the auth endpoints are small; anything larger is refused unread.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 pub(super) const MAX_LOGIN_BYTES: usize = 256;
 pub(super) const MAX_PASSWORD_BYTES: usize = 4096;
 /// OTTs are 43 characters, refresh tokens about 90; this leaves room without hashing megabytes.
-const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
+pub(super) const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -76,10 +76,10 @@ pub(super) struct TokenPair {
     /// For the audit trail; not part of the answer.
     #[serde(skip)]
     pub(super) session: String,
-    access_token: String,
-    access_token_life_time: u64,
-    refresh_token: String,
-    refresh_token_life_time: u64,
+    pub(super) access_token: String,
+    pub(super) access_token_life_time: u64,
+    pub(super) refresh_token: String,
+    pub(super) refresh_token_life_time: u64,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -90,8 +90,8 @@ pub(super) struct LoginBody {
 
 #[derive(Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RefreshBody {
-    refresh_token: String,
+pub(super) struct RefreshBody {
+    pub(super) refresh_token: String,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -127,7 +127,7 @@ pub async fn handle(
             r
         }
         Endpoint::Refresh => {
-            let r = refresh(gw, rt, req, ctx).await;
+            let r = super::renew::refresh(gw, rt, req, ctx).await;
             m.refreshes.add(outcome(&r));
             r
         }
@@ -177,7 +177,7 @@ pub(super) fn store_err(e: StoreError) -> GatewayError {
     GatewayError::StoreUnavailable(e.to_string())
 }
 
-async fn lifetimes(gw: &Gateway, rt: &Runtime) -> Result<ConnectorSettings, GatewayError> {
+pub(super) async fn lifetimes(gw: &Gateway, rt: &Runtime) -> Result<ConnectorSettings, GatewayError> {
     Ok(gw.store.settings().await.map_err(store_err)?.unwrap_or(rt.default_lifetimes))
 }
 
@@ -241,124 +241,6 @@ pub(super) async fn start_session(
         refresh_token: refresh.encode(),
         refresh_token_life_time: life.refresh_token_life_time,
     })
-}
-
-/// The refresh token from the `token` header, or `{"refreshToken"}` when the header is absent.
-async fn refresh_token_of(req: Request<EndpointBody>) -> Result<String, GatewayError> {
-    let mut values = req.headers().get_all("token").iter();
-    if let Some(v) = values.next() {
-        if values.next().is_some() {
-            return Err(GatewayError::Malformed("more than one token header".into()));
-        }
-        let t = v.to_str().map_err(|_| GatewayError::TokenInvalid("not ASCII"))?.trim();
-        if t.is_empty() {
-            return Err(GatewayError::TokenMissing);
-        }
-        return Ok(t.to_string());
-    }
-    let body = read_body(req).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::TokenMissing);
-    }
-    let b: RefreshBody = parse_json(&body)?;
-    if b.refresh_token.is_empty() {
-        return Err(GatewayError::TokenMissing);
-    }
-    Ok(b.refresh_token)
-}
-
-async fn refresh(
-    gw: &Gateway,
-    rt: &Runtime,
-    req: Request<EndpointBody>,
-    ctx: &Context,
-) -> Result<Response<GatewayBody>, GatewayError> {
-    let presented = refresh_token_of(req).await?;
-    if presented.len() > MAX_OPAQUE_TOKEN_BYTES {
-        return Err(GatewayError::TokenInvalid("too long"));
-    }
-    // Tokens issued before bounded sessions have another form: refused here, cleanly.
-    let Some(token) = RefreshToken::parse(&presented) else {
-        return Err(GatewayError::TokenInvalid("not a refresh token of this gateway"));
-    };
-    let life = lifetimes(gw, rt).await?;
-    let now = now_secs();
-    let next = token.successor();
-    let successor = token
-        .successor_record(&next, now + life.refresh_token_life_time, now + life.access_token_life_time)
-        .ok_or_else(|| GatewayError::Internal("cannot seal a refresh token".into()))?;
-    let rotation = gw
-        .store
-        .rotate_refresh(&token.presented(), &successor, rt.refresh_reuse_grace_secs, now)
-        .await
-        .map_err(store_err)?;
-    let (session, next, kind) = match rotation {
-        Rotation::Rotated(s) => (s, next, "refresh.ok"),
-        Rotation::Replayed { session, sealed } => {
-            // The successor the first refresh issued; only this token's key opens it.
-            let Some(issued) = token.open(&sealed) else {
-                return Err(GatewayError::Internal("the reuse grace's successor does not open".into()));
-            };
-            tracing::debug!(session = %session.id, "refresh token presented again within the reuse grace");
-            (session, issued, "refresh.grace")
-        }
-        Rotation::Reused { session, revoked_until } => {
-            gw.revocations.revoke(&session, revoked_until + rt.token_settings.leeway_secs);
-            tracing::warn!(session = %session, "refresh token reused; session revoked");
-            let mut ev = Event::new("refresh.reused", ctx).session(&session);
-            // Only on theft: one more read, for whose session it was.
-            if let Ok(Some(rec)) = gw.store.session(&session).await {
-                ev = ev.login(&rec.login);
-            }
-            audit::emit(gw, ev).await;
-            return Err(GatewayError::TokenReused);
-        }
-        Rotation::Unknown => return Err(GatewayError::TokenInvalid("unknown refresh token")),
-    };
-    // Roles come from the users file as it is now: a user disabled or removed since login
-    // cannot keep refreshing.
-    let roles = match rt.credentials.account(&session.login) {
-        Some(a) if !a.disabled => a.roles,
-        found => {
-            // Every session of the login, not only this one: a reload that disabled it may have
-            // failed to end them (store down).
-            crate::admin::sessions::end_session(gw, rt, &session.id).await.map_err(store_err)?;
-            let ended =
-                crate::admin::sessions::end_sessions_of(gw, rt, &session.login).await.map_err(store_err)?;
-            let ev = Event::new("user.disabled", ctx)
-                .login(&session.login)
-                .session(&session.id)
-                .detail("by", "refresh")
-                .detail("state", if found.is_some() { "disabled" } else { "removed" })
-                .detail("revoked", ended.len() + 1);
-            audit::emit(gw, ev).await;
-            return Err(if found.is_some() {
-                GatewayError::UserDisabled
-            } else {
-                GatewayError::TokenInvalid("user gone")
-            });
-        }
-    };
-    let (access, _) = issue_access(
-        &rt.keys,
-        &rt.token_settings,
-        &session.login,
-        &roles,
-        &session.id,
-        life.access_token_life_time,
-        now,
-    )?;
-    audit::emit(gw, Event::new(kind, ctx).login(&session.login).session(&session.id)).await;
-    json_response(
-        StatusCode::OK,
-        &TokenPair {
-            session: session.id.clone(),
-            access_token: access,
-            access_token_life_time: life.access_token_life_time,
-            refresh_token: next.encode(),
-            refresh_token_life_time: life.refresh_token_life_time,
-        },
-    )
 }
 
 fn identity_of(auth: &tokens::Authenticated) -> Result<&Identity, GatewayError> {

@@ -11,7 +11,7 @@ use super::endpoints::{
     read_body, start_session, store_err,
 };
 use super::tokens::now_secs;
-use crate::admin::audit::{self, Context, Event};
+use crate::audit::{self, Context, Event};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;

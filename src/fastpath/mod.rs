@@ -698,7 +698,7 @@ impl Exchange {
         let result = match own_request(buf, head) {
             Ok(mut req) => {
                 let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
-                req.extensions_mut().insert(crate::admin::audit::RequestId(id));
+                req.extensions_mut().insert(crate::audit::RequestId(id));
                 server::own(gw, rt, lane.info, path, req).await
             }
             Err(e) => Err(e),
