@@ -152,6 +152,8 @@ async fn ending_one_session_is_a_logout(on_redis: bool) {
     let path = format!("/admin/sessions/{}", session_of(&ended));
     assert_eq!(admin_call(gw, reqwest::Method::DELETE, &path, &admin).await.status(), 204);
     assert_eq!(call(gw, &access).await, 401);
+    assert_eq!(admin_call(gw, reqwest::Method::DELETE, &path, &admin).await.status(), 204, "again: the same");
+    assert_eq!(audit(gw, &admin, "?type=session.revoked").await.len(), 1, "ended once");
     assert_eq!(error_code(gw.refresh(&s(&ended, "refreshToken")).await).await, (401, "token.invalid".into()));
     assert_eq!(call(gw, &s(&kept, "accessToken")).await, 200, "only the named session ends");
     assert_eq!(gw.refresh(&s(&kept, "refreshToken")).await.status(), 200);

@@ -13,7 +13,7 @@ use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::runtime::Runtime;
-use crate::store::{SessionRecord, StoreError};
+use crate::store::{SessionRecord, SessionState, StoreError};
 
 fn store_err(e: StoreError) -> GatewayError {
     GatewayError::StoreUnavailable(e.to_string())
@@ -80,9 +80,12 @@ pub async fn end_one(
     let Some(record) = gw.store.session(id).await.map_err(store_err)? else {
         return Err(GatewayError::UnknownSession);
     };
-    end_session(gw, rt, id).await.map_err(store_err)?;
-    tracing::info!(login = %record.login, session = %id, by = %caller.identity.login, "session ended by an administrator");
-    revoked_event(gw, caller, &record.login, id).await;
+    // Ending it again (already ended, stolen or expired) is answered alike and changes nothing.
+    if record.state == SessionState::Live && record.expires_at > now_secs() {
+        end_session(gw, rt, id).await.map_err(store_err)?;
+        tracing::info!(login = %record.login, session = %id, by = %caller.identity.login, "session ended by an administrator");
+        revoked_event(gw, caller, &record.login, id).await;
+    }
     let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
