@@ -129,7 +129,19 @@ async fn an_admin_ends_a_session_from_the_status_page() {
     let up = upstream::start("bo").await;
     let gw =
         Gateway::start(Setup { routes: route("api", "/api", &up.url(), ""), ..Default::default() }).await;
-    let victim = gw.login(TRADER).await;
+    // What a client sends is shown as text, never markup: this agent must not become an element.
+    let agent = "<img id=pwned src=/x>";
+    let victim: Value = gw
+        .client
+        .post(gw.url("/auth/token"))
+        .header("user-agent", agent)
+        .json(&json!({"login": TRADER.0, "password": TRADER.1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let access = victim["accessToken"].as_str().unwrap().to_string();
     let sid = support::claims(&access)["sid"].as_str().unwrap().to_string();
     let call = || gw.client.get(gw.url("/api/x")).bearer_auth(&access).send();
@@ -160,7 +172,8 @@ async fn an_admin_ends_a_session_from_the_status_page() {
     b.type_into("#search-login", TRADER.0).await;
     b.click("#search-button").await;
     let row = format!("#sessions tr[data-session='{sid}']");
-    b.wait_text(&row, TRADER.0).await;
+    assert!(b.wait_text(&row, TRADER.0).await.contains(agent));
+    assert_eq!(b.script("return document.getElementById('pwned') === null").await, true);
     if let Ok(path) = std::env::var("BO_GATEWAY_SCREENSHOT") {
         use base64::Engine;
         let png = b.cmd(reqwest::Method::GET, "/screenshot", json!({})).await;
