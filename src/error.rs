@@ -31,6 +31,9 @@ pub enum GatewayError {
     HeadTooLarge,
     #[error("no route for this request")]
     NoRoute,
+    /// The admin API names a session the store does not know (404 with `route.none`).
+    #[error("unknown session")]
+    UnknownSession,
     #[error("method not allowed")]
     MethodNotAllowed { allow: HeaderValue },
     #[error("forbidden: {0}")]
@@ -60,7 +63,7 @@ impl GatewayError {
             Malformed(_) => StatusCode::BAD_REQUEST,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            NoRoute => StatusCode::NOT_FOUND,
+            NoRoute | UnknownSession => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Forbidden(_) => StatusCode::FORBIDDEN,
             CredentialsUnavailable(_) | StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,7 +86,7 @@ impl GatewayError {
             TokenReused => "token.reused",
             Malformed(_) => "request.malformed",
             TooLarge | HeadTooLarge => "request.too_large",
-            NoRoute => "route.none",
+            NoRoute | UnknownSession => "route.none",
             MethodNotAllowed { .. } => "method.not_allowed",
             Forbidden(_) => "forbidden",
             CredentialsUnavailable(_) => "credentials.unavailable",
@@ -119,6 +122,7 @@ impl GatewayError {
             TooLarge => "The request body is too large.",
             HeadTooLarge => "The request's header section is too large.",
             NoRoute => "No route matches this request.",
+            UnknownSession => "No such session.",
             MethodNotAllowed { .. } => "This method is not allowed on this route.",
             Forbidden(_) => "You are not allowed to do this.",
             CredentialsUnavailable(_) => "The credential service is unavailable.",
@@ -150,6 +154,7 @@ mod tests {
             (GatewayError::TooLarge, 413, "request.too_large"),
             (GatewayError::HeadTooLarge, 431, "request.too_large"),
             (GatewayError::NoRoute, 404, "route.none"),
+            (GatewayError::UnknownSession, 404, "route.none"),
             (
                 GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET") },
                 405,

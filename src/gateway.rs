@@ -21,6 +21,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub cache: TokenCache,
     pub revocations: Revocations,
+    pub audit: crate::audit::Audit,
     /// Bounds concurrent argon2 checks (see `credentials::hashing_limit`).
     pub hashing: Arc<Semaphore>,
     draining: AtomicBool,
@@ -41,6 +42,7 @@ impl Gateway {
             metrics,
             cache: TokenCache::new(capacity),
             revocations: Revocations::new(),
+            audit: crate::audit::Audit::new(crate::audit::replica_name(u64::from_le_bytes(prefix))),
             hashing: crate::auth::credentials::hashing_limit(),
             draining: AtomicBool::new(false),
             request_prefix: u64::from_le_bytes(prefix),
@@ -52,11 +54,38 @@ impl Gateway {
 
     /// Puts a new snapshot in service. Requests already running keep the one they loaded.
     /// Verified tokens are forgotten: the new snapshot's keys may no longer accept them.
-    pub fn swap(&self, runtime: Runtime) {
+    /// Users the new users file disables or removes have their sessions ended (SPEC §7), in the
+    /// background: a slow store must not hold the reload up (their refreshes are refused from
+    /// the swap on, as the new snapshot no longer accepts them).
+    pub fn swap(self: &Arc<Self>, runtime: Runtime) {
+        let gone = self.runtime().credentials.no_longer_accepted(&runtime.credentials);
         self.install(&runtime);
         self.cache.set_capacity(runtime.raw.tokens.cache_capacity);
         self.runtime.store(Arc::new(runtime));
         self.cache.clear();
+        self.audit.reopen();
+        if !gone.is_empty() {
+            let gw = self.clone();
+            tokio::spawn(async move { gw.end_sessions_of_users(&gone).await });
+        }
+    }
+
+    async fn end_sessions_of_users(&self, logins: &[String]) {
+        let rt = self.runtime();
+        for login in logins {
+            use crate::audit::{Context, Event, emit};
+            let ev = Event::new("user.disabled", &Context::default()).login(login).detail("by", "reload");
+            match crate::auth::sessions::end_sessions_of(self, &rt, login).await {
+                Ok(ended) => {
+                    tracing::info!(%login, revoked = ended.len(), "user disabled or removed; sessions ended");
+                    emit(self, ev.detail("revoked", ended.len())).await;
+                }
+                Err(e) => {
+                    tracing::warn!(%login, error = %e, "user disabled or removed; ending sessions failed");
+                    emit(self, ev.detail("error", "store unavailable")).await;
+                }
+            }
+        }
     }
 
     /// Readies a snapshot for serving: binds each route to its (long-lived) metrics and starts

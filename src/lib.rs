@@ -7,6 +7,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod activity;
+pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod config;

@@ -112,7 +112,7 @@ impl Outcomes {
 }
 
 /// The store operations timed by the metered store.
-pub const STORE_OPS: [&str; 16] = [
+pub const STORE_OPS: [&str; 18] = [
     "create_session",
     "rotate_refresh",
     "revoke_session",
@@ -128,6 +128,8 @@ pub const STORE_OPS: [&str; 16] = [
     "ping",
     "purge_expired",
     "live_revocations",
+    "append_audit",
+    "audit_events",
     "other",
 ];
 
@@ -153,6 +155,8 @@ pub struct Metrics {
     /// Connections the fast path handed to hyper's path (`crate::fastpath`).
     pub fast_path_handoffs: AtomicU64,
     pub store: StoreStats,
+    /// Sessions ended through the admin API (SPEC §7).
+    pub admin_sessions_ended: AtomicU64,
 }
 
 impl Metrics {
@@ -336,6 +340,28 @@ impl Collector for GatewayCollector {
             &[(vec![], m.fast_path_handoffs.load(Ordering::Relaxed))],
         )?;
 
+        let audit = &gw.audit;
+        let by_type: Vec<_> = crate::audit::EVENT_TYPES
+            .iter()
+            .zip(audit.counts.iter())
+            .map(|(t, v)| (vec![("type", *t)], v.load(Ordering::Relaxed)))
+            .collect();
+        counter(&mut e, "bo_gateway_audit_events", "Audit events by type.", &by_type)?;
+        counter(
+            &mut e,
+            "bo_gateway_audit_write_failures",
+            "Audit events a sink failed to take (the request went on).",
+            &[
+                (vec![("sink", "store")], audit.store_failures.load(Ordering::Relaxed)),
+                (vec![("sink", "file")], audit.file_failures.load(Ordering::Relaxed)),
+            ],
+        )?;
+        counter(
+            &mut e,
+            "bo_gateway_admin_sessions_ended",
+            "Sessions ended by an administrator (admin API).",
+            &[(vec![], m.admin_sessions_ended.load(Ordering::Relaxed))],
+        )?;
         counter(
             &mut e,
             "bo_gateway_log_lines_dropped",

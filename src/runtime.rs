@@ -126,6 +126,7 @@ impl Runtime {
         if s.max_body_bytes == 0 {
             return Err(err("server.max_body_bytes", "must be greater than 0".into()));
         }
+        check_audit(&raw.audit).map_err(|(key, why)| err(key, why))?;
         if s.max_header_bytes < 8192 {
             return Err(err("server.max_header_bytes", "must be at least 8192".into()));
         }
@@ -397,4 +398,20 @@ fn is_credential_header(name: &HeaderName) -> bool {
     let n = name.as_str();
     matches!(n, "authorization" | "cookie")
         || ["token", "secret", "password", "api-key", "apikey", "api_key"].iter().any(|w| n.contains(w))
+}
+
+/// `[audit]`: a bounded number of events kept, and a path whose folder exists (the file itself
+/// is created at the first event; `check-config` writes nothing).
+fn check_audit(a: &crate::config::AuditConfig) -> Result<(), (&'static str, String)> {
+    if a.keep > 1_000_000 {
+        return Err(("audit.keep", format!("{} is more than 1000000", a.keep)));
+    }
+    if a.path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match a.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(("audit.path", format!("folder {} does not exist", dir.display()))),
+        _ if a.path.is_dir() => Err(("audit.path", format!("{} is a folder", a.path.display()))),
+        _ => Ok(()),
+    }
 }

@@ -31,6 +31,12 @@ pub const OWN_ENDPOINTS: &[(&str, &[&str], bool)] = &[
     ("/healthz", &["GET"], false),
     ("/readyz", &["GET"], false),
     ("/metrics", &["GET"], true),
+    ("/admin/sessions", &["GET", "DELETE"], true),
+    ("/admin/sessions/{session}", &["DELETE"], true),
+    ("/admin/audit", &["GET"], true),
+    ("/", &["GET"], true),
+    ("/status.js", &["GET"], true),
+    ("/status.css", &["GET"], true),
 ];
 
 /// What the listener knows about a connection.
@@ -88,13 +94,16 @@ pub async fn handle(
     gw: Arc<Gateway>,
     conn: ConnInfo,
     listener: Listener,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, std::convert::Infallible> {
     let mut record = Record::new(Instant::now());
     let rt = gw.runtime();
     let trusted = rt.is_trusted(conn.peer.ip());
     let request_id =
         gate::request_id(&gw, trusted, req.headers().get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
+    // For the audit trail of the endpoints the request reaches.
+    let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
+    req.extensions_mut().insert(crate::audit::RequestId(id));
     let method = req.method().clone();
     let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let coding = !plain_chunked(req.headers());
@@ -122,7 +131,7 @@ pub async fn handle(
         // single large read (its buffer grows with earlier bodies) is parsed whole.
         _ if req.headers().len() > rt.max_headers || oversized => Err(GatewayError::HeadTooLarge),
         Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut record).await,
-        Listener::Admin => admin(&gw, &rt, req).await,
+        Listener::Admin => admin(&gw, &rt, &conn, &request_id, req).await,
     };
     let mut resp = result.unwrap_or_else(|e| {
         record::log_failure(&e, &request_id);
@@ -177,15 +186,32 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH).and_then(|v| crate::proxy::response::parse_length(v.as_bytes()))
 }
 
+/// The admin listener: health, metrics, the SPEC §7 admin API, and `POST /auth/token` (the
+/// same endpoint as on the main listener) for signing in to it. The admin listener's peers are
+/// its clients: it trusts no forwarded address.
 async fn admin(
     gw: &Arc<Gateway>,
     rt: &Runtime,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    match req.uri().path() {
+    let path = req.uri().path();
+    if let Some(page) = crate::admin::status::serve(path, req.method()) {
+        return page;
+    }
+    match path {
         "/healthz" => health::healthz(req.method()),
         "/readyz" => health::readyz_detailed(gw, rt, req.method()).await,
         "/metrics" => health::metrics(gw, req.method()),
+        _ if path.starts_with("/admin/") => {
+            let id = String::from_utf8_lossy(request_id.as_bytes());
+            crate::admin::handle(gw, rt, req, conn.peer.ip(), &id).await
+        }
+        _ if Endpoint::find(&rt.api_prefix, path) == Some(Endpoint::Token) || path == "/auth/token" => {
+            let req = req.map(http_body_util::Either::Left);
+            endpoints::handle(gw, rt, Endpoint::Token, req, conn.peer.ip()).await
+        }
         _ => Err(GatewayError::NoRoute),
     }
 }

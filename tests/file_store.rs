@@ -131,3 +131,49 @@ async fn a_database_from_before_bounded_sessions_opens_without_its_old_sessions(
     // The revocation and the open marker: nothing of the old sessions is left.
     assert_eq!(store.entries().await.unwrap(), 2);
 }
+
+/// A database written before the index by creation existed gets it at the next open: the most
+/// recent sessions are listed from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_creation_index_is_built_for_an_older_database() {
+    use bo_gateway::store::{FileStore, NewSession, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = FileStore::open(&path).await.unwrap();
+        for (i, id) in ["old1", "old2"].iter().enumerate() {
+            let first = bo_gateway::auth::refresh::RefreshToken::first(id);
+            let s = NewSession {
+                id: id.to_string(),
+                login: "bob".into(),
+                key_hash: first.proof_hash(),
+                secret_hash: first.secret_hash(),
+                refresh_expires: 2_000,
+                access_expires: 1_100,
+                created_at: 1_000 + i as u64,
+                client_address: "192.0.2.1".into(),
+                user_agent: String::new(),
+            };
+            store.create_session(s).await.unwrap();
+        }
+    }
+    // As an older release left it: no creation index. (The store's writer thread lets the
+    // file go once it has seen the store dropped.)
+    let started = std::time::Instant::now();
+    let db = loop {
+        match redb::Database::open(&path) {
+            Ok(db) => break db,
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let txn = db.begin_write().unwrap();
+    let def: redb::TableDefinition<(u64, &str), ()> = redb::TableDefinition::new("sessions_by_created");
+    assert!(txn.delete_table(def).unwrap());
+    txn.commit().unwrap();
+    drop(db);
+    let store = FileStore::open(&path).await.unwrap();
+    assert_eq!(store.recent_sessions(10, 1_500).await.unwrap(), ["old2", "old1"]);
+}

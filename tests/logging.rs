@@ -158,3 +158,39 @@ async fn text_access_lines_quote_the_request_id_once() {
     assert!(line.contains(" access: "), "{line}");
     assert!(!line.contains("\\\""), "escaped quotes: {line}");
 }
+
+/// Audit events reach the log under target `audit`, one JSON object each, carrying the request
+/// id the client was answered with, whichever transport carried the login (HTTP/1.1: the fast
+/// path; HTTP/2: hyper's), and never the password.
+#[tokio::test]
+async fn audit_events_are_logged_under_target_audit_with_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Setup::default());
+    let env = [("BO_GATEWAY_LOG", OsStr::new("info"))];
+    let bin = Binary::launch(&config, dir.path(), Launch { env: &env, ..Default::default() });
+    let mut ids = Vec::new();
+    for http2 in [false, true] {
+        let r = client(dir.path(), http2)
+            .post(format!("https://{}/auth/token", bin.https))
+            .json(&serde_json::json!({"login": support::TRADER.0, "password": "not-the-password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        ids.push(r.headers()["x-request-id"].to_str().unwrap().to_string());
+    }
+    let audit_of = |lines: &[Value], id: &str| -> Option<Value> {
+        lines.iter().filter(|v| v["target"] == "audit").find_map(|v| {
+            let ev: Value = serde_json::from_str(v["fields"]["event"].as_str()?).ok()?;
+            (ev["requestId"] == id).then_some(ev)
+        })
+    };
+    let logs = logs_until(&bin, |l| ids.iter().all(|id| audit_of(&parsed(l), id).is_some()));
+    let lines = parsed(&logs);
+    for id in &ids {
+        let ev = audit_of(&lines, id).unwrap_or_else(|| panic!("no audit line with {id:?} in {logs:#?}"));
+        assert_eq!((ev["type"].as_str(), ev["login"].as_str()), (Some("login.failed"), Some("bob")));
+        assert_eq!(ev["details"]["code"], "1.2.0.11");
+    }
+    assert!(!logs.iter().any(|l| l.contains("not-the-password")));
+}

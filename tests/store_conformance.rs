@@ -283,6 +283,47 @@ async fn sessions_are_indexed_by_login(store: Arc<dyn Store>) {
     assert!(of("alice", now + 1_000).await.is_empty());
 }
 
+/// The session list without a login: newest first, at most `limit`, expired ones left out,
+/// whoever logged in.
+async fn recent_sessions_newest_first(store: Arc<dyn Store>) {
+    let now = 1_000;
+    for (i, id) in ["r1", "r2", "r3", "r4"].iter().enumerate() {
+        let mut s = session(&RefreshToken::first(id), now + i as u64);
+        s.login = format!("user{i}");
+        if *id == "r3" {
+            s.refresh_expires = now + 20;
+        }
+        store.create_session(s).await.unwrap();
+    }
+    assert_eq!(store.recent_sessions(10, now + 5).await.unwrap(), ["r4", "r3", "r2", "r1"]);
+    assert_eq!(store.recent_sessions(2, now + 5).await.unwrap(), ["r4", "r3"]);
+    assert_eq!(store.recent_sessions(2, now + 30).await.unwrap(), ["r4", "r2"], "r3 expired");
+    assert!(store.recent_sessions(0, now).await.unwrap().is_empty());
+    // Ended sessions are still listed (the caller decides what to show); purged ones are not.
+    store.revoke_session("r4").await.unwrap();
+    assert_eq!(store.recent_sessions(1, now + 5).await.unwrap(), ["r4"]);
+    store.purge_expired(now + 1_000).await.unwrap();
+    assert!(store.recent_sessions(10, now + 1_000).await.unwrap().is_empty());
+}
+
+/// Audit events: newest first, bounded by `keep` whatever the number appended.
+async fn audit_is_a_bounded_list(store: Arc<dyn Store>) {
+    assert!(store.audit_events(10).await.unwrap().is_empty());
+    for i in 0..12 {
+        store.append_audit(&format!("{{\"n\":{i}}}"), 5).await.unwrap();
+    }
+    let got = store.audit_events(10).await.unwrap();
+    assert_eq!(got, ["{\"n\":11}", "{\"n\":10}", "{\"n\":9}", "{\"n\":8}", "{\"n\":7}"]);
+    assert_eq!(store.audit_events(2).await.unwrap(), ["{\"n\":11}", "{\"n\":10}"]);
+    assert!(store.audit_events(0).await.unwrap().is_empty());
+    let before = store.entries().await.unwrap();
+    for i in 0..20 {
+        store.append_audit(&format!("{{\"m\":{i}}}"), 5).await.unwrap();
+    }
+    assert!(store.entries().await.unwrap() <= before + 1, "the list does not grow past keep");
+    assert_eq!(store.audit_events(1).await.unwrap(), ["{\"m\":19}"]);
+}
+
 async fn expiry(store: Arc<dyn Store>) {
     let now = 1_000;
     let t = start(&store, "s3", now).await;
@@ -467,6 +508,8 @@ all_backends!(
     sessions_are_bounded,
     session_records,
     sessions_are_indexed_by_login,
+    recent_sessions_newest_first,
+    audit_is_a_bounded_list,
     reservations_hold_under_concurrency,
     expiry,
     purge_keeps_the_live,

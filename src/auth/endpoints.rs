@@ -15,18 +15,19 @@ use serde::{Deserialize, Serialize};
 use super::lenient_json;
 use super::refresh::RefreshToken;
 use super::tokens::{self, Identity, issue_access, now_secs, random_token, token_hash};
+use crate::audit::{self, Context, Event};
 use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, validate_lifetimes};
-use crate::store::{ConnectorSettings, MAX_USER_AGENT, NewSession, Rotation, StoreError};
+use crate::store::{ConnectorSettings, MAX_USER_AGENT, NewSession, StoreError};
 
 /// JSON bodies of the auth endpoints are small; anything larger is refused unread.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 pub(super) const MAX_LOGIN_BYTES: usize = 256;
 pub(super) const MAX_PASSWORD_BYTES: usize = 4096;
 /// OTTs are 43 characters, refresh tokens about 90; this leaves room without hashing megabytes.
-const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
+pub(super) const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -72,10 +73,13 @@ impl Endpoint {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct TokenPair {
-    access_token: String,
-    access_token_life_time: u64,
-    refresh_token: String,
-    refresh_token_life_time: u64,
+    /// For the audit trail; not part of the answer.
+    #[serde(skip)]
+    pub(super) session: String,
+    pub(super) access_token: String,
+    pub(super) access_token_life_time: u64,
+    pub(super) refresh_token: String,
+    pub(super) refresh_token_life_time: u64,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -86,8 +90,8 @@ pub(super) struct LoginBody {
 
 #[derive(Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RefreshBody {
-    refresh_token: String,
+pub(super) struct RefreshBody {
+    pub(super) refresh_token: String,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -111,30 +115,32 @@ pub async fn handle(
     client: IpAddr,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     endpoint.allows(req.method())?;
+    let ctx = Context::of(req.headers(), client, req.extensions().get());
+    let ctx = &ctx;
     let m = &gw.metrics;
     let outcome =
         |r: &Result<Response<GatewayBody>, GatewayError>| r.as_ref().map_or_else(|e| e.reason(), |_| "ok");
     match endpoint {
         Endpoint::Token => {
-            let r = super::login::login(gw, rt, req, client).await;
+            let r = super::login::login(gw, rt, req, client, ctx).await;
             m.logins.add(outcome(&r));
             r
         }
         Endpoint::Refresh => {
-            let r = refresh(gw, rt, req).await;
+            let r = super::renew::refresh(gw, rt, req, ctx).await;
             m.refreshes.add(outcome(&r));
             r
         }
         Endpoint::ExternalToken => {
-            let r = issue_ott(gw, rt, req).await;
+            let r = issue_ott(gw, rt, req, ctx).await;
             if r.is_ok() {
                 m.otts_issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             r
         }
-        Endpoint::ExternalVerify => verify_ott(gw, rt, req, client).await,
-        Endpoint::Revoke => revoke(gw, rt, req).await,
-        Endpoint::Settings => settings(gw, rt, req).await,
+        Endpoint::ExternalVerify => verify_ott(gw, rt, req, client, ctx).await,
+        Endpoint::Revoke => revoke(gw, rt, req, ctx).await,
+        Endpoint::Settings => settings(gw, rt, req, ctx).await,
     }
 }
 
@@ -171,7 +177,7 @@ pub(super) fn store_err(e: StoreError) -> GatewayError {
     GatewayError::StoreUnavailable(e.to_string())
 }
 
-async fn lifetimes(gw: &Gateway, rt: &Runtime) -> Result<ConnectorSettings, GatewayError> {
+pub(super) async fn lifetimes(gw: &Gateway, rt: &Runtime) -> Result<ConnectorSettings, GatewayError> {
     Ok(gw.store.settings().await.map_err(store_err)?.unwrap_or(rt.default_lifetimes))
 }
 
@@ -183,16 +189,19 @@ pub(super) struct Origin {
 
 impl Origin {
     pub(super) fn of(headers: &HeaderMap, client: IpAddr) -> Self {
-        let ua = headers
-            .get(header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()))
-            .unwrap_or_default();
-        let mut end = ua.len().min(MAX_USER_AGENT);
-        while !ua.is_char_boundary(end) {
-            end -= 1;
-        }
-        Self { client, user_agent: ua[..end].to_string() }
+        Self { client, user_agent: user_agent(headers) }
     }
+}
+
+/// The request's `User-Agent`, cut to [`MAX_USER_AGENT`] bytes (what sessions and audit keep).
+pub fn user_agent(headers: &HeaderMap) -> String {
+    let ua =
+        headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes())).unwrap_or_default();
+    let mut end = ua.len().min(MAX_USER_AGENT);
+    while !ua.is_char_boundary(end) {
+        end -= 1;
+    }
+    ua[..end].to_string()
 }
 
 /// Starts a session: a session id, its first refresh token (the store keeps digests of it only)
@@ -210,6 +219,7 @@ pub(super) async fn start_session(
     let refresh = RefreshToken::first(&session);
     let (access, exp) =
         issue_access(&rt.keys, &rt.token_settings, login, roles, &session, life.access_token_life_time, now)?;
+    let session_id = session.clone();
     gw.store
         .create_session(NewSession {
             id: session,
@@ -225,111 +235,12 @@ pub(super) async fn start_session(
         .await
         .map_err(store_err)?;
     Ok(TokenPair {
+        session: session_id,
         access_token: access,
         access_token_life_time: life.access_token_life_time,
         refresh_token: refresh.encode(),
         refresh_token_life_time: life.refresh_token_life_time,
     })
-}
-
-/// The refresh token from the `token` header, or `{"refreshToken"}` when the header is absent.
-async fn refresh_token_of(req: Request<EndpointBody>) -> Result<String, GatewayError> {
-    let mut values = req.headers().get_all("token").iter();
-    if let Some(v) = values.next() {
-        if values.next().is_some() {
-            return Err(GatewayError::Malformed("more than one token header".into()));
-        }
-        let t = v.to_str().map_err(|_| GatewayError::TokenInvalid("not ASCII"))?.trim();
-        if t.is_empty() {
-            return Err(GatewayError::TokenMissing);
-        }
-        return Ok(t.to_string());
-    }
-    let body = read_body(req).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::TokenMissing);
-    }
-    let b: RefreshBody = parse_json(&body)?;
-    if b.refresh_token.is_empty() {
-        return Err(GatewayError::TokenMissing);
-    }
-    Ok(b.refresh_token)
-}
-
-async fn refresh(
-    gw: &Gateway,
-    rt: &Runtime,
-    req: Request<EndpointBody>,
-) -> Result<Response<GatewayBody>, GatewayError> {
-    let presented = refresh_token_of(req).await?;
-    if presented.len() > MAX_OPAQUE_TOKEN_BYTES {
-        return Err(GatewayError::TokenInvalid("too long"));
-    }
-    // Tokens issued before bounded sessions have another form: refused here, cleanly.
-    let Some(token) = RefreshToken::parse(&presented) else {
-        return Err(GatewayError::TokenInvalid("not a refresh token of this gateway"));
-    };
-    let life = lifetimes(gw, rt).await?;
-    let now = now_secs();
-    let next = token.successor();
-    let successor = token
-        .successor_record(&next, now + life.refresh_token_life_time, now + life.access_token_life_time)
-        .ok_or_else(|| GatewayError::Internal("cannot seal a refresh token".into()))?;
-    let rotation = gw
-        .store
-        .rotate_refresh(&token.presented(), &successor, rt.refresh_reuse_grace_secs, now)
-        .await
-        .map_err(store_err)?;
-    let (session, next) = match rotation {
-        Rotation::Rotated(s) => (s, next),
-        Rotation::Replayed { session, sealed } => {
-            // The successor the first refresh issued; only this token's key opens it.
-            let Some(issued) = token.open(&sealed) else {
-                return Err(GatewayError::Internal("the reuse grace's successor does not open".into()));
-            };
-            tracing::debug!(session = %session.id, "refresh token presented again within the reuse grace");
-            (session, issued)
-        }
-        Rotation::Reused { session, revoked_until } => {
-            gw.revocations.revoke(&session, revoked_until + rt.token_settings.leeway_secs);
-            tracing::warn!(session = %session, "refresh token reused; session revoked");
-            return Err(GatewayError::TokenReused);
-        }
-        Rotation::Unknown => return Err(GatewayError::TokenInvalid("unknown refresh token")),
-    };
-    // Roles come from the users file as it is now: a user disabled or removed since login
-    // cannot keep refreshing.
-    let roles = match rt.credentials.account(&session.login) {
-        Some(a) if !a.disabled => a.roles,
-        found => {
-            if let Some(until) = gw.store.revoke_session(&session.id).await.map_err(store_err)? {
-                gw.revocations.revoke(&session.id, until + rt.token_settings.leeway_secs);
-            }
-            return Err(if found.is_some() {
-                GatewayError::UserDisabled
-            } else {
-                GatewayError::TokenInvalid("user gone")
-            });
-        }
-    };
-    let (access, _) = issue_access(
-        &rt.keys,
-        &rt.token_settings,
-        &session.login,
-        &roles,
-        &session.id,
-        life.access_token_life_time,
-        now,
-    )?;
-    json_response(
-        StatusCode::OK,
-        &TokenPair {
-            access_token: access,
-            access_token_life_time: life.access_token_life_time,
-            refresh_token: next.encode(),
-            refresh_token_life_time: life.refresh_token_life_time,
-        },
-    )
 }
 
 fn identity_of(auth: &tokens::Authenticated) -> Result<&Identity, GatewayError> {
@@ -340,6 +251,7 @@ async fn issue_ott(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     let id = identity_of(&auth)?;
@@ -349,6 +261,7 @@ async fn issue_ott(
         .put_ott(&token_hash(&ott), &id.login, now_secs() + life.one_time_token_life_time)
         .await
         .map_err(store_err)?;
+    audit::emit(gw, Event::new("ott.issued", ctx).login(&id.login).session(&id.session)).await;
     json_response(
         StatusCode::OK,
         &serde_json::json!({ "token": ott, "lifeTime": life.one_time_token_life_time }),
@@ -360,26 +273,35 @@ async fn verify_ott(
     rt: &Runtime,
     req: Request<EndpointBody>,
     client: IpAddr,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let origin = Origin::of(req.headers(), client);
     let body: OttBody = parse_json(&read_body(req).await?)?;
-    let invalid = || {
+    let invalid = |login: Option<&str>, why: &'static str| {
         gw.metrics.otts_verified.add("token.invalid");
-        json_response(StatusCode::OK, &serde_json::json!({ "valid": false }))
+        let mut ev = Event::new("ott.refused", ctx).detail("reason", why);
+        if let Some(l) = login {
+            ev = ev.login(l);
+        }
+        async move {
+            audit::emit(gw, ev).await;
+            json_response(StatusCode::OK, &serde_json::json!({ "valid": false }))
+        }
     };
     if body.token.is_empty() || body.token.len() > MAX_OPAQUE_TOKEN_BYTES {
-        return invalid();
+        return invalid(None, "malformed").await;
     }
     let Some(login) = gw.store.consume_ott(&token_hash(&body.token), now_secs()).await.map_err(store_err)?
     else {
-        return invalid();
+        return invalid(None, "unknown, used or expired").await;
     };
     let roles = match rt.credentials.account(&login) {
         Some(a) if !a.disabled => a.roles,
-        _ => return invalid(),
+        _ => return invalid(Some(&login), "user disabled or removed").await,
     };
     let pair = start_session(gw, rt, &login, &roles, origin).await?;
     gw.metrics.otts_verified.add("ok");
+    audit::emit(gw, Event::new("ott.verified", ctx).login(&login).session(&pair.session)).await;
     json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -397,12 +319,14 @@ async fn revoke(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
     let id = identity_of(&auth)?;
     let until = gw.store.revoke_session(&id.session).await.map_err(store_err)?.unwrap_or(0).max(id.exp);
     gw.revocations.revoke(&id.session, until + rt.token_settings.leeway_secs);
     tracing::info!(login = %id.login, session = %id.session, "session revoked (logout)");
+    audit::emit(gw, Event::new("logout", ctx).login(&id.login).session(&id.session)).await;
     let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
@@ -412,9 +336,11 @@ async fn settings(
     gw: &Gateway,
     rt: &Runtime,
     req: Request<EndpointBody>,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let auth = gw.authenticate(rt, req.headers())?;
-    if !identity_of(&auth)?.has_role("admin") {
+    let who = identity_of(&auth)?;
+    if !who.has_role("admin") {
         return Err(GatewayError::Forbidden("settings need role admin"));
     }
     let current = lifetimes(gw, rt).await?;
@@ -430,6 +356,13 @@ async fn settings(
     validate_lifetimes(&next).map_err(|(field, why)| GatewayError::Malformed(format!("{field}: {why}")))?;
     gw.store.put_settings(next).await.map_err(store_err)?;
     tracing::info!(?next, "connector settings changed");
+    let ev = Event::new("settings.changed", ctx)
+        .login(&who.login)
+        .session(&who.session)
+        .detail("by", who.login.as_str())
+        .detail("old", serde_json::to_value(current).unwrap_or_default())
+        .detail("new", serde_json::to_value(next).unwrap_or_default());
+    audit::emit(gw, ev).await;
     json_response(StatusCode::OK, &next)
 }
 

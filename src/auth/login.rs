@@ -11,6 +11,7 @@ use super::endpoints::{
     read_body, start_session, store_err,
 };
 use super::tokens::now_secs;
+use crate::audit::{self, Context, Event};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -27,12 +28,42 @@ pub(super) async fn login(
     rt: &Runtime,
     req: Request<EndpointBody>,
     client: IpAddr,
+    ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let result = attempt(gw, rt, req, client).await;
+    let ev = match &result {
+        Ok((login, session, _)) => Event::new("login.ok", ctx).login(login).session(session),
+        Err((login, e)) => {
+            let kind = if matches!(e, GatewayError::TooManyAttempts { .. }) {
+                "login.limited"
+            } else {
+                "login.failed"
+            };
+            let ev = Event::new(kind, ctx).detail("code", e.code());
+            match login {
+                Some(l) => ev.login(l),
+                None => ev,
+            }
+        }
+    };
+    audit::emit(gw, ev).await;
+    result.map(|(_, _, resp)| resp).map_err(|(_, e)| e)
+}
+
+/// The login attempt; its outcome with the login it named (when the body could be read) and,
+/// on success, the new session, for the audit trail.
+async fn attempt(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<EndpointBody>,
+    client: IpAddr,
+) -> Result<(String, String, Response<GatewayBody>), (Option<String>, GatewayError)> {
     let origin = Origin::of(req.headers(), client);
-    let body: LoginBody = parse_json(&read_body(req).await?)?;
+    let body = read_body(req).await.and_then(|b| parse_json::<LoginBody>(&b)).map_err(|e| (None, e))?;
     if body.login.len() > MAX_LOGIN_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
-        return Err(GatewayError::Malformed("login or password too long".into()));
+        return Err((None, GatewayError::Malformed("login or password too long".into())));
     }
+    let named = |e: GatewayError| (Some(body.login.clone()), e);
     let limits = &rt.login_limits;
     let login_key = format!("login:{}", rt.credentials.counter_key(&body.login));
     let addr_key = format!("addr:{client}");
@@ -43,9 +74,14 @@ pub(super) async fn login(
             .collect();
     let now = now_secs();
     if !keys.is_empty() {
-        let reserved = gw.store.reserve_attempt(&keys, limits.window_secs, now).await.map_err(store_err)?;
+        let reserved = gw
+            .store
+            .reserve_attempt(&keys, limits.window_secs, now)
+            .await
+            .map_err(|e| named(store_err(e)))?;
         if let Reservation::Refused { resets_at } = reserved {
-            return Err(GatewayError::TooManyAttempts { retry_after_secs: resets_at.saturating_sub(now) });
+            let retry_after_secs = resets_at.saturating_sub(now);
+            return Err(named(GatewayError::TooManyAttempts { retry_after_secs }));
         }
     }
     gw.metrics.password_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -56,21 +92,22 @@ pub(super) async fn login(
     match verdict {
         Ok(Verdict::Valid { roles }) => {
             give(true).await;
-            let pair = start_session(gw, rt, &body.login, &roles, origin).await?;
+            let pair = start_session(gw, rt, &body.login, &roles, origin).await.map_err(named)?;
             tracing::info!(login = %body.login, %client, "login");
-            json_response(StatusCode::OK, &pair)
+            let resp = json_response(StatusCode::OK, &pair).map_err(named)?;
+            Ok((body.login.clone(), pair.session.clone(), resp))
         }
         Ok(Verdict::Disabled) => {
             give(false).await;
-            Err(GatewayError::UserDisabled)
+            Err(named(GatewayError::UserDisabled))
         }
         Ok(Verdict::Invalid) => {
             tracing::info!(%client, "login failed");
-            Err(GatewayError::BadCredentials)
+            Err(named(GatewayError::BadCredentials))
         }
         Err(e) => {
             give(false).await;
-            Err(e)
+            Err(named(e))
         }
     }
 }

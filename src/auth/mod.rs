@@ -10,6 +10,8 @@ pub mod keys;
 pub mod lenient_json;
 mod login;
 pub mod refresh;
+mod renew;
+pub mod sessions;
 pub mod tokens;
 
 pub use tokens::{Authenticated, Identity};

@@ -48,6 +48,7 @@ pub struct RawConfig {
     pub store: StoreConfig,
     pub login_limits: LoginLimitsConfig,
     pub cors: CorsConfig,
+    pub audit: AuditConfig,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -216,6 +217,22 @@ impl Default for StoreConfig {
             url: String::new(),
             key_prefix: "bo-gateway:".into(),
         }
+    }
+}
+
+/// `[audit]` (SPEC §7): where auth events go besides the log target `audit`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// JSON lines file, appended and flushed per event, reopened on reload; empty: none.
+    pub path: PathBuf,
+    /// Most recent events kept in the store for `GET /admin/audit` (0: none kept).
+    pub keep: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::new(), keep: 10_000 }
     }
 }
 

@@ -710,7 +710,11 @@ impl Exchange {
             return false;
         }
         let result = match own_request(buf, head) {
-            Ok(req) => server::own(gw, rt, lane.info, path, req).await,
+            Ok(mut req) => {
+                let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
+                req.extensions_mut().insert(crate::audit::RequestId(id));
+                server::own(gw, rt, lane.info, path, req).await
+            }
             Err(e) => Err(e),
         };
         let resp = result.unwrap_or_else(|e| {

@@ -4,7 +4,7 @@
 //! an OTT, end a session) is made while holding the one entry it is about; no method holds two
 //! entry locks at once. Login counters sit behind one mutex, since a reservation spans two keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -17,7 +17,11 @@ pub struct MemoryStore {
     sessions: DashMap<Box<str>, SessionRecord>,
     /// login → its sessions' ids; ids whose session was purged are dropped by the next purge.
     by_login: DashMap<Box<str>, Vec<Box<str>>>,
+    /// (created, id) of every session held: the most recent sessions without a scan.
+    by_created: tokio::sync::Mutex<BTreeSet<(u64, Box<str>)>>,
     otts: DashMap<TokenHash, OttRec>,
+    /// Audit events, newest at the back, at most the `keep` last asked for.
+    audit: tokio::sync::Mutex<std::collections::VecDeque<Box<str>>>,
     settings: arc_swap::ArcSwapOption<ConnectorSettings>,
     /// One lock for every counter: a reservation spans two keys (login, address) and must take
     /// both or neither; the critical section is a few map operations beside an argon2 check.
@@ -48,6 +52,7 @@ impl Store for MemoryStore {
 
     async fn create_session(&self, s: NewSession) -> Result<(), StoreError> {
         self.sessions.insert(s.id.as_str().into(), SessionRecord::new(&s));
+        self.by_created.lock().await.insert((s.created_at, s.id.as_str().into()));
         self.by_login.entry(s.login.as_str().into()).or_default().push(s.id.into());
         Ok(())
     }
@@ -95,6 +100,30 @@ impl Store for MemoryStore {
             .filter(|id| self.sessions.get(id).is_some_and(|s| s.expires_at > now))
             .map(String::from)
             .collect())
+    }
+
+    async fn recent_sessions(&self, limit: usize, now: u64) -> Result<Vec<String>, StoreError> {
+        let index = self.by_created.lock().await;
+        Ok(index
+            .iter()
+            .rev()
+            .filter(|(_, id)| self.sessions.get(id).is_some_and(|s| s.expires_at > now))
+            .take(limit)
+            .map(|(_, id)| id.to_string())
+            .collect())
+    }
+
+    async fn append_audit(&self, event: &str, keep: usize) -> Result<(), StoreError> {
+        let mut audit = self.audit.lock().await;
+        audit.push_back(event.into());
+        while audit.len() > keep {
+            audit.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn audit_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self.audit.lock().await.iter().rev().take(limit).map(|e| e.to_string()).collect())
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -155,7 +184,14 @@ impl Store for MemoryStore {
 
     async fn entries(&self) -> Result<usize, StoreError> {
         let index: usize = self.by_login.iter().map(|ids| ids.len()).sum();
-        Ok(self.sessions.len() + index + self.otts.len() + self.failures.lock().await.len())
+        let by_created = self.by_created.lock().await.len();
+        let audit = self.audit.lock().await.len();
+        Ok(self.sessions.len()
+            + index
+            + by_created
+            + audit
+            + self.otts.len()
+            + self.failures.lock().await.len())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -169,6 +205,7 @@ impl Store for MemoryStore {
             ids.retain(|id| self.sessions.contains_key(id));
             !ids.is_empty()
         });
+        self.by_created.lock().await.retain(|(_, id)| self.sessions.contains_key(id));
         self.otts.retain(|_, o| o.expires > now);
         let after = self.sessions.len() + self.otts.len();
         let mut failures = self.failures.lock().await;

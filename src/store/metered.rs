@@ -66,6 +66,18 @@ impl Store for MeteredStore {
         self.timed("session", self.inner.sessions_of(login, now)).await
     }
 
+    async fn recent_sessions(&self, limit: usize, now: u64) -> Result<Vec<String>, StoreError> {
+        self.timed("session", self.inner.recent_sessions(limit, now)).await
+    }
+
+    async fn append_audit(&self, event: &str, keep: usize) -> Result<(), StoreError> {
+        self.timed("append_audit", self.inner.append_audit(event, keep)).await
+    }
+
+    async fn audit_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.timed("audit_events", self.inner.audit_events(limit)).await
+    }
+
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
         self.timed("put_ott", self.inner.put_ott(hash, login, expires)).await
     }

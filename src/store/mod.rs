@@ -181,7 +181,19 @@ pub trait Store: Send + Sync + 'static {
     /// or stolen alike), from a per-login index: what a session list starts from.
     async fn sessions_of(&self, login: &str, now: u64) -> Result<Vec<String>, StoreError>;
 
+    /// The ids of the `limit` most recently created sessions whose refresh token has not expired
+    /// at `now`, newest first, from an index by creation time (every replica's sessions on a
+    /// shared store): what a session list without a login shows.
+    async fn recent_sessions(&self, limit: usize, now: u64) -> Result<Vec<String>, StoreError>;
+
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError>;
+
+    /// Appends one audit event (a JSON object) and drops all but the newest `keep`, in one
+    /// atomic step: on a shared store every replica's events are in one bounded list.
+    async fn append_audit(&self, event: &str, keep: usize) -> Result<(), StoreError>;
+
+    /// The newest `limit` audit events, newest first.
+    async fn audit_events(&self, limit: usize) -> Result<Vec<String>, StoreError>;
 
     /// Removes the OTT and returns its login if it was live. Atomic: at most one caller gets it.
     async fn consume_ott(&self, hash: &TokenHash, now: u64) -> Result<Option<String>, StoreError>;

@@ -96,6 +96,10 @@ impl FileUsers {
         self.users.get(login)
     }
 
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
     /// Synchronous and slow (argon2id): call through `check_password`.
     pub(super) fn verify_blocking(&self, login: &str, password: &str) -> Verdict {
         let (user, hash) = match self.users.get(login) {

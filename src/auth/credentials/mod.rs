@@ -79,6 +79,17 @@ impl Credentials {
         }
     }
 
+    /// The logins `self` accepts that `next` (a reloaded users file) disables or no longer has:
+    /// whose sessions a reload ends. Only a users file can say so; the `http` source is asked
+    /// about a login when it logs in, not when the configuration changes.
+    pub fn no_longer_accepted(&self, next: &Credentials) -> Vec<String> {
+        let (Self::File(old), Self::File(new)) = (self, next) else { return Vec::new() };
+        old.users()
+            .filter(|u| !u.disabled && new.user(&u.login).is_none_or(|n| n.disabled))
+            .map(|u| u.login.clone())
+            .collect()
+    }
+
     /// The login's current roles and state; `None` if it no longer exists.
     pub fn account(&self, login: &str) -> Option<Account> {
         match self {

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use txn::{
-    FAILURES, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_LOGIN, create_in, purge_sessions_in, release_in,
-    reserve_in, revoke_in, rotate_in,
+    AUDIT, FAILURES, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_CREATED, SESSIONS_BY_LOGIN, append_audit_in,
+    create_in, purge_sessions_in, release_in, reserve_in, revoke_in, rotate_in,
 };
 use writer::{open_db, writer};
 
@@ -213,12 +213,49 @@ impl Store for FileStore {
         .await
     }
 
+    async fn recent_sessions(&self, limit: usize, now: u64) -> Result<Vec<String>, StoreError> {
+        self.read(move |txn| {
+            let sessions = txn.open_table(SESSIONS)?;
+            let mut out = Vec::new();
+            for item in txn.open_table(SESSIONS_BY_CREATED)?.iter()?.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let id = item?.0.value().1.to_string();
+                let live = sessions.get(id.as_str())?.map(|g| {
+                    serde_json::from_slice::<SessionRecord>(g.value()).is_ok_and(|r| r.expires_at > now)
+                });
+                if live == Some(true) {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
         let session = session.to_string();
         let bytes = self
             .read(move |txn| Ok(txn.open_table(SESSIONS)?.get(session.as_str())?.map(|g| g.value().to_vec())))
             .await?;
         bytes.map(|b| serde_json::from_slice(&b).map_err(unavailable)).transpose()
+    }
+
+    async fn append_audit(&self, event: &str, keep: usize) -> Result<(), StoreError> {
+        let event = event.to_string();
+        self.write(move |txn| append_audit_in(txn, &event, keep)).await
+    }
+
+    async fn audit_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.read(move |txn| {
+            let mut out = Vec::new();
+            for item in txn.open_table(AUDIT)?.iter()?.rev().take(limit) {
+                out.push(item?.1.value().to_string());
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -294,6 +331,8 @@ impl Store for FileStore {
         self.read(|txn| {
             let n = txn.open_table(SESSIONS)?.len()?
                 + txn.open_multimap_table(SESSIONS_BY_LOGIN)?.len()?
+                + txn.open_table(SESSIONS_BY_CREATED)?.len()?
+                + txn.open_table(AUDIT)?.len()?
                 + txn.open_table(OTTS)?.len()?
                 + txn.open_table(REVOKED)?.len()?
                 + txn.open_table(FAILURES)?.len()?

@@ -12,6 +12,11 @@ pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// login → ids of its sessions (the session list's index); purged with the sessions.
 pub(super) const SESSIONS_BY_LOGIN: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("sessions_by_login");
+/// (created, session id) → (): the most recent sessions, newest last; purged with the sessions.
+pub(super) const SESSIONS_BY_CREATED: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("sessions_by_created");
+/// sequence number → audit event (JSON); the newest `audit.keep` are kept.
+pub(super) const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 /// OTT hash → (login, expires)
 pub(super) const OTTS: TableDefinition<[u8; 32], (&str, u64)> = TableDefinition::new("otts");
 /// revoked session id → revoked until
@@ -39,6 +44,7 @@ pub(super) fn encode(rec: &SessionRecord) -> Result<Vec<u8>, DbError> {
 pub(super) fn create_in(txn: &WriteTransaction, id: &str, rec: &SessionRecord) -> Result<(), DbError> {
     put(txn, id, rec)?;
     txn.open_multimap_table(SESSIONS_BY_LOGIN)?.insert(rec.login.as_str(), id)?;
+    txn.open_table(SESSIONS_BY_CREATED)?.insert((rec.created_at, id), ())?;
     Ok(())
 }
 
@@ -62,7 +68,7 @@ pub(super) fn purge_sessions_in(
             let id = key.value().to_string();
             match decode(value.value()) {
                 Ok(rec) if !rec.expired(now) => {}
-                Ok(rec) => doomed.push((id.clone(), Some(rec.login))),
+                Ok(rec) => doomed.push((id.clone(), Some((rec.login, rec.created_at)))),
                 Err(_) => doomed.push((id.clone(), None)),
             }
             last = Some(id);
@@ -73,10 +79,12 @@ pub(super) fn purge_sessions_in(
         }
     }
     let mut index = txn.open_multimap_table(SESSIONS_BY_LOGIN)?;
-    for (id, login) in &doomed {
+    let mut by_created = txn.open_table(SESSIONS_BY_CREATED)?;
+    for (id, indexed) in &doomed {
         table.remove(id.as_str())?;
-        if let Some(login) = login {
+        if let Some((login, created)) = indexed {
             index.remove(login.as_str(), id.as_str())?;
+            by_created.remove((*created, id.as_str()))?;
         }
     }
     Ok((doomed.len(), if seen >= chunk { last } else { None }))
@@ -163,6 +171,24 @@ pub(super) fn release_in(txn: &WriteTransaction, key: &str, now: u64) -> Result<
     let current = t.get(key)?.map(|g| g.value());
     if let Some((count, resets_at)) = current.filter(|(_, r)| *r > now) {
         t.insert(key, (count.saturating_sub(1), resets_at))?;
+    }
+    Ok(())
+}
+
+/// Appends `event` after the last sequence number and drops what falls beyond `keep`.
+pub(super) fn append_audit_in(txn: &WriteTransaction, event: &str, keep: usize) -> Result<(), DbError> {
+    let mut t = txn.open_table(AUDIT)?;
+    let next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+    t.insert(next, event)?;
+    let keep = keep as u64;
+    if next + 1 > keep {
+        let cut = next + 1 - keep;
+        // Only entries in front of the window: at most a few per append once trimmed.
+        let doomed: Vec<u64> =
+            t.range(..cut)?.map(|item| item.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+        for k in doomed {
+            t.remove(k)?;
+        }
     }
     Ok(())
 }

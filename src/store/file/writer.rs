@@ -8,7 +8,8 @@ use redb::{Database, Durability};
 use tokio::sync::mpsc;
 
 use super::txn::{
-    FAILURES, LEGACY_REFRESH, LEGACY_SESSIONS, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_LOGIN,
+    AUDIT, FAILURES, LEGACY_REFRESH, LEGACY_SESSIONS, META, OTTS, REVOKED, SESSIONS, SESSIONS_BY_CREATED,
+    SESSIONS_BY_LOGIN,
 };
 use super::{DbError, Finish, Job, MAX_BATCH, unavailable};
 use crate::store::StoreError;
@@ -31,6 +32,8 @@ pub(super) fn open_db(path: &Path) -> Result<Database, StoreError> {
         txn.set_durability(Durability::Immediate);
         txn.open_table(SESSIONS)?;
         txn.open_multimap_table(SESSIONS_BY_LOGIN)?;
+        backfill_by_created(&txn)?;
+        txn.open_table(AUDIT)?;
         // Sessions of the old layout cannot refresh any more (see `txn::LEGACY_SESSIONS`).
         txn.delete_table(LEGACY_SESSIONS)?;
         txn.delete_table(LEGACY_REFRESH)?;
@@ -96,4 +99,21 @@ pub(super) fn writer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>) {
 
 fn wall_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Indexes by creation the sessions of a database written before that index existed (once: the
+/// index is empty only then, or when there are no sessions at all).
+fn backfill_by_created(txn: &redb::WriteTransaction) -> Result<(), DbError> {
+    use redb::{ReadableTable, ReadableTableMetadata};
+    let mut index = txn.open_table(SESSIONS_BY_CREATED)?;
+    if !index.is_empty()? {
+        return Ok(());
+    }
+    for item in txn.open_table(SESSIONS)?.iter()? {
+        let (id, rec) = item?;
+        if let Ok(rec) = serde_json::from_slice::<crate::store::SessionRecord>(rec.value()) {
+            index.insert((rec.created_at, id.value()), ())?;
+        }
+    }
+    Ok(())
 }

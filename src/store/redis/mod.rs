@@ -5,7 +5,9 @@
 //! Keys, all under `store.key_prefix`: `sess:{id}` (hash: the fields of `SessionRecord`, see
 //! [`SESSION_FIELDS`]; digests and the sealed successor in hex), `ott:{hex}` (string `exp:login`),
 //! `login:{login}` (sorted set of the login's session ids scored by refresh expiry: the session
-//! list's index), `fail:{key}` (hash: c, t), `settings` (JSON), `revoked` (sorted set of session ids scored by
+//! list's index), `recent` (sorted set of every session id scored by creation, the newest
+//! [`RECENT_CAP`] kept), `audit` (list of audit events as JSON, newest first, trimmed to
+//! `audit.keep`), `fail:{key}` (hash: c, t), `settings` (JSON), `revoked` (sorted set of session ids scored by
 //! revoked-until) and the pub/sub channel `revocations` (`"{id} {until}"`).
 //!
 //! Every decision is made against the `now` the caller passes and the expiry stored in the value;
@@ -44,6 +46,12 @@ const TTL_SLACK: u64 = 60;
 /// TTL for a key whose expiry is already behind this host's clock (clock skew, or synthetic
 /// clocks in tests): kept a while, since validity is checked against the stored expiry anyway.
 const STALE_TTL: u64 = 3600;
+
+/// Sessions the `recent` index keeps at most (the newest); a longer list is no list for people.
+const RECENT_CAP: isize = 100_000;
+/// Longest a refresh token lives (`runtime::validate_lifetimes`): older `recent` entries are
+/// expired whatever their record says, and purged.
+const MAX_REFRESH_SECS: u64 = 30 * 24 * 3600;
 
 const REVOKE_FN: &str = include_str!("revoke_fn.lua");
 
@@ -115,6 +123,10 @@ impl RedisStore {
         self.pool[i].clone()
     }
 
+    fn key_of(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}:{id}", self.prefix)
     }
@@ -154,6 +166,8 @@ impl Store for RedisStore {
             .expire(&skey, ttl_for(s.refresh_expires.max(s.access_expires)) as i64)
             .zrembyscore(&ikey, "-inf", s.created_at)
             .zadd(&ikey, &s.id, s.refresh_expires)
+            .zadd(self.key_of("recent"), &s.id, s.created_at)
+            .zremrangebyrank(self.key_of("recent"), 0, -(RECENT_CAP + 1))
             .cmd("EXPIRE")
             .arg(&ikey)
             .arg(ttl_for(s.refresh_expires))
@@ -217,12 +231,59 @@ impl Store for RedisStore {
         self.run(c.zrangebyscore(self.key("login", login), format!("({now}"), "+inf")).await
     }
 
+    /// Pages down the `recent` index, asking each page's expiries in one pipeline, until
+    /// `limit` unexpired sessions are found or the index ends.
+    async fn recent_sessions(&self, limit: usize, now: u64) -> Result<Vec<String>, StoreError> {
+        let page = limit.clamp(16, 1000) as isize;
+        let mut out = Vec::new();
+        let mut start = 0isize;
+        let mut c = self.conn();
+        while out.len() < limit {
+            let ids: Vec<String> =
+                self.run(c.zrevrange(self.key_of("recent"), start, start + page - 1)).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = ::redis::pipe();
+            for id in &ids {
+                pipe.hget(self.key("sess", id), "exp");
+            }
+            let exps: Vec<Option<String>> = self.run(pipe.query_async(&mut c)).await?;
+            for (id, exp) in ids.iter().zip(exps) {
+                if out.len() < limit && exp.as_deref().map(num).transpose()?.is_some_and(|e| e > now) {
+                    out.push(id.clone());
+                }
+            }
+            start += page;
+        }
+        Ok(out)
+    }
+
     async fn session(&self, session: &str) -> Result<Option<SessionRecord>, StoreError> {
         let mut c = self.conn();
         let mut cmd = ::redis::cmd("HMGET");
         cmd.arg(self.key("sess", session)).arg(&SESSION_FIELDS[..]);
         let v: Vec<Option<String>> = self.run(cmd.query_async(&mut c)).await?;
         record_from(&v)
+    }
+
+    async fn append_audit(&self, event: &str, keep: usize) -> Result<(), StoreError> {
+        if keep == 0 {
+            return Ok(());
+        }
+        let key = self.key_of("audit");
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().lpush(&key, event).ignore().ltrim(&key, 0, keep as isize - 1).ignore();
+        let mut c = self.conn();
+        self.run(pipe.exec_async(&mut c)).await
+    }
+
+    async fn audit_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn();
+        self.run(c.lrange(self.key_of("audit"), 0, limit as isize - 1)).await
     }
 
     async fn put_ott(&self, hash: &TokenHash, login: &str, expires: u64) -> Result<(), StoreError> {
@@ -331,12 +392,15 @@ impl Store for RedisStore {
         self.run(::redis::cmd("PING").query_async::<()>(&mut c)).await
     }
 
-    /// Redis drops expired keys by their TTL; what is left is the revoked set's old members.
+    /// Redis drops expired keys by their TTL; what is left is the revoked set's old members and
+    /// `recent` entries older than any refresh token lives.
     async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         let mut c = self.conn();
         let n: usize =
             self.run(c.zrembyscore(format!("{}revoked", self.prefix), "-inf", format!("({now}"))).await?;
-        Ok(n)
+        let old = now.saturating_sub(MAX_REFRESH_SECS);
+        let m: usize = self.run(c.zrembyscore(self.key_of("recent"), "-inf", format!("({old}"))).await?;
+        Ok(n + m)
     }
 
     async fn live_revocations(&self, now: u64) -> Result<Vec<Revoked>, StoreError> {

@@ -1,0 +1,48 @@
+//! Ending sessions as a logout does, for the admin API and for users the credentials source no
+//! longer accepts: the store marks the session ended (its refresh tokens are `token.invalid`
+//! from then on, not theft) and records the revocation, which a shared store publishes to every
+//! replica; this replica refuses its access tokens at once.
+
+use super::tokens::now_secs;
+use crate::gateway::Gateway;
+use crate::runtime::Runtime;
+use crate::store::{SessionRecord, SessionState, StoreError};
+
+/// The live sessions among `ids`, in that order.
+pub async fn live(
+    gw: &Gateway,
+    ids: Vec<String>,
+    now: u64,
+) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(r) = gw.store.session(&id).await? {
+            if r.state == SessionState::Live && r.expires_at > now {
+                out.push((id, r));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Ends one session as a logout does. Returns whether the store knew it.
+pub async fn end_session(gw: &Gateway, rt: &Runtime, id: &str) -> Result<bool, StoreError> {
+    let until = gw.store.revoke_session(id).await?;
+    if let Some(until) = until {
+        gw.revocations.revoke(id, until + rt.token_settings.leeway_secs);
+    }
+    Ok(until.is_some())
+}
+
+/// Ends every live session of `login`; returns the ids of those it ended.
+pub async fn end_sessions_of(gw: &Gateway, rt: &Runtime, login: &str) -> Result<Vec<String>, StoreError> {
+    let now = now_secs();
+    let ids = gw.store.sessions_of(login, now).await?;
+    let mut ended = Vec::new();
+    for (id, _) in live(gw, ids, now).await? {
+        if end_session(gw, rt, &id).await? {
+            ended.push(id);
+        }
+    }
+    Ok(ended)
+}
