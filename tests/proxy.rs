@@ -126,6 +126,26 @@ both_transports! {
 }
 
 both_transports! {
+    /// The refresh token's `token` header, which BO clients send by default: it never changes
+    /// the Bearer decision, and reaches the upstream only where the route says so.
+    #[tokio::test]
+    async fn the_token_header_is_forwarded_only_where_the_route_says() {
+        let up = upstream::start("bo").await;
+        let routes = route("plain", "/plain", &up.url(), "")
+            + &route("tok", "/tok", &up.url(), "forward_token_header = true");
+        let gw = Gateway::start(Setup::routes(routes)).await;
+        let token = gw.access_token(TRADER).await;
+        let e = echo(&gw, gw.client.get(gw.url("/plain/x")).bearer_auth(&token).header("token", "rt-1")).await;
+        assert!(e["headers"].get("token").is_none(), "{e}");
+        let e = echo(&gw, gw.client.get(gw.url("/tok/x")).bearer_auth(&token).header("token", "rt-2")).await;
+        assert_eq!(header(&e, "token"), Some("rt-2"));
+        // Without a Bearer token, a `token` header is no way in.
+        let r = gw.client.get(gw.url("/tok/x")).header("token", "rt-3").send().await.unwrap();
+        assert_eq!(error_code(r).await, (401, "token.missing".into()));
+    }
+}
+
+both_transports! {
     #[tokio::test]
     async fn hop_by_hop_headers_are_removed_both_ways() {
         let up = upstream::start("bo").await;
