@@ -1,7 +1,6 @@
 //! The HTTP service of one request: request id, path normalisation, dispatch to health, auth
 //! endpoints or a route, and the access log.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +10,7 @@ use hyper::body::Incoming;
 use crate::auth::endpoints::{self, Endpoint};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
+pub use crate::gate::own::{ConnInfo, own};
 use crate::gate::{self, Decision, Record, record};
 use crate::gateway::Gateway;
 use crate::health;
@@ -38,23 +38,6 @@ pub const OWN_ENDPOINTS: &[(&str, &[&str], bool)] = &[
     ("/status.js", &["GET"], true),
     ("/status.css", &["GET"], true),
 ];
-
-/// What the listener knows about a connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// The peer's address as a header value (for `X-Forwarded-For`), made once per connection.
-    pub peer_header: HeaderValue,
-    pub tls: bool,
-}
-
-impl ConnInfo {
-    pub fn new(peer: SocketAddr, tls: bool) -> Self {
-        let peer_header =
-            HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("-"));
-        Self { peer, peer_header, tls }
-    }
-}
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,28 +248,6 @@ async fn dispatch(
             };
             proxy::forward(&plan, &fwd, req, rt.max_body_bytes, record).await
         }
-    }
-}
-
-/// Answers one of the gateway's own endpoints (see [`gate::is_own`]).
-pub async fn own(
-    gw: &Gateway,
-    rt: &Runtime,
-    conn: &ConnInfo,
-    path: &str,
-    req: Request<endpoints::EndpointBody>,
-) -> Result<Response<GatewayBody>, GatewayError> {
-    match path {
-        "/healthz" => health::healthz(req.method()),
-        "/readyz" => health::readyz(gw, rt, req.method()).await,
-        "/.well-known/jwks.json" => endpoints::jwks(rt, req.method()),
-        _ => match Endpoint::find(&rt.api_prefix, path) {
-            Some(ep) => {
-                let client = proxy::client_address(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip));
-                endpoints::handle(gw, rt, ep, req, client).await
-            }
-            None => Err(GatewayError::NoRoute),
-        },
     }
 }
 

@@ -31,13 +31,13 @@ use crate::auth::endpoints::EndpointBody;
 use crate::error::GatewayError;
 use crate::framing::{ChunkedScan, Scanned};
 use crate::gate::cors::Cors;
+use crate::gate::own::{ConnInfo, own};
 use crate::gate::record::log_failure;
 use crate::gate::{self, Decision, Plan, Record, retry};
 use crate::gateway::Gateway;
 use crate::proxy::{Failure, Upstream, UpstreamStream};
 use crate::routes::Route;
 use crate::runtime::Runtime;
-use crate::server::{self, ConnInfo};
 use request::{Forward, Parsed, RequestHead};
 use response::{Framing, ResponseHead};
 
@@ -713,7 +713,7 @@ impl Exchange {
             Ok(mut req) => {
                 let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
                 req.extensions_mut().insert(crate::audit::RequestId(id));
-                server::own(gw, rt, lane.info, path, req).await
+                own(gw, rt, lane.info, path, req).await
             }
             Err(e) => Err(e),
         };

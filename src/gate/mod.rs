@@ -5,6 +5,7 @@
 //! [`record`].
 
 pub mod cors;
+pub mod own;
 pub mod record;
 pub mod retry;
 
