@@ -258,24 +258,17 @@ impl Exchange {
             proto: if lane.info.tls { b"https" } else { b"http" },
             request_id: request_id.as_bytes(),
         };
-        self.out.clear();
-        request::write_upstream_head(&mut self.out, buf, head, &fwd);
-        self.out.extend_from_slice(&buf[head.len..head.len + body_here]);
+        self.write_request(buf, head, &fwd, body_here);
         let mut body_left = head.content_length - body_here as u64;
         let mut result = self.send(io, route, upstream, &mut body_left, head).await;
         if let Err(f) = &result {
-            if retry::may_retry_elsewhere(f, route.pool.upstreams.len()) {
-                let second = route.pool.pick_other(upstream);
-                tracing::info!(route = %route.name, from = %upstream.url, to = %second.url, "retrying after connect failure");
-                record.upstream = Some(second.url.clone());
-                self.out.clear();
+            if let Some(second) = retry::elsewhere(f, route, upstream, record) {
                 let fwd = Forward {
                     upstream_host: second.host_header.as_bytes(),
                     base_path: &second.base_path,
                     ..fwd
                 };
-                request::write_upstream_head(&mut self.out, buf, head, &fwd);
-                self.out.extend_from_slice(&buf[head.len..head.len + body_here]);
+                self.write_request(buf, head, &fwd, body_here);
                 result = self.send(io, route, second, &mut body_left, head).await;
             }
         }
@@ -311,6 +304,13 @@ impl Exchange {
         };
         lane.finish(record, &request_id, &head.method, raw_path(buf, head), status, bytes);
         !close
+    }
+
+    /// Puts the upstream request in `out`: its head, and the body bytes already read.
+    fn write_request(&mut self, buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, body_here: usize) {
+        self.out.clear();
+        request::write_upstream_head(&mut self.out, buf, head, fwd);
+        self.out.extend_from_slice(&buf[head.len..head.len + body_here]);
     }
 
     /// Sends the request in `out` (head and the body bytes already read), then the rest of the

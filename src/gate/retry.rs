@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use http::Method;
 
+use super::Record;
 use crate::proxy::Upstream;
 pub use crate::proxy::{Blame, Failure};
 use crate::routes::Route;
@@ -15,6 +16,23 @@ use crate::routes::Route;
 /// any of it yet).
 pub fn may_retry_elsewhere(f: &Failure, upstreams: usize) -> bool {
     matches!(f, Failure::Connect(_)) && upstreams > 1
+}
+
+/// The upstream a failed request goes to once more, if the rule above allows it: noted in the
+/// request's record and the log, the same for both transports.
+pub fn elsewhere<'r>(
+    f: &Failure,
+    route: &'r Route,
+    first: &Upstream,
+    record: &mut Record,
+) -> Option<&'r Upstream> {
+    if !may_retry_elsewhere(f, route.pool.upstreams.len()) {
+        return None;
+    }
+    let second = route.pool.pick_other(first);
+    tracing::info!(route = %route.name, from = %first.url, to = %second.url, "retrying after connect failure");
+    record.upstream = Some(second.url.clone());
+    Some(second)
 }
 
 /// A request sent on a reused connection that ended before a whole answer (the upstream closed

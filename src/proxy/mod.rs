@@ -72,13 +72,10 @@ pub async fn forward(
     record.upstream = Some(first.url.clone());
     let mut result = send(route, first, req, &method, has_body).await;
     if let Err((f, Some(unsent))) = &mut result {
-        if retry::may_retry_elsewhere(f, route.pool.upstreams.len()) {
-            let second = route.pool.pick_other(first);
-            tracing::info!(route = %route.name, from = %first.url, to = %second.url, "retrying after connect failure");
+        if let Some(second) = retry::elsewhere(f, route, first, record) {
             let mut req = std::mem::replace(unsent, Box::new(Request::new(LimitedBody::empty())));
             req.headers_mut().insert(header::HOST, second.host_header.clone());
             *req.uri_mut() = upstream_uri(second, target, &client_uri)?;
-            record.upstream = Some(second.url.clone());
             result = send(route, second, *req, &method, has_body).await;
         }
     }

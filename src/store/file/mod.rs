@@ -69,6 +69,17 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Whether the session `id` has a record that has not expired by `now`.
+fn is_live(
+    sessions: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+    now: u64,
+) -> Result<bool, DbError> {
+    Ok(sessions.get(id)?.is_some_and(|g| {
+        serde_json::from_slice::<SessionRecord>(g.value()).is_ok_and(|r| r.expires_at > now)
+    }))
+}
+
 impl FileStore {
     /// Opens (or creates) the database and proves it writable with one durable commit, so an
     /// unwritable path or a full disk stops the gateway at start rather than at the first login.
@@ -201,10 +212,7 @@ impl Store for FileStore {
             let mut out = Vec::new();
             for id in txn.open_multimap_table(SESSIONS_BY_LOGIN)?.get(login.as_str())? {
                 let id = id?.value().to_string();
-                let live = sessions.get(id.as_str())?.map(|g| {
-                    serde_json::from_slice::<SessionRecord>(g.value()).is_ok_and(|r| r.expires_at > now)
-                });
-                if live == Some(true) {
+                if is_live(&sessions, &id, now)? {
                     out.push(id);
                 }
             }
@@ -222,10 +230,7 @@ impl Store for FileStore {
                     break;
                 }
                 let id = item?.0.value().1.to_string();
-                let live = sessions.get(id.as_str())?.map(|g| {
-                    serde_json::from_slice::<SessionRecord>(g.value()).is_ok_and(|r| r.expires_at > now)
-                });
-                if live == Some(true) {
+                if is_live(&sessions, &id, now)? {
                     out.push(id);
                 }
             }
