@@ -11,6 +11,11 @@
 #   hs256   HS256, cache_capacity = 0                         vs haproxy-hs256
 #   tls     EdDSA, cache on, over TLS                         vs nginx-proxy-tls, haproxy-hs256-tls
 #   logins  as `cache`, then again with 10 logins/s (argon2id, default cost) running beside the load
+#   h2      HTTP/2 over TLS (harness MODE=h2: h2load -c64 -m10)      vs nginx-proxy-h2
+#   log     access log on, text (BO_GATEWAY_LOG=info, to a file)     vs nginx-proxy-log, nginx-proxy
+#   logjson the same with --log-format json                          vs nginx-proxy-log, nginx-proxy
+#   newconn a new connection per request (harness MODE=newconn), plain and TLS (full handshakes)
+#                                                                    vs nginx-proxy, nginx-proxy-tls
 # FAST_PATH=false serves everything on hyper's path (server.fast_path), for comparison.
 # Harness settings (ROUNDS, DURATION, CONNS, ...) pass through; see ../shared/bench/README.md.
 # Summaries are copied to $OUT (default /tmp/bo-gateway-load).
@@ -42,8 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_gateway() {  # algorithm cache_capacity
-  local alg=$1 cap=$2 dir
+start_gateway() {  # algorithm cache_capacity [log level] [log format]
+  local alg=$1 cap=$2 level=${3:-warn} format=${4:-text} dir
   dir=$(mktemp -d /tmp/bo-gateway-load.XXXXXX)
   printf 'bench-password' | "$BIN" hash-password > "$dir/hash"
   cat > "$dir/users.toml" <<USERS
@@ -82,7 +87,9 @@ name = "origin"
 prefix = "/"
 upstreams = ["http://127.0.0.1:9001"]
 CONF
-  BO_GATEWAY_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 1 "$BIN" --config "$dir/gateway.toml" 2> "$dir/gateway.log" &
+  # The log goes to a file, as nginx-proxy-log's does (a pipe to a terminal would measure the terminal).
+  BO_GATEWAY_LOG=$level TOKIO_WORKER_THREADS=1 taskset -c 1 "$BIN" --config "$dir/gateway.toml" --log-format "$format" \
+    2> "$dir/gateway.log" &
   GW_PID=$!
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$PORT_ADMIN/healthz" > /dev/null && break
@@ -93,8 +100,9 @@ CONF
   [[ -n "$TOKEN" ]] || { echo "login failed; see $dir/gateway.log" >&2; exit 1; }
 }
 
-run_harness() {  # name url targets
-  EXTRA_NAME="$1" EXTRA_URL="$2" EXTRA_AUTH_HEADER="Bearer $TOKEN" TARGETS="$3" bash "$HARNESS" | tee "$OUT/$1.log"
+run_harness() {  # name url targets [peer]
+  EXTRA_NAME="$1" EXTRA_URL="$2" EXTRA_AUTH_HEADER="Bearer $TOKEN" TARGETS="$3" EXTRA_PEER="${4:-${EXTRA_PEER:-}}" \
+    bash "$HARNESS" | tee "$OUT/$1.log"
   cp /tmp/bench/results/summary.md "$OUT/$1.md" 2>/dev/null || true
 }
 
@@ -105,6 +113,16 @@ for mode in $MODES; do
     es256)  start_gateway ES256 0;      run_harness gw-es256-nocache "http://127.0.0.1:$PORT_PLAIN/" "haproxy-es256" ;;
     hs256)  start_gateway HS256 0;      run_harness gw-hs256-nocache "http://127.0.0.1:$PORT_PLAIN/" "haproxy-hs256" ;;
     tls)    start_gateway EdDSA 100000; run_harness gw-eddsa-tls "https://127.0.0.1:$PORT_TLS/" "nginx-proxy-tls haproxy-hs256-tls" ;;
+    h2)     start_gateway EdDSA 100000
+            MODE=h2 run_harness gw-h2 "https://127.0.0.1:$PORT_TLS/" "nginx-proxy-h2" nginx-proxy-h2 ;;
+    log)    start_gateway EdDSA 100000 info text
+            MODE=log run_harness gw-log-text "http://127.0.0.1:$PORT_PLAIN/" "nginx-proxy nginx-proxy-log" nginx-proxy-log ;;
+    logjson) start_gateway EdDSA 100000 info json
+            MODE=log run_harness gw-log-json "http://127.0.0.1:$PORT_PLAIN/" "nginx-proxy nginx-proxy-log" nginx-proxy-log ;;
+    newconn) start_gateway EdDSA 100000
+            MODE=newconn EXTRA2_NAME=gw-newconn-tls EXTRA2_URL="https://127.0.0.1:$PORT_TLS/" \
+              EXTRA2_AUTH_HEADER="Bearer $TOKEN" EXTRA2_PEER=nginx-proxy-tls \
+              run_harness gw-newconn "http://127.0.0.1:$PORT_PLAIN/" "nginx-proxy nginx-proxy-tls" nginx-proxy ;;
     logins)
       start_gateway EdDSA 100000
       # The same gateway process first without logins, then with them. p99 drifts between two

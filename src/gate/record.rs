@@ -96,6 +96,14 @@ pub struct AccessLine<'a> {
 }
 
 pub fn log_access(l: AccessLine<'_>) {
+    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return;
+    }
+    // The binary's own writer (`crate::logging::access`): formatted by hand, written in batches.
+    if let Some(writer) = crate::logging::access_writer() {
+        writer.write(&l);
+        return;
+    }
     tracing::info!(
         target: "access",
         request_id = l.request_id.to_str().unwrap_or("-"),
