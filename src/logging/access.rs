@@ -60,7 +60,12 @@ impl Drop for AccessGuard {
 
 /// Starts the writer thread over `sink`. `report(dropped, total)` runs on that thread each time
 /// the queue has been emptied into a working sink after lines were dropped.
-pub fn start<W, R>(sink: W, lines: usize, format: LogFormat, report: R) -> (AccessWriter, AccessGuard)
+pub fn start<W, R>(
+    sink: W,
+    lines: usize,
+    format: LogFormat,
+    report: R,
+) -> std::io::Result<(AccessWriter, AccessGuard)>
 where
     W: Write + Send + 'static,
     R: FnMut(u64, u64) + Send + 'static,
@@ -74,12 +79,10 @@ where
         format,
     });
     let worker = shared.clone();
-    let handle = thread::Builder::new()
-        .name("log-access".into())
-        .spawn(move || write_loop(&worker, sink, report))
-        .expect("spawning the access log thread");
+    let handle =
+        thread::Builder::new().name("log-access".into()).spawn(move || write_loop(&worker, sink, report))?;
     let writer = AccessWriter { shared: shared.clone(), writer: handle.thread().clone() };
-    (writer, AccessGuard { shared, handle: Some(handle) })
+    Ok((writer, AccessGuard { shared, handle: Some(handle) }))
 }
 
 impl AccessWriter {
@@ -412,7 +415,7 @@ mod tests {
         let (report_tx, reports) = channel();
         let sink = GatedSink { gate: Some(gate), out: out_tx };
         let (writer, guard) =
-            start(sink, 4, LogFormat::Text, move |n, total| report_tx.send((n, total)).unwrap());
+            start(sink, 4, LogFormat::Text, move |n, total| report_tx.send((n, total)).unwrap()).unwrap();
         let id = HeaderValue::from_static("r");
         // The first line wakes the writer, which blocks in the sink with it (or with it and a
         // few more); the queue then holds four.

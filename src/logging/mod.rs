@@ -78,7 +78,7 @@ pub fn init(
         LogFormat::Json => builder.json().try_init(),
     }?;
     let (writer, access_guard) =
-        access::start(std::io::stderr(), access_queue_lines as usize, format, report_dropped);
+        access::start(std::io::stderr(), access_queue_lines as usize, format, report_dropped)?;
     let _ = ACCESS.set(writer);
     Ok(Logging { _access: access_guard, _events: events_guard })
 }
