@@ -58,7 +58,8 @@ pub struct Plan<'r, 'p> {
 
 /// Decides for the request `v` whose target's path (as sent, no query) is `path`, in one
 /// order: the normalised path, a CORS preflight, own endpoint (`endpoints::admit`) or route
-/// (host, prefix, method), the Bearer check, the body limit. What it learns on the way goes into `record`.
+/// (host, prefix, method), the Bearer check, the body limit. What it learns on the way goes
+/// into `record`.
 pub fn decide<'r, 'p>(
     gw: &Gateway,
     rt: &'r Runtime,
