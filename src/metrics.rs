@@ -394,3 +394,31 @@ impl Collector for GatewayCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_are_rendered_without_a_gateway() {
+        let m = Arc::new(Metrics::default());
+        m.auth.add("token.expired");
+        let readings = Readings {
+            token_cache_hits: 7,
+            upstreams: vec![("bo".into(), "http://10.0.0.1:80".into(), false)],
+            audit_events: vec![("login", 3)],
+            audit_file_failures: 2,
+            ..Default::default()
+        };
+        let text = render(&m, readings).unwrap();
+        for line in [
+            "bo_gateway_auth_total{outcome=\"token.expired\"} 1",
+            "bo_gateway_token_cache_hits_total 7",
+            "bo_gateway_upstream_healthy{route=\"bo\",upstream=\"http://10.0.0.1:80\"} 0",
+            "bo_gateway_audit_events_total{type=\"login\"} 3",
+            "bo_gateway_audit_write_failures_total{sink=\"file\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
+}

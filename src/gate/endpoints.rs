@@ -97,22 +97,27 @@ pub static ENDPOINTS: &[OwnEndpoint] = &[
 ];
 
 impl OwnEndpoint {
-    /// Whether `path` names this endpoint.
-    fn matches(&self, listener: Listener, api_prefix: &str, path: &str) -> bool {
+    /// Whether `path` names this endpoint; `under` is `path` under `api_prefix` without one
+    /// trailing slash (read once per request: this runs for every request on the main listener).
+    fn matches(&self, listener: Listener, path: &str, under: Option<&str>) -> bool {
         if let Handler::Auth(_) = self.handler {
-            let under = path.strip_prefix(api_prefix).map(|rest| rest.strip_suffix('/').unwrap_or(rest));
             return under == Some(self.path) || (listener == Listener::Admin && path == self.path);
         }
-        match self.path.split_once('{') {
-            Some((fixed, _)) => path.starts_with(fixed),
+        match self.fixed() {
+            Some(fixed) => path.starts_with(fixed),
             None => path == self.path,
         }
     }
 
+    /// The part before `{name}`, for a path ending in one.
+    fn fixed(&self) -> Option<&'static str> {
+        let path: &'static str = self.path;
+        path.ends_with('}').then(|| path.rsplit_once('{').map_or(path, |(f, _)| f))
+    }
+
     /// What follows the fixed part of a `{name}` path (the whole path for any other).
     pub fn parameter<'p>(&self, path: &'p str) -> &'p str {
-        let fixed = self.path.split_once('{').map_or("", |(f, _)| f);
-        path.strip_prefix(fixed).unwrap_or(path)
+        self.fixed().and_then(|f| path.strip_prefix(f)).unwrap_or(path)
     }
 
     fn allows(&self, m: &Method) -> Result<(), GatewayError> {
@@ -126,7 +131,8 @@ impl OwnEndpoint {
 
 /// The endpoint `listener` serves at `path` (normalised on the main listener), if any.
 pub fn find(listener: Listener, api_prefix: &str, path: &str) -> Option<&'static OwnEndpoint> {
-    ENDPOINTS.iter().find(|e| e.on.serves(listener) && e.matches(listener, api_prefix, path))
+    let under = path.strip_prefix(api_prefix).map(|rest| rest.strip_suffix('/').unwrap_or(rest));
+    ENDPOINTS.iter().find(|e| e.on.serves(listener) && e.matches(listener, path, under))
 }
 
 /// An own endpoint a request may reach, with the admin it was checked to come from.
