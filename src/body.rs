@@ -13,9 +13,40 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-/// A response is either produced by the gateway (`Full`) or streamed from an upstream.
-/// An enum rather than a boxed body: no allocation per response.
-pub type GatewayBody = Either<Full<Bytes>, crate::proxy::UpstreamBody>;
+/// A response is either produced by the gateway (`Full`: no allocation beyond its bytes) or
+/// streamed from an upstream ([`Streamed`]).
+pub type GatewayBody = Either<Full<Bytes>, Streamed>;
+
+/// An upstream's response body, whatever `proxy` streams it with (its pooled connection goes
+/// back when the body ends). Boxed so that this module, below `proxy`, need not name it: one
+/// allocation per response hyper's path relays (the fast path writes bytes, no body type).
+pub struct Streamed(Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>);
+
+impl Streamed {
+    pub fn new(body: impl Body<Data = Bytes, Error = hyper::Error> + Send + 'static) -> Self {
+        Self(Box::pin(body))
+    }
+}
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        self.0.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
 
 pub static JSON_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
 

@@ -21,6 +21,31 @@ use std::mem::MaybeUninit;
 /// refused (431) unless `max_headers` allows more (then hyper's path reads the head).
 pub const MAX_HEADERS: usize = 256;
 
+/// `b` without leading and trailing spaces and tabs (HTTP's optional whitespace).
+pub fn trim_spaces(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// A `Content-Length` value: ASCII digits only (no sign, space or list), fitting in a u64.
+/// Leading zeros are read as the number they pad, as every HTTP parser does.
+pub fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Before (or inside) a request head.
@@ -137,11 +162,11 @@ pub fn unreadable_head(
     }
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            if crate::proxy::response::parse_length(h.value).is_none() {
+            if parse_length(h.value).is_none() {
                 return Some(Unreadable::Malformed("Content-Length is not one number"));
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding")
-            && !crate::auth::tokens::trim_spaces(h.value).eq_ignore_ascii_case(b"chunked")
+            && !trim_spaces(h.value).eq_ignore_ascii_case(b"chunked")
         {
             return Some(Unreadable::Malformed("transfer codings other than one chunked"));
         }
@@ -304,7 +329,7 @@ impl FramingWatch {
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 lengths += 1;
-                length = crate::proxy::response::parse_length(h.value);
+                length = parse_length(h.value);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = true;
             } else if h.name.eq_ignore_ascii_case("upgrade") {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use tokio::sync::Semaphore;
 
+use crate::auth::bearer::Bearer;
 use crate::auth::cache::{Revocations, TokenCache};
-use crate::auth::tokens::{self, Authenticated};
-use crate::error::GatewayError;
+use crate::auth::tokens;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::store::{MeteredStore, Store};
@@ -110,57 +110,36 @@ impl Gateway {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// The Bearer check of SPEC §2.
-    pub fn authenticate(&self, rt: &Runtime, headers: &HeaderMap) -> Result<Authenticated, GatewayError> {
-        self.check_bearer(rt, tokens::bearer_value(headers))
-    }
-
-    /// The Bearer check from the Authorization value's bytes (the fast path has no header map).
-    pub fn authenticate_value(
-        &self,
-        rt: &Runtime,
-        value: Option<&[u8]>,
-        count: usize,
-    ) -> Result<Authenticated, GatewayError> {
-        self.check_bearer(rt, tokens::bearer_in(value, count))
-    }
-
-    fn check_bearer(
-        &self,
-        rt: &Runtime,
-        bearer: Result<&str, GatewayError>,
-    ) -> Result<Authenticated, GatewayError> {
-        let result = bearer.and_then(|token| self.verify_current(rt, token));
-        self.metrics.auth.add(result.as_ref().map_or_else(|e| e.reason(), |_| "ok"));
-        result
-    }
-
-    /// Verifies `token` with the keys in service when the answer is given, which are not those
-    /// of the request's snapshot `rt` if a reload completed since the request began (a held
-    /// request must not pass with a key the reload removed). If a reload completes while a
-    /// verification runs, it runs again with the new keys; the cache keys its entries by key-set
-    /// generation, so whatever the old verification inserted does not count for the new keys.
-    fn verify_current(&self, rt: &Runtime, token: &str) -> Result<Authenticated, GatewayError> {
-        let verify = |rt: &Runtime| {
-            tokens::verify(
-                token,
-                &rt.keys,
-                &rt.token_settings,
-                &self.cache,
-                &self.revocations,
-                tokens::now_secs(),
-            )
-        };
-        let result = verify(rt);
-        if self.runtime.load().keys.generation == rt.keys.generation {
-            return result;
+    /// What the Bearer check (`auth::bearer`) reads: borrowed, so a request pays nothing for it.
+    #[inline]
+    pub fn bearer(&self) -> Bearer<'_> {
+        Bearer {
+            in_service: &self.runtime,
+            cache: &self.cache,
+            revocations: &self.revocations,
+            outcomes: &self.metrics.auth,
         }
-        loop {
-            let current = self.runtime();
-            let result = verify(&current);
-            if self.runtime.load().keys.generation == current.keys.generation {
-                return result;
-            }
+    }
+
+    /// What `/metrics` reports beyond the counters in [`Metrics`] (`crate::metrics::render`).
+    pub fn readings(&self) -> crate::metrics::Readings {
+        let (token_cache_hits, token_cache_misses) = self.cache.stats();
+        let rt = self.runtime();
+        let upstreams = rt
+            .routes
+            .iter()
+            .flat_map(|r| r.pool.upstreams.iter().map(|u| (r.name.clone(), u.url.clone(), u.is_healthy())))
+            .collect();
+        let counts = self.audit.counts.iter().map(|v| v.load(Ordering::Relaxed));
+        crate::metrics::Readings {
+            token_cache_hits,
+            token_cache_misses,
+            token_cache_entries: self.cache.len(),
+            upstreams,
+            audit_events: crate::audit::EVENT_TYPES.iter().copied().zip(counts).collect(),
+            audit_store_failures: self.audit.store_failures.load(Ordering::Relaxed),
+            audit_file_failures: self.audit.file_failures.load(Ordering::Relaxed),
+            log_lines_dropped: crate::logging::access_lines_dropped(),
         }
     }
 

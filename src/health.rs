@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
 use crate::body::{GatewayBody, JSON_CONTENT_TYPE, full};
@@ -33,14 +33,6 @@ struct RouteHealth<'a> {
     total: usize,
 }
 
-fn check_method(method: &Method) -> Result<(), GatewayError> {
-    if method == Method::GET || method == Method::HEAD {
-        Ok(())
-    } else {
-        Err(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET, HEAD") })
-    }
-}
-
 fn json(status: StatusCode, body: String) -> Response<GatewayBody> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
@@ -49,19 +41,13 @@ fn json(status: StatusCode, body: String) -> Response<GatewayBody> {
     resp
 }
 
-pub fn healthz(method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
-    check_method(method)?;
-    Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()))
+pub fn healthz() -> Response<GatewayBody> {
+    json(StatusCode::OK, r#"{"status":"ok"}"#.into())
 }
 
 /// `/readyz` on the main listener (anyone can ask): only `ready` or why not, never route or
 /// upstream names (SPEC §4). The details are on the admin listener ([`readyz_detailed`]).
-pub async fn readyz(
-    gw: &Gateway,
-    _rt: &Runtime,
-    method: &Method,
-) -> Result<Response<GatewayBody>, GatewayError> {
-    check_method(method)?;
+pub async fn readyz(gw: &Gateway) -> Result<Response<GatewayBody>, GatewayError> {
     let (status, store_up) = state(gw).await;
     let body = match (status, store_up) {
         ("ready", _) => r#"{"status":"ready"}"#,
@@ -72,12 +58,7 @@ pub async fn readyz(
 }
 
 /// `/readyz` on the admin listener: the store's state and each route's healthy upstreams.
-pub async fn readyz_detailed(
-    gw: &Gateway,
-    rt: &Runtime,
-    method: &Method,
-) -> Result<Response<GatewayBody>, GatewayError> {
-    check_method(method)?;
+pub async fn readyz_detailed(gw: &Gateway, rt: &Runtime) -> Result<Response<GatewayBody>, GatewayError> {
     let (status, store_up) = state(gw).await;
     let body = Readiness {
         status,
@@ -115,9 +96,9 @@ fn code(status: &str) -> StatusCode {
 }
 
 /// `GET /metrics` (admin listener only): Prometheus text format 0.0.4.
-pub fn metrics(gw: &std::sync::Arc<Gateway>, method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
-    check_method(method)?;
-    let text = crate::metrics::render(gw).map_err(|e| GatewayError::Internal(format!("metrics: {e}")))?;
+pub fn metrics(gw: &Gateway) -> Result<Response<GatewayBody>, GatewayError> {
+    let text = crate::metrics::render(&gw.metrics, gw.readings())
+        .map_err(|e| GatewayError::Internal(format!("metrics: {e}")))?;
     let mut resp = Response::new(full(text));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

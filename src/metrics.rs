@@ -1,9 +1,11 @@
 //! Prometheus metrics (`GET /metrics` on the admin listener). The hot path only touches
 //! atomics: per-route counters and histograms are resolved once per runtime snapshot, never
-//! looked up by name per request, and no metric takes a lock.
+//! looked up by name per request, and no metric takes a lock. What other modules keep (the
+//! token cache, upstream health, the audit counters) is handed in as [`Readings`] when scraped:
+//! this module imports none of them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -12,8 +14,6 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-
-use crate::gateway::Gateway;
 
 /// Upper bounds (seconds) of the latency buckets: 0.5 ms to 10 s.
 const BUCKETS: [f64; 14] =
@@ -166,17 +166,40 @@ impl Metrics {
     }
 }
 
+/// What the collector reads beyond [`Metrics`], taken when `/metrics` is scraped.
+#[derive(Debug, Default)]
+pub struct Readings {
+    pub token_cache_hits: u64,
+    pub token_cache_misses: u64,
+    pub token_cache_entries: usize,
+    /// Each upstream: route, URL, in rotation.
+    pub upstreams: Vec<(Arc<str>, Arc<str>, bool)>,
+    /// Audit events by type.
+    pub audit_events: Vec<(&'static str, u64)>,
+    pub audit_store_failures: u64,
+    pub audit_file_failures: u64,
+    pub log_lines_dropped: u64,
+}
+
 /// Renders the registry in the Prometheus text format (version 0.0.4).
-pub fn render(gw: &Arc<Gateway>) -> Result<String, std::fmt::Error> {
+pub fn render(metrics: &Arc<Metrics>, readings: Readings) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(GatewayCollector(Arc::downgrade(gw))));
+    registry.register_collector(Box::new(GatewayCollector { m: metrics.clone(), r: readings }));
     let mut out = String::with_capacity(16 * 1024);
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
 }
 
-#[derive(Debug)]
-struct GatewayCollector(Weak<Gateway>);
+struct GatewayCollector {
+    m: Arc<Metrics>,
+    r: Readings,
+}
+
+impl std::fmt::Debug for GatewayCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayCollector").field("readings", &self.r).finish_non_exhaustive()
+    }
+}
 
 fn counter(
     e: &mut DescriptorEncoder,
@@ -224,8 +247,7 @@ fn outcome_rows<'a>(key: &'a str, o: &'a Outcomes) -> Vec<(Vec<(&'a str, &'a str
 
 impl Collector for GatewayCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        let Some(gw) = self.0.upgrade() else { return Ok(()) };
-        let m = &gw.metrics;
+        let (m, r) = (&self.m, &self.r);
         let routes: Vec<(Arc<str>, Arc<RouteStats>)> =
             m.routes.iter().map(|r| (r.key().clone(), r.value().clone())).collect();
         let mut all: Vec<(&str, &RouteStats)> = vec![("-gateway", &m.gateway)];
@@ -296,36 +318,32 @@ impl Collector for GatewayCollector {
         ];
         counter(&mut e, "bo_gateway_ott_verified", "One-time token verifications.", &verified)?;
 
-        let (hits, misses) = gw.cache.stats();
         counter(
             &mut e,
             "bo_gateway_token_cache_hits",
             "Bearer checks answered from the cache.",
-            &[(vec![], hits)],
+            &[(vec![], r.token_cache_hits)],
         )?;
         counter(
             &mut e,
             "bo_gateway_token_cache_misses",
             "Bearer checks that verified a signature.",
-            &[(vec![], misses)],
+            &[(vec![], r.token_cache_misses)],
         )?;
         gauge(
             &mut e,
             "bo_gateway_token_cache_entries",
             "Verified tokens in the cache.",
-            &[(vec![], gw.cache.len() as i64)],
+            &[(vec![], r.token_cache_entries as i64)],
         )?;
 
-        let rt = gw.runtime();
-        let mut health = Vec::new();
-        for route in rt.routes.iter() {
-            for u in &route.pool.upstreams {
-                health.push((
-                    vec![("route", route.name.as_ref()), ("upstream", u.url.as_ref())],
-                    i64::from(u.is_healthy()),
-                ));
-            }
-        }
+        let health: Vec<_> = r
+            .upstreams
+            .iter()
+            .map(|(route, url, up)| {
+                (vec![("route", route.as_ref()), ("upstream", url.as_ref())], i64::from(*up))
+            })
+            .collect();
         gauge(&mut e, "bo_gateway_upstream_healthy", "1 if the upstream is in rotation.", &health)?;
         gauge(
             &mut e,
@@ -340,20 +358,15 @@ impl Collector for GatewayCollector {
             &[(vec![], m.fast_path_handoffs.load(Ordering::Relaxed))],
         )?;
 
-        let audit = &gw.audit;
-        let by_type: Vec<_> = crate::audit::EVENT_TYPES
-            .iter()
-            .zip(audit.counts.iter())
-            .map(|(t, v)| (vec![("type", *t)], v.load(Ordering::Relaxed)))
-            .collect();
+        let by_type: Vec<_> = r.audit_events.iter().map(|(t, v)| (vec![("type", *t)], *v)).collect();
         counter(&mut e, "bo_gateway_audit_events", "Audit events by type.", &by_type)?;
         counter(
             &mut e,
             "bo_gateway_audit_write_failures",
             "Audit events a sink failed to take (the request went on).",
             &[
-                (vec![("sink", "store")], audit.store_failures.load(Ordering::Relaxed)),
-                (vec![("sink", "file")], audit.file_failures.load(Ordering::Relaxed)),
+                (vec![("sink", "store")], r.audit_store_failures),
+                (vec![("sink", "file")], r.audit_file_failures),
             ],
         )?;
         counter(
@@ -366,7 +379,7 @@ impl Collector for GatewayCollector {
             &mut e,
             "bo_gateway_log_lines_dropped",
             "Access log lines dropped because the log sink was stalled and the log queue full.",
-            &[(vec![], crate::logging::access_lines_dropped())],
+            &[(vec![], r.log_lines_dropped)],
         )?;
 
         let store_lat: Vec<_> =
@@ -379,5 +392,33 @@ impl Collector for GatewayCollector {
             .collect();
         counter(&mut e, "bo_gateway_store_errors", "Store operations that failed.", &store_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_are_rendered_without_a_gateway() {
+        let m = Arc::new(Metrics::default());
+        m.auth.add("token.expired");
+        let readings = Readings {
+            token_cache_hits: 7,
+            upstreams: vec![("bo".into(), "http://10.0.0.1:80".into(), false)],
+            audit_events: vec![("login", 3)],
+            audit_file_failures: 2,
+            ..Default::default()
+        };
+        let text = render(&m, readings).unwrap();
+        for line in [
+            "bo_gateway_auth_total{outcome=\"token.expired\"} 1",
+            "bo_gateway_token_cache_hits_total 7",
+            "bo_gateway_upstream_healthy{route=\"bo\",upstream=\"http://10.0.0.1:80\"} 0",
+            "bo_gateway_audit_events_total{type=\"login\"} 3",
+            "bo_gateway_audit_write_failures_total{sink=\"file\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

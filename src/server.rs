@@ -7,44 +7,14 @@ use std::time::Instant;
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
-use crate::auth::endpoints::{self, Endpoint};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
-pub use crate::gate::own::{ConnInfo, own};
-use crate::gate::{self, Decision, Record, record};
+pub use crate::gate::own::{ConnInfo, Listener};
+use crate::gate::{self, Decision, Record, endpoints, own, record};
 use crate::gateway::Gateway;
-use crate::health;
 use crate::proxy::{self, Forwarding, X_REQUEST_ID};
 use crate::routes::valid_host;
 use crate::runtime::Runtime;
-
-/// Every endpoint the gateway answers itself: path (auth paths under `api_prefix`), methods,
-/// and whether it is on the admin listener only. `docs/openapi.yaml` must describe exactly these.
-pub const OWN_ENDPOINTS: &[(&str, &[&str], bool)] = &[
-    ("/auth/token", &["POST"], false),
-    ("/auth/token/refresh", &["GET"], false),
-    ("/external/token", &["POST"], false),
-    ("/external/token/verify", &["POST"], false),
-    ("/auth/token/revoke", &["POST"], false),
-    ("/connectors/settings", &["GET", "PATCH"], false),
-    ("/.well-known/jwks.json", &["GET"], false),
-    ("/healthz", &["GET"], false),
-    ("/readyz", &["GET"], false),
-    ("/metrics", &["GET"], true),
-    ("/admin/sessions", &["GET", "DELETE"], true),
-    ("/admin/sessions/{session}", &["DELETE"], true),
-    ("/admin/audit", &["GET"], true),
-    ("/", &["GET"], true),
-    ("/status.js", &["GET"], true),
-    ("/status.css", &["GET"], true),
-];
-
-/// Which listener a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    Main,
-    Admin,
-}
 
 /// Marks a request whose HTTP/1 framing the listener's watch found ambiguous (a repeated
 /// `Content-Length`, or one beside `Transfer-Encoding`): it is refused and its connection
@@ -114,7 +84,7 @@ pub async fn handle(
         // single large read (its buffer grows with earlier bodies) is parsed whole.
         _ if req.headers().len() > rt.max_headers || oversized => Err(GatewayError::HeadTooLarge),
         Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut record).await,
-        Listener::Admin => admin(&gw, &rt, &conn, &request_id, req).await,
+        Listener::Admin => admin(&gw, &rt, &conn, req).await,
     };
     let mut resp = result.unwrap_or_else(|e| {
         record::log_failure(&e, &request_id);
@@ -169,34 +139,18 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH).and_then(|v| crate::proxy::response::parse_length(v.as_bytes()))
 }
 
-/// The admin listener: health, metrics, the SPEC §7 admin API, and `POST /auth/token` (the
-/// same endpoint as on the main listener) for signing in to it. The admin listener's peers are
-/// its clients: it trusts no forwarded address.
+/// The admin listener: its own endpoints only (`gate::endpoints`: health, metrics, the SPEC §7
+/// admin API and status page, and `POST /auth/token` for signing in to it).
 async fn admin(
-    gw: &Arc<Gateway>,
+    gw: &Gateway,
     rt: &Runtime,
     conn: &ConnInfo,
-    request_id: &HeaderValue,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let path = req.uri().path();
-    if let Some(page) = crate::admin::status::serve(path, req.method()) {
-        return page;
-    }
-    match path {
-        "/healthz" => health::healthz(req.method()),
-        "/readyz" => health::readyz_detailed(gw, rt, req.method()).await,
-        "/metrics" => health::metrics(gw, req.method()),
-        _ if path.starts_with("/admin/") => {
-            let id = String::from_utf8_lossy(request_id.as_bytes());
-            crate::admin::handle(gw, rt, req, conn.peer.ip(), &id).await
-        }
-        _ if Endpoint::find(&rt.api_prefix, path) == Some(Endpoint::Token) || path == "/auth/token" => {
-            let req = req.map(http_body_util::Either::Left);
-            endpoints::handle(gw, rt, Endpoint::Token, req, conn.peer.ip()).await
-        }
-        _ => Err(GatewayError::NoRoute),
-    }
+    let bearer = || gw.bearer().check(rt, req.headers());
+    let own = endpoints::admit(Listener::Admin, &rt.api_prefix, req.uri().path(), req.method(), bearer)?
+        .ok_or(GatewayError::NoRoute)?;
+    own::serve(gw, rt, conn, Listener::Admin, own, req.map(http_body_util::Either::Left)).await
 }
 
 async fn dispatch(
@@ -237,7 +191,9 @@ async fn dispatch(
             record.body_unread = !arrived_whole(req.into_body());
             Ok(policy.preflight_response())
         }
-        Decision::Own(path) => own(gw, rt, conn, &path, req.map(http_body_util::Either::Left)).await,
+        Decision::Own(o) => {
+            own::serve(gw, rt, conn, Listener::Main, o, req.map(http_body_util::Either::Left)).await
+        }
         Decision::Forward(plan) => {
             let fwd = Forwarding {
                 peer_header: conn.peer_header.clone(),

@@ -1,6 +1,7 @@
 //! SPEC §7 on the admin listener: the sessions API and the audit trail. Every `/admin/*`
 //! request is checked for a Bearer access token with role `admin` before anything else, even
-//! on this listener (which may be reachable by more than the operators).
+//! on this listener (which may be reachable by more than the operators): the own-endpoint
+//! table (`crate::gate::endpoints`) does that, and dispatches here.
 
 pub mod audit;
 pub mod sessions;
@@ -8,71 +9,13 @@ pub mod status;
 
 use std::collections::HashMap;
 
-use http::{HeaderMap, Method, Request, Response};
-
 use crate::auth::Identity;
-use crate::body::GatewayBody;
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
-use crate::runtime::Runtime;
 
 /// Who is calling the admin API, and from where: what the audit trail records of an admin.
 pub struct Caller {
     pub identity: std::sync::Arc<Identity>,
     pub context: crate::audit::Context,
-}
-
-/// Answers `path` (under `/admin/`) for an admin; 401/403 for anyone else.
-pub async fn handle<B>(
-    gw: &Gateway,
-    rt: &Runtime,
-    req: Request<B>,
-    client: std::net::IpAddr,
-    request_id: &str,
-) -> Result<Response<GatewayBody>, GatewayError> {
-    let identity = require_admin(gw, rt, req.headers())?;
-    let rid = crate::audit::RequestId(request_id.to_string());
-    let caller = Caller { identity, context: crate::audit::Context::of(req.headers(), client, Some(&rid)) };
-    let path = req.uri().path();
-    let query = req.uri().query();
-    let method = req.method();
-    if path == "/admin/sessions" {
-        return match *method {
-            Method::GET => sessions::list(gw, query).await,
-            Method::DELETE => sessions::end_of_login(gw, rt, query, &caller).await,
-            _ => Err(not_allowed("GET, DELETE")),
-        };
-    }
-    if path == "/admin/audit" {
-        return match *method {
-            Method::GET => audit::list(gw, rt, query).await,
-            _ => Err(not_allowed("GET")),
-        };
-    }
-    if let Some(id) = path.strip_prefix("/admin/sessions/") {
-        return match *method {
-            Method::DELETE => sessions::end_one(gw, rt, id, query, &caller).await,
-            _ => Err(not_allowed("DELETE")),
-        };
-    }
-    Err(GatewayError::NoRoute)
-}
-
-fn not_allowed(allow: &'static str) -> GatewayError {
-    GatewayError::MethodNotAllowed { allow: http::HeaderValue::from_static(allow) }
-}
-
-/// The Bearer check of SPEC §2, then role `admin` (403 `forbidden` without it).
-fn require_admin(
-    gw: &Gateway,
-    rt: &Runtime,
-    headers: &HeaderMap,
-) -> Result<std::sync::Arc<Identity>, GatewayError> {
-    let id = gw.authenticate(rt, headers)?.identity_arc().ok_or(GatewayError::TokenMissing)?;
-    if !id.has_role("admin") {
-        return Err(GatewayError::Forbidden("the admin API needs role admin"));
-    }
-    Ok(id)
 }
 
 /// A query string as `name → value`, refusing (400) names not in `allowed`, a name given twice

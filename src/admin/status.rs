@@ -4,10 +4,9 @@
 //! the script's memory. The Content-Security-Policy allows the page's own script and style
 //! only: no inline script or style, no other origin, no framing.
 
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{GatewayBody, full};
-use crate::error::GatewayError;
 
 const INDEX: &str = include_str!("status/index.html");
 const SCRIPT: &str = include_str!("status/status.js");
@@ -17,16 +16,13 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
                        img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The page's files by path, or `None` for any other path.
-pub fn serve(path: &str, method: &Method) -> Option<Result<Response<GatewayBody>, GatewayError>> {
+pub fn serve(path: &str) -> Option<Response<GatewayBody>> {
     let (body, kind) = match path {
         "/" => (INDEX, "text/html; charset=utf-8"),
         "/status.js" => (SCRIPT, "text/javascript; charset=utf-8"),
         "/status.css" => (STYLE, "text/css; charset=utf-8"),
         _ => return None,
     };
-    if method != Method::GET && method != Method::HEAD {
-        return Some(Err(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET, HEAD") }));
-    }
     let mut resp = Response::new(full(body.as_bytes().to_vec()));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
@@ -36,7 +32,7 @@ pub fn serve(path: &str, method: &Method) -> Option<Result<Response<GatewayBody>
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Some(Ok(resp))
+    Some(resp)
 }
 
 #[cfg(test)]
@@ -53,9 +49,8 @@ mod tests {
                 && !SCRIPT.contains("localStorage")
                 && !SCRIPT.contains("document.cookie")
         );
-        let r = serve("/", &Method::GET).unwrap().unwrap();
+        let r = serve("/").unwrap();
         assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], CSP);
-        assert!(serve("/x", &Method::GET).is_none());
-        assert!(serve("/", &Method::POST).unwrap().is_err());
+        assert!(serve("/x").is_none());
     }
 }

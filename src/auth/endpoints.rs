@@ -29,6 +29,7 @@ pub(super) const MAX_PASSWORD_BYTES: usize = 4096;
 /// OTTs are 43 characters, refresh tokens about 90; this leaves room without hashing megabytes.
 pub(super) const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
 
+/// The SPEC §1 endpoints (their paths and methods: `crate::gate::endpoints`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Token,
@@ -37,37 +38,6 @@ pub enum Endpoint {
     ExternalVerify,
     Revoke,
     Settings,
-}
-
-impl Endpoint {
-    /// The endpoint at `path` (already normalised), under `api_prefix`, with or without one
-    /// trailing slash (SPEC §1).
-    pub fn find(api_prefix: &str, path: &str) -> Option<Self> {
-        let rest = path.strip_prefix(api_prefix)?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        Some(match rest {
-            "/auth/token" => Self::Token,
-            "/auth/token/refresh" => Self::Refresh,
-            "/external/token" => Self::ExternalToken,
-            "/external/token/verify" => Self::ExternalVerify,
-            "/auth/token/revoke" => Self::Revoke,
-            "/connectors/settings" => Self::Settings,
-            _ => return None,
-        })
-    }
-
-    fn allows(self, m: &Method) -> Result<(), GatewayError> {
-        let (ok, allow) = match self {
-            Self::Refresh => (m == Method::GET, "GET"),
-            Self::Settings => (m == Method::GET || m == Method::PATCH, "GET, PATCH"),
-            _ => (m == Method::POST, "POST"),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static(allow) })
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -113,8 +83,8 @@ pub async fn handle(
     endpoint: Endpoint,
     req: Request<EndpointBody>,
     client: IpAddr,
+    admin: Option<std::sync::Arc<Identity>>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    endpoint.allows(req.method())?;
     let ctx = Context::of(req.headers(), client, req.extensions().get());
     let ctx = &ctx;
     let m = &gw.metrics;
@@ -140,7 +110,11 @@ pub async fn handle(
         }
         Endpoint::ExternalVerify => verify_ott(gw, rt, req, client, ctx).await,
         Endpoint::Revoke => revoke(gw, rt, req, ctx).await,
-        Endpoint::Settings => settings(gw, rt, req, ctx).await,
+        // Admin-only: `crate::gate::endpoints` checked the caller.
+        Endpoint::Settings => match admin {
+            Some(who) => settings(gw, rt, req, ctx, &who).await,
+            None => Err(GatewayError::TokenMissing),
+        },
     }
 }
 
@@ -253,7 +227,7 @@ async fn issue_ott(
     req: Request<EndpointBody>,
     ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let auth = gw.authenticate(rt, req.headers())?;
+    let auth = gw.bearer().check(rt, req.headers())?;
     let id = identity_of(&auth)?;
     let life = lifetimes(gw, rt).await?;
     let ott = random_token(32);
@@ -321,7 +295,7 @@ async fn revoke(
     req: Request<EndpointBody>,
     ctx: &Context,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let auth = gw.authenticate(rt, req.headers())?;
+    let auth = gw.bearer().check(rt, req.headers())?;
     let id = identity_of(&auth)?;
     let until = gw.store.revoke_session(&id.session).await.map_err(store_err)?.unwrap_or(0).max(id.exp);
     gw.revocations.revoke(&id.session, until + rt.token_settings.leeway_secs);
@@ -337,12 +311,8 @@ async fn settings(
     rt: &Runtime,
     req: Request<EndpointBody>,
     ctx: &Context,
+    who: &Identity,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let auth = gw.authenticate(rt, req.headers())?;
-    let who = identity_of(&auth)?;
-    if !who.has_role("admin") {
-        return Err(GatewayError::Forbidden("settings need role admin"));
-    }
     let current = lifetimes(gw, rt).await?;
     if req.method() == Method::GET {
         return json_response(StatusCode::OK, &current);
@@ -396,13 +366,10 @@ pub fn check_lenient_bodies(bytes: &[u8]) {
 }
 
 /// `GET /.well-known/jwks.json`.
-pub fn jwks(rt: &Runtime, method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
-    if method != Method::GET && method != Method::HEAD {
-        return Err(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET, HEAD") });
-    }
+pub fn jwks(rt: &Runtime) -> Response<GatewayBody> {
     let mut resp = Response::new(full(rt.keys.jwks.clone()));
     let h: &mut HeaderMap = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, JSON_CONTENT_TYPE.clone());
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-    Ok(resp)
+    resp
 }

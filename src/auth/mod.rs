@@ -1,6 +1,7 @@
 //! Authentication: token keys, the Bearer check and its cache, credentials, and the SPEC §1
 //! endpoints.
 
+pub mod bearer;
 pub mod cache;
 pub mod credentials;
 pub mod endpoints;

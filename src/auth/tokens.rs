@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::{Revocations, TokenCache};
 use super::keys::KeySet;
 use crate::error::GatewayError;
+pub use crate::framing::trim_spaces;
 use crate::store::TokenHash;
 
 /// Tokens longer than this are refused before any parsing (SPEC: 8 KiB).
@@ -202,17 +203,6 @@ static TOKEN68: [bool; 256] = {
     }
     t
 };
-
-/// `b` without leading and trailing spaces and tabs (HTTP's optional whitespace).
-pub fn trim_spaces(mut b: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = b {
-        b = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = b {
-        b = rest;
-    }
-    b
-}
 
 /// The Bearer check: a cache hit costs a keyed hash, one map lookup and a revocation lookup;
 /// a miss verifies the signature and claims with the pinned algorithm, then fills the cache.

@@ -31,7 +31,7 @@ use crate::auth::endpoints::EndpointBody;
 use crate::error::GatewayError;
 use crate::framing::{ChunkedScan, Scanned};
 use crate::gate::cors::Cors;
-use crate::gate::own::{ConnInfo, own};
+use crate::gate::own::{ConnInfo, Listener};
 use crate::gate::record::log_failure;
 use crate::gate::{self, Decision, Plan, Record, retry};
 use crate::gateway::Gateway;
@@ -145,10 +145,7 @@ where
         let busy = lane.activity.enter();
         let keep = match decision {
             Ok(Decision::Forward(plan)) => x.serve(io, buf, &head, &rt, plan, lane, busy, &mut record).await,
-            Ok(Decision::Own(path)) => {
-                let path = path.into_owned();
-                x.own(io, buf, &head, &rt, &path, lane, record).await
-            }
+            Ok(Decision::Own(o)) => x.own(io, buf, &head, &rt, o, lane, record).await,
             Ok(Decision::Preflight(policy)) => {
                 x.reply(io, buf, &head, Ok(policy.preflight_response()), lane, record).await
             }
@@ -685,7 +682,7 @@ impl Exchange {
         buf: &mut BytesMut,
         head: &RequestHead,
         rt: &Runtime,
-        path: &str,
+        o: gate::Own,
         lane: &Lane<'_>,
         record: Record,
     ) -> bool
@@ -713,7 +710,7 @@ impl Exchange {
             Ok(mut req) => {
                 let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
                 req.extensions_mut().insert(crate::audit::RequestId(id));
-                own(gw, rt, lane.info, path, req).await
+                gate::own::serve(gw, rt, lane.info, Listener::Main, o, req).await
             }
             Err(e) => Err(e),
         };
@@ -726,7 +723,7 @@ impl Exchange {
         let head_request = head.method == Method::HEAD;
         let cors = cors(rt, buf, head, &record);
         let bytes = self.respond(io, resp, cors, request_id.as_bytes(), close, head_request).await;
-        lane.finish(&record, &request_id, &head.method, path, status, bytes);
+        lane.finish(&record, &request_id, &head.method, raw_path(buf, head), status, bytes);
         bytes.is_some() && !close
     }
 }

@@ -5,6 +5,7 @@
 //! [`record`].
 
 pub mod cors;
+pub mod endpoints;
 pub mod own;
 pub mod record;
 pub mod retry;
@@ -14,11 +15,12 @@ use std::borrow::Cow;
 use http::{HeaderValue, Method};
 
 use crate::auth::Authenticated;
-use crate::auth::endpoints::Endpoint;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::routes::{AuthMode, Route, normalize_path};
 use crate::runtime::Runtime;
+pub use endpoints::Own;
+pub use own::Listener;
 pub use record::Record;
 
 /// What the core reads of a request, whichever transport read it.
@@ -39,8 +41,8 @@ pub struct View<'a> {
 
 /// What becomes of a request.
 pub enum Decision<'r, 'p> {
-    /// One of the gateway's own endpoints, at this normalised path.
-    Own(Cow<'p, str>),
+    /// One of the gateway's own endpoints, its method (and caller, if admin-only) checked.
+    Own(Own),
     Forward(Plan<'r, 'p>),
     /// A CORS preflight from an allowed origin, answered by the gateway (`cors`).
     Preflight(&'r cors::CorsPolicy),
@@ -55,8 +57,9 @@ pub struct Plan<'r, 'p> {
 }
 
 /// Decides for the request `v` whose target's path (as sent, no query) is `path`, in one
-/// order: the normalised path, a CORS preflight, own endpoint or route (host, prefix, method),
-/// the Bearer check, the body limit. What it learns on the way goes into `record`.
+/// order: the normalised path, a CORS preflight, own endpoint (`endpoints::admit`) or route
+/// (host, prefix, method), the Bearer check, the body limit. What it learns on the way goes
+/// into `record`.
 pub fn decide<'r, 'p>(
     gw: &Gateway,
     rt: &'r Runtime,
@@ -72,8 +75,9 @@ pub fn decide<'r, 'p>(
     if let Some(policy) = cors::preflight(rt, &path, v, record)? {
         return Ok(Decision::Preflight(policy));
     }
-    if is_own(rt, &path) {
-        return Ok(Decision::Own(path));
+    let bearer = || gw.bearer().check_value(rt, v.authorization, v.authorizations);
+    if let Some(own) = endpoints::admit(Listener::Main, &rt.api_prefix, &path, v.method, bearer)? {
+        return Ok(Decision::Own(own));
     }
     let route = rt.routes.find(v.host, &path, v.method).inspect_err(|_| {
         // A 405 is the route's answer: its `cors` setting holds for it too.
@@ -84,7 +88,7 @@ pub fn decide<'r, 'p>(
     record.set_route(route);
     let auth = match route.auth {
         // A `token` header (the refresh token's) does not change the decision (SPEC §2).
-        AuthMode::Required => gw.authenticate_value(rt, v.authorization, v.authorizations)?,
+        AuthMode::Required => gw.bearer().check_value(rt, v.authorization, v.authorizations)?,
         AuthMode::Public => Authenticated::anonymous(),
     };
     record.identity = auth.identity_arc();
@@ -97,8 +101,7 @@ pub fn decide<'r, 'p>(
 
 /// Whether the (normalised) path is one the gateway answers itself on the main listener.
 pub fn is_own(rt: &Runtime, path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/.well-known/jwks.json")
-        || Endpoint::find(&rt.api_prefix, path).is_some()
+    endpoints::find(Listener::Main, &rt.api_prefix, path).is_some()
 }
 
 /// The request id: a trusted peer's own (when valid), else a new one.

@@ -137,7 +137,7 @@ pub async fn forward(
     if resp.status().canonical_reason().is_some() {
         resp.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
     }
-    Ok(resp.map(Either::Right))
+    Ok(resp.map(|b| Either::Right(crate::body::Streamed::new(b))))
 }
 
 /// A failed exchange whose cause was the client's body (too large, broken off, badly framed)

@@ -3,6 +3,7 @@
 //! head may be, and which status line the client gets. The fast path reads the head as bytes,
 //! hyper's path as a `Response`; both ask these functions.
 
+pub use crate::framing::parse_length;
 use http::StatusCode;
 
 /// An upstream response head larger than this is refused (502).
@@ -57,20 +58,6 @@ pub fn framing<'a>(
     })
 }
 
-/// A `Content-Length` value: ASCII digits only (no sign, space or list), fitting in a u64.
-/// Leading zeros are read as the number they pad, as every HTTP parser does.
-pub fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &d| {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
 /// The reason phrase the client gets: the status code's own, or, for a code without one, the
 /// upstream's (which may be empty).
 pub fn reason(status: u16, upstream: &str) -> &str {
@@ -88,7 +75,7 @@ pub fn valid_status(status: u16, upgrade_requested: bool) -> Result<(), &'static
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    crate::auth::tokens::trim_spaces(b)
+    crate::framing::trim_spaces(b)
 }
 
 #[cfg(test)]
