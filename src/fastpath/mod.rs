@@ -331,11 +331,7 @@ impl Exchange {
             // At most one resend, and on a new connection (as `proxy::pool` does).
             let mut fresh_only = false;
             loop {
-                let pooled = if fresh_only { None } else { upstream.conns.take_stream() };
-                let (mut stream, reused) = match pooled {
-                    Some(s) => (s, true),
-                    None => (upstream.conns.open_stream().await?, false),
-                };
+                let (mut stream, reused) = upstream.conns.stream(fresh_only).await?;
                 // Let the other requests that are ready be read first, so their upstream writes
                 // go out together (see `proxy::pool`: one origin wake-up per batch).
                 tokio::task::yield_now().await;

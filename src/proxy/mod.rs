@@ -4,6 +4,7 @@ mod failure;
 mod headers;
 mod pool;
 pub mod response;
+mod room;
 mod stream;
 mod upstream;
 

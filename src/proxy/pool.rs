@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::Failure;
+use super::room::{Handed, Waiters};
 use super::stream::{SharedStream, UpstreamStream};
 use crate::body::LimitedBody;
 
@@ -48,11 +49,21 @@ pub struct Connections {
     /// (the route's `max_connections`).
     slots: Arc<Semaphore>,
     max_connections: usize,
+    /// Requests waiting for a connection while every place is taken (`super::room`).
+    waiters: Waiters,
 }
 
-struct IdleStream {
+pub(super) struct IdleStream {
     stream: UpstreamStream,
     since: Instant,
+}
+
+/// What waiting for room brought.
+enum Waited {
+    Handed(Handed),
+    Slot(OwnedSemaphorePermit),
+    /// Queued, or handed nothing: look at the idle queues again.
+    Again,
 }
 
 /// hyper's connection future with upgrade support (its type cannot be named, hence the box).
@@ -95,7 +106,7 @@ impl Link {
     }
 }
 
-struct Idle {
+pub(super) struct Idle {
     link: Link,
     since: Instant,
 }
@@ -109,6 +120,7 @@ impl Connections {
             streams: ArrayQueue::new(MAX_IDLE.min(max_connections)),
             slots: Arc::new(Semaphore::new(max_connections)),
             max_connections,
+            waiters: Waiters::default(),
         })
     }
 
@@ -117,9 +129,38 @@ impl Connections {
         self.max_connections
     }
 
-    /// A kept-alive socket for the fast path that the upstream has not closed and has sent
-    /// nothing more on, if one is left.
-    pub fn take_stream(&self) -> Option<UpstreamStream> {
+    /// A socket for the fast path and whether it was pooled: a kept-alive one the upstream has
+    /// not closed and has sent nothing more on, else a new one (`fresh`: always a new one).
+    /// With every place taken, the request waits in turn (`super::room`) up to
+    /// `connect_timeout`, then `Failure::Busy`.
+    pub async fn stream(&self, fresh: bool) -> Result<(UpstreamStream, bool), Failure> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let mut queued = None;
+        loop {
+            if queued.is_some() || !self.waiters.any() {
+                if let Some(stream) = if fresh { None } else { self.take_stream() } {
+                    return Ok((stream, true));
+                }
+                if let Some(slot) = self.free_slot()? {
+                    return Ok((UpstreamStream::new(self.connect_socket().await?, slot), false));
+                }
+            }
+            match self.wait(&mut queued, deadline).await? {
+                Waited::Handed(Handed::Stream(IdleStream { stream, since }))
+                    if !fresh && since.elapsed() < IDLE_FOR && is_quiet(&*stream) =>
+                {
+                    return Ok((stream, true));
+                }
+                // Of the other transport, or unfit: closing it frees its place.
+                Waited::Handed(_) | Waited::Again => {}
+                Waited::Slot(slot) => {
+                    return Ok((UpstreamStream::new(self.connect_socket().await?, slot), false));
+                }
+            }
+        }
+    }
+
+    fn take_stream(&self) -> Option<UpstreamStream> {
         while let Some(IdleStream { stream, since }) = self.streams.pop() {
             if since.elapsed() < IDLE_FOR && is_quiet(&*stream) {
                 return Some(stream);
@@ -130,34 +171,73 @@ impl Connections {
 
     /// Gives back a socket whose last response was read to its end.
     pub fn keep_stream(&self, stream: UpstreamStream) {
-        let _ = self.streams.push(IdleStream { stream, since: Instant::now() });
+        self.give_back(Handed::Stream(IdleStream { stream, since: Instant::now() }));
     }
 
-    /// A place for one more connection under the cap. When every place is taken, an idle
-    /// connection (of either transport) gives its place up; when none is idle, the request
-    /// waits for a place up to `connect_timeout` (then `Failure::Busy`: 503 `upstream.busy`).
-    async fn slot(&self) -> Result<OwnedSemaphorePermit, Failure> {
+    /// A finished connection: to the longest-waiting request, else to its idle queue.
+    fn give_back(&self, item: Handed) {
+        let Some(item) = self.waiters.hand_over(item) else { return };
+        let stream = matches!(item, Handed::Stream(_));
+        self.put_idle(item);
+        // A request that queued while this was put back may have looked before it was there
+        // (see `Waiters::join`).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if self.waiters.any() {
+            let again = if stream {
+                self.streams.pop().map(Handed::Stream)
+            } else {
+                self.idle.pop().map(Handed::Link)
+            };
+            if let Some(back) = again.and_then(|i| self.waiters.hand_over(i)) {
+                self.put_idle(back);
+            }
+        }
+    }
+
+    /// Into its idle queue; closed when that is full.
+    fn put_idle(&self, item: Handed) {
+        match item {
+            Handed::Stream(s) => drop(self.streams.push(s)),
+            Handed::Link(l) => drop(self.idle.push(l)),
+        }
+    }
+
+    /// A free place under the cap, if there is one now: a place no connection holds, or one
+    /// an idle connection (of either transport) gives up by closing.
+    fn free_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Failure> {
         loop {
             match self.slots.clone().try_acquire_owned() {
-                Ok(slot) => return Ok(slot),
+                Ok(slot) => return Ok(Some(slot)),
                 Err(TryAcquireError::Closed) => return Err(Failure::Busy),
                 Err(TryAcquireError::NoPermits) => {}
             }
-            // Closing an idle connection frees its place at once.
             if self.streams.pop().is_none() && self.idle.pop().is_none() {
-                break;
+                return Ok(None);
             }
-        }
-        match tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => Ok(slot),
-            _ => Err(Failure::Busy),
         }
     }
 
-    /// A new socket to the upstream, with its place under the cap.
-    pub async fn open_stream(&self) -> Result<UpstreamStream, Failure> {
-        let slot = self.slot().await?;
-        Ok(UpstreamStream::new(self.connect_socket().await?, slot))
+    /// Waits in turn for a connection handed over or a place freed, until `deadline`. The
+    /// first call only queues: the caller then looks once more (nothing given back in between
+    /// is missed).
+    async fn wait(
+        &self,
+        queued: &mut Option<tokio::sync::oneshot::Receiver<Handed>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Waited, Failure> {
+        let Some(handed) = queued.as_mut() else {
+            *queued = Some(self.waiters.join());
+            return Ok(Waited::Again);
+        };
+        tokio::select! {
+            biased;
+            item = handed => {
+                *queued = None;
+                Ok(item.map_or(Waited::Again, Waited::Handed))
+            }
+            slot = self.slots.clone().acquire_owned() => slot.map(Waited::Slot).map_err(|_| Failure::Busy),
+            () = tokio::time::sleep_until(deadline) => Err(Failure::Busy),
+        }
     }
 
     async fn connect_socket(&self) -> Result<TcpStream, Failure> {
@@ -187,13 +267,9 @@ impl Connections {
     ) -> Result<Response<UpstreamBody>, (Failure, Option<Unsent>)> {
         let mut fresh_only = false;
         loop {
-            let checked_out = if fresh_only { None } else { self.checkout().await };
-            let (mut link, reused) = match checked_out {
-                Some(link) => (link, true),
-                None => match self.connect().await {
-                    Ok(link) => (link, false),
-                    Err(f) => return Err((f, Some(Box::new(req)))),
-                },
+            let (mut link, reused) = match self.link(fresh_only).await {
+                Ok(got) => got,
+                Err(f) => return Err((f, Some(Box::new(req)))),
             };
             // The copy for a resend is made only where the rule could allow one (the probe
             // failure allocates nothing).
@@ -246,26 +322,35 @@ impl Connections {
         }
     }
 
-    /// A pooled connection ready for a request, if one is left.
-    async fn checkout(&self) -> Option<Link> {
-        while let Some(Idle { mut link, since }) = self.idle.pop() {
-            if since.elapsed() >= IDLE_FOR {
-                continue;
-            }
-            // Usually ready at once; a connection still taking in the end of its last response
-            // gets a moment, and one that ended while idle is dropped.
-            let ready = match poll_fn(|cx| Poll::Ready(link.poll_ready(cx))).await {
-                Poll::Ready(ready) => ready,
-                Poll::Pending => {
-                    tokio::time::timeout(SETTLE_FOR, poll_fn(|cx| link.poll_ready(cx))).await == Ok(true)
+    /// A connection for hyper's client and whether it was pooled, as [`Self::stream`] finds
+    /// one for the fast path.
+    async fn link(&self, fresh: bool) -> Result<(Link, bool), Failure> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let mut queued = None;
+        loop {
+            if queued.is_some() || !self.waiters.any() {
+                if !fresh {
+                    while let Some(idle) = self.idle.pop() {
+                        if let Some(link) = ready(idle).await {
+                            return Ok((link, true));
+                        }
+                    }
                 }
-            };
-            // The reactor may not have seen the upstream's close yet; the kernel has.
-            if ready && is_quiet(&*link.probe) {
-                return Some(link);
+                if let Some(slot) = self.free_slot()? {
+                    return Ok((self.connect(slot).await?, false));
+                }
+            }
+            match self.wait(&mut queued, deadline).await? {
+                Waited::Handed(Handed::Link(idle)) if !fresh => {
+                    if let Some(link) = ready(idle).await {
+                        return Ok((link, true));
+                    }
+                }
+                // Of the other transport: closing it frees its place.
+                Waited::Handed(_) | Waited::Again => {}
+                Waited::Slot(slot) => return Ok((self.connect(slot).await?, false)),
             }
         }
-        None
     }
 
     /// Closes idle connections that have ended or been idle too long, so an upstream that
@@ -286,8 +371,7 @@ impl Connections {
         }
     }
 
-    async fn connect(&self) -> Result<Link, Failure> {
-        let slot = self.slot().await?;
+    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Link, Failure> {
         let (stream, probe) = SharedStream::new(self.connect_socket().await?, slot);
         // The response head limits of `super::response`: its byte size set here; its header
         // count is hyper's default (100, `response::MAX_HEADERS`), which setting would move
@@ -341,6 +425,23 @@ pub(super) fn bodiless_copy(req: &Request<LimitedBody>) -> Request<LimitedBody> 
     copy
 }
 
+/// An idle connection ready for a request, or `None` (then closed).
+async fn ready(Idle { mut link, since }: Idle) -> Option<Link> {
+    if since.elapsed() >= IDLE_FOR {
+        return None;
+    }
+    // Usually ready at once; a connection still taking in the end of its last response gets a
+    // moment, and one that ended while idle is dropped.
+    let ready = match poll_fn(|cx| Poll::Ready(link.poll_ready(cx))).await {
+        Poll::Ready(ready) => ready,
+        Poll::Pending => {
+            tokio::time::timeout(SETTLE_FOR, poll_fn(|cx| link.poll_ready(cx))).await == Ok(true)
+        }
+    };
+    // The reactor may not have seen the upstream's close yet; the kernel has.
+    (ready && is_quiet(&*link.probe)).then_some(link)
+}
+
 /// Whether an idle socket is still open with nothing unread on it. Asked of the kernel (a
 /// non-blocking peek), not of the reactor's readiness record, which may be stale.
 fn is_quiet(socket: &impl std::os::fd::AsFd) -> bool {
@@ -361,7 +462,7 @@ impl Lease {
     fn release(self) {
         if self.reusable && self.link.driver.is_some() {
             // Not polled while idle; the next request drives it until it is ready.
-            let _ = self.pool.idle.push(Idle { link: self.link, since: Instant::now() });
+            self.pool.give_back(Handed::Link(Idle { link: self.link, since: Instant::now() }));
         }
     }
 }
@@ -488,7 +589,7 @@ mod tests {
         );
         let pair = || async {
             let (c, s) = tokio::join!(TcpStream::connect(addr), listener.accept());
-            let slot = conns.slot().await.unwrap();
+            let slot = conns.free_slot().unwrap().unwrap();
             (UpstreamStream::new(c.unwrap(), slot), s.unwrap().0)
         };
         let (quiet, _q) = pair().await;
@@ -522,12 +623,38 @@ mod tests {
                 held.push(s);
             }
         });
-        let first = conns.open_stream().await.unwrap();
+        let (first, _) = conns.stream(true).await.unwrap();
         // In use: the next waits `connect_timeout`, then is busy.
-        assert!(matches!(conns.open_stream().await, Err(Failure::Busy)));
-        // Idle in the pool: it is closed to make room.
+        assert!(matches!(conns.stream(true).await, Err(Failure::Busy)));
+        // Idle in the pool: a request that wants a new connection closes it to make room.
         conns.keep_stream(first);
-        assert!(conns.open_stream().await.is_ok());
+        let (second, reused) = conns.stream(true).await.unwrap();
+        assert!(!reused);
+
+        // Requests waiting for a place are handed connections as they are given back, oldest
+        // first, instead of failing after `connect_timeout` while newcomers take them.
+        let conns = Connections::new(conns.authority.clone(), Duration::from_secs(5), 1);
+        drop(second);
+        let (held, _) = conns.stream(false).await.unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        for who in 0..3 {
+            let (pool, order) = (conns.clone(), order.clone());
+            waiting.push(tokio::spawn(async move {
+                let (stream, reused) = pool.stream(false).await.unwrap();
+                order.lock().unwrap().push((who, reused));
+                pool.keep_stream(stream);
+            }));
+            // Each queues before the next comes.
+            while conns.waiters.count() < who + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        conns.keep_stream(held);
+        for w in waiting {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![(0, true), (1, true), (2, true)]);
         accept.abort();
     }
 

@@ -131,6 +131,24 @@ both_transports! {
 
 both_transports! {
     #[tokio::test]
+    async fn requests_past_max_connections_wait_in_turn_for_a_connection_given_back() {
+        // 12 requests of 150 ms each through 2 connections: 6 rounds, 900 ms, inside the 3 s
+        // a request may wait for a place. None is refused; the upstream never sees a third.
+        let up = upstream::start_with_delay("slow", 150).await;
+        let gw = Gateway::start(public_setup(&up, "", "max_connections = 2\nconnect_timeout = \"3s\"")).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..12 {
+            let (c, url) = (gw.client.clone(), gw.url(&format!("/public/{i}")));
+            tasks.spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) });
+        }
+        let statuses = tasks.join_all().await;
+        assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+        assert!(up.open() <= 2, "{} connections open to the upstream", up.open());
+    }
+}
+
+both_transports! {
+    #[tokio::test]
     async fn only_websocket_is_tunnelled_other_upgrades_are_plain_requests() {
         let up = upstream::start("bo").await;
         let gw = Gateway::start(public_setup(&up, "", "")).await;
