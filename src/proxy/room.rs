@@ -5,10 +5,9 @@
 //! cannot starve them (nginx-like overload then queues instead of failing). Without waiters,
 //! giving a connection back costs one atomic load more than pushing it to the idle queue.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crossbeam_queue::SegQueue;
 use tokio::sync::oneshot;
 
 use super::pool::{Idle, IdleStream};
@@ -22,7 +21,7 @@ pub(super) enum Handed {
 /// The requests waiting for a connection to one upstream, oldest first.
 #[derive(Default)]
 pub(super) struct Waiters {
-    queue: Mutex<VecDeque<oneshot::Sender<Handed>>>,
+    queue: SegQueue<oneshot::Sender<Handed>>,
     /// Entries in `queue` (some may have stopped waiting), read without the lock.
     count: AtomicUsize,
 }
@@ -43,9 +42,8 @@ impl Waiters {
         if !self.any() {
             return Some(item);
         }
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let mut item = item;
-        while let Some(waiter) = queue.pop_front() {
+        while let Some(waiter) = self.queue.pop() {
             self.count.fetch_sub(1, Ordering::SeqCst);
             match waiter.send(item) {
                 Ok(()) => return None,
@@ -59,8 +57,7 @@ impl Waiters {
     /// stops waiting (what is then handed to it goes to the next).
     pub fn join(&self) -> oneshot::Receiver<Handed> {
         let (tx, rx) = oneshot::channel();
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.push_back(tx);
+        self.queue.push(tx);
         self.count.fetch_add(1, Ordering::SeqCst);
         // Paired with the fence in `Connections::give_back`: either the request, looking again
         // after this, finds a connection given back meanwhile, or the one giving it back sees
