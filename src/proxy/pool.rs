@@ -636,13 +636,13 @@ mod tests {
         let conns = Connections::new(conns.authority.clone(), Duration::from_secs(5), 1);
         drop(second);
         let (held, _) = conns.stream(false).await.unwrap();
-        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let order = Arc::new(tokio::sync::Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
         for who in 0..3 {
             let (pool, order) = (conns.clone(), order.clone());
             waiting.push(tokio::spawn(async move {
                 let (stream, reused) = pool.stream(false).await.unwrap();
-                order.lock().unwrap().push((who, reused));
+                order.lock().await.push((who, reused));
                 pool.keep_stream(stream);
             }));
             // Each queues before the next comes.
@@ -654,7 +654,7 @@ mod tests {
         for w in waiting {
             w.await.unwrap();
         }
-        assert_eq!(*order.lock().unwrap(), vec![(0, true), (1, true), (2, true)]);
+        assert_eq!(*order.lock().await, vec![(0, true), (1, true), (2, true)]);
         accept.abort();
     }
 
