@@ -34,9 +34,12 @@ OUT="${OUT:-/tmp/bo-gateway-load}"
 PORT_PLAIN=9010 PORT_TLS=9011 PORT_ADMIN=9019
 mkdir -p "$OUT"
 
-echo "== building bo-gateway (release)"
-(cd "$ROOT" && cargo build --release --locked --bin bo-gateway)
-BIN="$ROOT/target/release/bo-gateway"
+# BIN=/path/to/bo-gateway measures that binary as it is (no build).
+if [[ -z "${BIN:-}" ]]; then
+  echo "== building bo-gateway (release)"
+  (cd "$ROOT" && cargo build --release --locked --bin bo-gateway)
+  BIN="$ROOT/target/release/bo-gateway"
+fi
 
 GW_PID=""
 LOGIN_PID=""

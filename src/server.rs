@@ -84,7 +84,7 @@ pub async fn handle(
         // single large read (its buffer grows with earlier bodies) is parsed whole.
         _ if req.headers().len() > rt.max_headers || oversized => Err(GatewayError::HeadTooLarge),
         Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut record).await,
-        Listener::Admin => admin(&gw, &rt, &conn, req).await,
+        Listener::Admin => Box::pin(admin(&gw, &rt, &conn, req)).await,
     };
     let mut resp = result.unwrap_or_else(|e| {
         record::log_failure(&e, &request_id);
@@ -191,8 +191,10 @@ async fn dispatch(
             record.body_unread = !arrived_whole(req.into_body());
             Ok(policy.preflight_response())
         }
+        // Boxed, as the admin listener's: an own endpoint's future (a login) is as large as a
+        // forward's, and every proxied request's future would carry its room.
         Decision::Own(o) => {
-            own::serve(gw, rt, conn, Listener::Main, o, req.map(http_body_util::Either::Left)).await
+            Box::pin(own::serve(gw, rt, conn, Listener::Main, o, req.map(http_body_util::Either::Left))).await
         }
         Decision::Forward(plan) => {
             let fwd = Forwarding {

@@ -97,7 +97,6 @@ where
         up: BytesMut::new(),
         spare: Vec::new(),
         resp_spare: Vec::new(),
-        drained: false,
     };
     loop {
         let mut reads = 0;
@@ -201,8 +200,6 @@ struct Exchange {
     up: BytesMut,
     spare: Vec<request::Header>,
     resp_spare: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
-    /// The last upstream read left the socket empty (it read less than it had room for).
-    drained: bool,
 }
 
 impl Exchange {
@@ -389,9 +386,7 @@ impl Exchange {
             if self.up.capacity() - self.up.len() < 4096 {
                 self.up.reserve(CHUNK);
             }
-            let room = self.up.capacity() - self.up.len();
-            let n = read_some(stream, &mut self.up).await.map_err(closed)?;
-            self.drained = n < room;
+            let n = stream.read_buf(&mut self.up).await.map_err(closed)?;
             if n == 0 {
                 // Closed before a whole response head, whether or not part of one came.
                 return Err(Failure::Closed("upstream closed before a whole response head".into()));
@@ -492,11 +487,6 @@ impl Exchange {
         };
         io.flush().await?;
         if head.reusable && self.up.is_empty() {
-            if self.drained {
-                // The last read left the socket empty: say so without another read.
-                let _ = stream
-                    .try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
-            }
             upstream.conns.keep_stream(stream);
         }
         self.up.clear();
@@ -575,7 +565,6 @@ impl Exchange {
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed inside the body"));
         }
-        self.drained = n < want;
         Ok(())
     }
 
@@ -769,19 +758,6 @@ fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
         n /= 16;
         if n == 0 {
             return &out[i..];
-        }
-    }
-}
-
-/// Reads what the socket has into `buf`'s spare room, waiting for it first (so a socket whose
-/// readiness was cleared costs no empty read).
-async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        match stream.try_read_buf(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
         }
     }
 }

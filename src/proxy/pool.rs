@@ -33,6 +33,12 @@ const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed instead of reused: upstream servers close idle
 /// keep-alive connections after a while (nginx: 75 s), and reusing one at that moment fails.
 const IDLE_FOR: Duration = Duration::from_secs(50);
+/// A connection idle for less than this is taken as quiet when the reactor has recorded
+/// nothing readable on it since the read that emptied it (no system call: one of five per
+/// request under load); one idle longer is asked of the kernel. The reactor hears of new bytes
+/// or a close within a fraction of this (it is polled every few dozen task polls), and servers
+/// close idle keep-alive connections after seconds (Node.js 5 s, nginx 60 s).
+const TRUST_READINESS_FOR: Duration = Duration::from_millis(50);
 /// The read buffer of an upstream connection.
 const READ_BUF: usize = 16 * 1024;
 /// How long a connection taken from the pool may take to be ready for a request.
@@ -147,7 +153,7 @@ impl Connections {
             }
             match self.wait(&mut queued, deadline).await? {
                 Waited::Handed(Handed::Stream(IdleStream { stream, since }))
-                    if !fresh && since.elapsed() < IDLE_FOR && is_quiet(&*stream) =>
+                    if !fresh && fit_for_reuse(since, &stream) =>
                 {
                     return Ok((stream, true));
                 }
@@ -162,7 +168,7 @@ impl Connections {
 
     fn take_stream(&self) -> Option<UpstreamStream> {
         while let Some(IdleStream { stream, since }) = self.streams.pop() {
-            if since.elapsed() < IDLE_FOR && is_quiet(&*stream) {
+            if fit_for_reuse(since, &stream) {
                 return Some(stream);
             }
         }
@@ -438,8 +444,24 @@ async fn ready(Idle { mut link, since }: Idle) -> Option<Link> {
             tokio::time::timeout(SETTLE_FOR, poll_fn(|cx| link.poll_ready(cx))).await == Ok(true)
         }
     };
+    (ready && fit_for_reuse(since, &link.probe)).then_some(link)
+}
+
+/// Whether a connection idle since `since` may carry a request: not idle too long, still open,
+/// nothing unread on it. One rule for both transports' idle connections.
+fn fit_for_reuse(since: Instant, socket: &TcpStream) -> bool {
+    let idle = since.elapsed();
+    if idle >= IDLE_FOR {
+        return false;
+    }
+    // Readiness is cleared by a read that left the socket empty (tokio does so on a short
+    // read, with the readiness seen before that read, so nothing that came after is lost).
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if idle < TRUST_READINESS_FOR && socket.poll_read_ready(&mut cx).is_pending() {
+        return true;
+    }
     // The reactor may not have seen the upstream's close yet; the kernel has.
-    (ready && is_quiet(&*link.probe)).then_some(link)
+    is_quiet(socket)
 }
 
 /// Whether an idle socket is still open with nothing unread on it. Asked of the kernel (a
@@ -596,14 +618,27 @@ mod tests {
         conns.keep_stream(quiet);
         assert!(conns.take_stream().is_some(), "an open, silent socket is reused");
 
-        // Bytes that came after the last response, even with the reactor's readiness cleared
-        // (as the fast path does after a read that emptied the socket): never handed out.
-        let (chatty, mut up) = pair().await;
+        // A response read to its end by a read that left the socket empty (tokio then clears
+        // the readiness), then bytes the upstream sent after it: once the reactor has heard of
+        // them, the socket is never handed out.
+        let (mut chatty, mut up) = pair().await;
+        up.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+        let mut got = bytes::BytesMut::with_capacity(4096);
+        while got.len() < 40 {
+            tokio::io::AsyncReadExt::read_buf(&mut *chatty, &mut got).await.unwrap();
+        }
         up.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSECRET").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let _ = chatty
-            .try_io(tokio::io::Interest::READABLE, || Err::<(), _>(std::io::ErrorKind::WouldBlock.into()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
         conns.keep_stream(chatty);
+        // Idle longer than the reactor is trusted for: the kernel is asked, whatever the
+        // reactor recorded (here: nothing, as if it had not heard of the bytes yet).
+        let (stale, mut up3) = pair().await;
+        up3.write_all(b"garbage").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = stale
+            .try_io(tokio::io::Interest::READABLE, || Err::<(), _>(std::io::ErrorKind::WouldBlock.into()));
+        let since = Instant::now() - TRUST_READINESS_FOR;
+        let _ = conns.streams.push(IdleStream { stream: stale, since });
         let (closed, up2) = pair().await;
         drop(up2);
         tokio::time::sleep(Duration::from_millis(50)).await;
