@@ -356,6 +356,12 @@ impl Collector for GatewayCollector {
                 (vec![("sink", "file")], audit.file_failures.load(Ordering::Relaxed)),
             ],
         )?;
+        gauge(
+            &mut e,
+            "bo_gateway_audit_queued",
+            "Audit events waiting for the writer (file and store); never dropped.",
+            &[(vec![], i64::try_from(audit.queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX))],
+        )?;
         counter(
             &mut e,
             "bo_gateway_admin_sessions_ended",

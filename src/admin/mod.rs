@@ -38,7 +38,7 @@ pub async fn handle<B>(
     let method = req.method();
     if path == "/admin/sessions" {
         return match *method {
-            Method::GET => sessions::list(gw, query).await,
+            Method::GET => sessions::list(gw, rt, query).await,
             Method::DELETE => sessions::end_of_login(gw, rt, query, &caller).await,
             _ => Err(not_allowed("GET, DELETE")),
         };
