@@ -231,6 +231,26 @@ mod tests {
         assert!(hashing_slot(&limit, Duration::from_millis(50)).await.is_ok(), "a freed slot is taken");
     }
 
+    #[test]
+    fn user_url_is_for_the_http_source_only() {
+        let cfg = CredentialsConfig { user_url: "http://127.0.0.1:1/users".into(), ..Default::default() };
+        let e = Credentials::load(&cfg, Path::new("gateway.toml")).err().unwrap();
+        assert_eq!(e.key, "credentials.user_url");
+    }
+
+    #[test]
+    fn the_http_source_knows_logins_case_folded() {
+        let cfg = CredentialsConfig {
+            kind: "http".into(),
+            url: "http://127.0.0.1:1/auth/token".into(),
+            ..Default::default()
+        };
+        let creds = Credentials::load(&cfg, Path::new("gateway.toml")).unwrap();
+        assert_eq!(creds.canonical_login(" Bob\t"), "bob");
+        assert_eq!(creds.canonical_login("ÄDMIN"), "ädmin");
+        assert!(!creds.asks_at_refresh());
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn hashing_threads_run_at_idle_priority() {
