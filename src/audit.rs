@@ -4,20 +4,28 @@
 //! and flushed per event, reopened after a reload so logrotate works), and the store's bounded
 //! list that `GET /admin/audit` reads (shared by replicas on Redis).
 //!
+//! The log line is written when the event happens; the file and the store are written by one
+//! task, in order, from an unbounded queue (nothing is dropped; `bo_gateway_audit_queued` shows
+//! what waits), so a slow disk or store never holds up the request. Graceful shutdown waits for
+//! the queue ([`Audit::flush`]).
+//!
 //! An event carries names, addresses and codes only: never a password, token or key. A write
 //! that fails is logged and counted (`bo_gateway_audit_write_failures`); it never fails the
 //! request that caused it.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::gateway::Gateway;
+use crate::store::Store;
 
 /// Every event type, in the order of the metric's rows.
 pub const EVENT_TYPES: [&str; 13] = [
@@ -113,43 +121,117 @@ fn now_rfc3339() -> String {
     now.format(&Rfc3339).unwrap_or_default()
 }
 
-/// The audit sinks' state, one per gateway.
+/// One item of the writer's queue, handled in order.
+enum Job {
+    /// A serialised event (newline-terminated), and where it goes as configured when emitted.
+    Event { line: String, path: Option<PathBuf>, keep: usize },
+    /// Reopen `audit.path` before the next event: a reload (logrotate moved the old file).
+    /// Events queued before it still go to the old file.
+    Reopen,
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The audit sinks' state, one per gateway: the count per event type, taken when the event is
+/// emitted, and the queue to the one writer task that owns the file and the store writes.
 pub struct Audit {
     replica: String,
-    file: tokio::sync::Mutex<Option<(PathBuf, tokio::fs::File)>>,
-    /// Set by a reload: the next event reopens `audit.path` (logrotate moved the old file).
-    reopen: AtomicBool,
+    queue: mpsc::UnboundedSender<Job>,
     pub counts: [AtomicU64; EVENT_TYPES.len()],
-    pub store_failures: AtomicU64,
-    pub file_failures: AtomicU64,
+    /// Events emitted and not yet written by both sinks.
+    pub queued: Arc<AtomicU64>,
+    pub store_failures: Arc<AtomicU64>,
+    pub file_failures: Arc<AtomicU64>,
 }
 
 impl Audit {
-    pub fn new(replica: String) -> Self {
-        Self {
+    /// Starts the writer task (so: inside the runtime). It ends when `self` is dropped and the
+    /// queue is empty.
+    pub fn new(replica: String, store: Arc<dyn Store>) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let audit = Self {
             replica,
-            file: tokio::sync::Mutex::new(None),
-            reopen: AtomicBool::new(false),
+            queue,
             counts: Default::default(),
-            store_failures: AtomicU64::new(0),
-            file_failures: AtomicU64::new(0),
-        }
+            queued: Arc::default(),
+            store_failures: Arc::default(),
+            file_failures: Arc::default(),
+        };
+        let writer = Writer {
+            store,
+            file: None,
+            queued: audit.queued.clone(),
+            store_failures: audit.store_failures.clone(),
+            file_failures: audit.file_failures.clone(),
+        };
+        tokio::spawn(writer.run(rx));
+        audit
     }
 
-    /// After a reload: the file is reopened (by path) at the next event.
+    /// After a reload: events emitted from now on go to a newly opened `audit.path`.
     pub fn reopen(&self) {
-        self.reopen.store(true, Ordering::Relaxed);
+        let _ = self.queue.send(Job::Reopen);
     }
 
-    async fn append_file(&self, path: &std::path::Path, line: &[u8]) -> std::io::Result<()> {
-        let mut guard = self.file.lock().await;
-        let stale = self.reopen.swap(false, Ordering::Relaxed);
-        if stale || guard.as_ref().is_none_or(|(p, _)| p != path) {
-            *guard = None;
-            let f = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
-            *guard = Some((path.to_path_buf(), f));
+    /// Waits until every event emitted before the call is written to the file and the store
+    /// (tried: a failing sink is counted, not retried). For shutdown, and for tests.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.queue.send(Job::Flush(done)).is_ok() {
+            let _ = written.await;
         }
-        let Some((_, f)) = guard.as_mut() else { return Ok(()) };
+    }
+}
+
+/// The one task that writes events, in the order they were emitted: file first (flushed per
+/// event), then the store. Neither ever holds up the request that emitted the event.
+struct Writer {
+    store: Arc<dyn Store>,
+    file: Option<(PathBuf, tokio::fs::File)>,
+    queued: Arc<AtomicU64>,
+    store_failures: Arc<AtomicU64>,
+    file_failures: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = rx.recv().await {
+            match job {
+                Job::Event { line, path, keep } => {
+                    self.write(&line, path.as_deref(), keep).await;
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                Job::Reopen => self.file = None,
+                Job::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, line: &str, path: Option<&Path>, keep: usize) {
+        if let Some(path) = path {
+            if let Err(e) = self.append_file(path, line.as_bytes()).await {
+                self.file_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path = %path.display(), error = %e, "audit file write failed");
+            }
+        }
+        if keep > 0 {
+            let event = line.strip_suffix('\n').unwrap_or(line);
+            if let Err(e) = self.store.append_audit(event, keep).await {
+                self.store_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "audit store write failed");
+            }
+        }
+    }
+
+    async fn append_file(&mut self, path: &Path, line: &[u8]) -> std::io::Result<()> {
+        if self.file.as_ref().is_none_or(|(p, _)| p != path) {
+            self.file = None;
+            let f = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+            self.file = Some((path.to_path_buf(), f));
+        }
+        let Some((_, f)) = self.file.as_mut() else { return Ok(()) };
         let written = async {
             f.write_all(line).await?;
             f.flush().await
@@ -157,21 +239,22 @@ impl Audit {
         .await;
         if written.is_err() {
             // Reopened at the next event rather than written to a broken handle for good.
-            *guard = None;
+            self.file = None;
         }
         written
     }
 }
 
-/// Writes `ev` to the log, the file and the store. Never fails: a sink that does is logged and
-/// counted.
-pub async fn emit(gw: &Gateway, mut ev: Event) {
+/// Records `ev`: counted and logged (target `audit`) at once, then queued for the file and the
+/// store, which one writer task writes in order ([`Audit::flush`] waits for it). Never fails and
+/// never waits: a sink that fails is logged and counted.
+pub fn emit(gw: &Gateway, mut ev: Event) {
     let audit = &gw.audit;
     ev.replica = audit.replica.clone();
     if let Some(i) = EVENT_TYPES.iter().position(|t| *t == ev.kind) {
         audit.counts[i].fetch_add(1, Ordering::Relaxed);
     }
-    let line = match serde_json::to_string(&ev) {
+    let mut line = match serde_json::to_string(&ev) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "audit event not serialisable");
@@ -181,19 +264,16 @@ pub async fn emit(gw: &Gateway, mut ev: Event) {
     tracing::info!(target: "audit", event = %line);
     let rt = gw.runtime();
     let cfg = &rt.raw.audit;
-    if !cfg.path.as_os_str().is_empty() {
-        let mut bytes = line.clone().into_bytes();
-        bytes.push(b'\n');
-        if let Err(e) = audit.append_file(&cfg.path, &bytes).await {
-            audit.file_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(path = %cfg.path.display(), error = %e, "audit file write failed");
-        }
+    let path = (!cfg.path.as_os_str().is_empty()).then(|| cfg.path.clone());
+    if path.is_none() && cfg.keep == 0 {
+        return;
     }
-    if cfg.keep > 0 {
-        if let Err(e) = gw.store.append_audit(&line, cfg.keep).await {
-            audit.store_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "audit store write failed");
-        }
+    line.push('\n');
+    audit.queued.fetch_add(1, Ordering::Relaxed);
+    if audit.queue.send(Job::Event { line, path, keep: cfg.keep }).is_err() {
+        // Only once the runtime is going away; the log line above has it.
+        audit.queued.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!("audit writer gone; event logged only");
     }
 }
 

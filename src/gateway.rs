@@ -10,6 +10,8 @@ use tokio::sync::Semaphore;
 
 use crate::auth::bearer::Bearer;
 use crate::auth::cache::{Revocations, TokenCache};
+use crate::auth::credentials::Standing;
+use crate::auth::sessions::{Found, end_user};
 use crate::auth::tokens;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -38,11 +40,14 @@ impl Gateway {
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
         let gw = Arc::new(Self {
             runtime: ArcSwap::from_pointee(runtime),
-            store,
+            store: store.clone(),
             metrics,
             cache: TokenCache::new(capacity),
             revocations: Revocations::new(),
-            audit: crate::audit::Audit::new(crate::audit::replica_name(u64::from_le_bytes(prefix))),
+            audit: crate::audit::Audit::new(
+                crate::audit::replica_name(u64::from_le_bytes(prefix)),
+                store.clone(),
+            ),
             hashing: crate::auth::credentials::hashing_limit(),
             draining: AtomicBool::new(false),
             request_prefix: u64::from_le_bytes(prefix),
@@ -70,21 +75,12 @@ impl Gateway {
         }
     }
 
-    async fn end_sessions_of_users(&self, logins: &[String]) {
+    async fn end_sessions_of_users(&self, users: &[(String, Standing)]) {
         let rt = self.runtime();
-        for login in logins {
-            use crate::audit::{Context, Event, emit};
-            let ev = Event::new("user.disabled", &Context::default()).login(login).detail("by", "reload");
-            match crate::auth::sessions::end_sessions_of(self, &rt, login).await {
-                Ok(ended) => {
-                    tracing::info!(%login, revoked = ended.len(), "user disabled or removed; sessions ended");
-                    emit(self, ev.detail("revoked", ended.len())).await;
-                }
-                Err(e) => {
-                    tracing::warn!(%login, error = %e, "user disabled or removed; ending sessions failed");
-                    emit(self, ev.detail("error", "store unavailable")).await;
-                }
-            }
+        let ctx = crate::audit::Context::default();
+        for (login, standing) in users {
+            // Failures are logged and audited there; the user's refreshes are refused anyway.
+            let _ = end_user(self, &rt, login, *standing, Found::Reload, None, &ctx).await;
         }
     }
 
@@ -139,6 +135,7 @@ impl Gateway {
             audit_events: crate::audit::EVENT_TYPES.iter().copied().zip(counts).collect(),
             audit_store_failures: self.audit.store_failures.load(Ordering::Relaxed),
             audit_file_failures: self.audit.file_failures.load(Ordering::Relaxed),
+            audit_queued: self.audit.queued.load(Ordering::Relaxed),
             log_lines_dropped: crate::logging::access_lines_dropped(),
         }
     }

@@ -239,6 +239,13 @@ async fn drain_on(signal: CancellationToken, shared: Arc<Shared>) {
         let _ = l.task.await;
     }
     drain(&shared.admin_conns, Duration::from_secs(1)).await;
+    // Every event the drained requests emitted reaches the audit file and store before exit
+    // (their writer task would otherwise die with the runtime). A store that hangs gets the
+    // grace again, then what is left is said in the log (the log target has every event).
+    if tokio::time::timeout(grace, gw.audit.flush()).await.is_err() {
+        let left = gw.audit.queued.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(left, "shutdown grace elapsed with audit events not yet written to file or store");
+    }
     tracing::info!("shutdown complete");
 }
 

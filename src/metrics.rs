@@ -178,6 +178,8 @@ pub struct Readings {
     pub audit_events: Vec<(&'static str, u64)>,
     pub audit_store_failures: u64,
     pub audit_file_failures: u64,
+    /// Audit events waiting for the writer.
+    pub audit_queued: u64,
     pub log_lines_dropped: u64,
 }
 
@@ -368,6 +370,12 @@ impl Collector for GatewayCollector {
                 (vec![("sink", "store")], r.audit_store_failures),
                 (vec![("sink", "file")], r.audit_file_failures),
             ],
+        )?;
+        gauge(
+            &mut e,
+            "bo_gateway_audit_queued",
+            "Audit events waiting for the writer (file and store); never dropped.",
+            &[(vec![], i64::try_from(r.audit_queued).unwrap_or(i64::MAX))],
         )?;
         counter(
             &mut e,

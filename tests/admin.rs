@@ -275,6 +275,7 @@ async fn an_admin_on_a_ends_a_session_b_refuses() {
     assert_eq!(error_code(b.refresh(&s(&pair, "refreshToken")).await).await, (401, "token.invalid".into()));
     assert!(list(&b, &admin, "?login=bob").await.is_empty());
     // B reads A's event: one trail for every replica.
+    a.gateway().audit.flush().await;
     let on_b = audit(&b, &admin, "?type=session.revoked").await;
     assert_eq!(on_b.len(), 1);
     assert_eq!(on_b[0]["session"], session_of(&pair));
@@ -324,10 +325,17 @@ async fn a_reload_that_disables_a_user_ends_their_sessions(remove: bool) {
     }
     assert!(list(gw, &admin, "?login=bob").await.is_empty());
     assert_eq!(call(gw, &admin).await, 200, "other users keep their sessions");
-    let ev = audit(gw, &admin, "?type=user.disabled").await;
+    // The reload ends them in a task of its own, which emits the event after the last one ends.
+    let mut ev = audit(gw, &admin, "?type=user.disabled").await;
+    while ev.is_empty() {
+        assert!(reloaded.elapsed() < Duration::from_secs(5), "no user.disabled event");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        ev = audit(gw, &admin, "?type=user.disabled").await;
+    }
     assert_eq!(ev.len(), 1);
     assert_eq!((ev[0]["login"].as_str(), ev[0]["details"]["by"].as_str()), (Some("bob"), Some("reload")));
     assert_eq!(ev[0]["details"]["revoked"], 2);
+    assert_eq!(ev[0]["details"]["state"], if remove { "removed" } else { "disabled" });
     env.finish().await;
 }
 
@@ -341,7 +349,10 @@ async fn a_reload_that_removes_a_user_ends_their_sessions() {
     a_reload_that_disables_a_user_ends_their_sessions(true).await;
 }
 
+/// `GET /admin/audit{query}`, once every event `gw` has emitted so far is written (the file and
+/// the store are written after the answer, in order; see `bo_gateway::audit`).
 async fn audit(gw: &Gateway, admin: &str, query: &str) -> Vec<Value> {
+    gw.gateway().audit.flush().await;
     let r = admin_call(gw, reqwest::Method::GET, &format!("/admin/audit{query}"), admin).await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
@@ -466,7 +477,7 @@ async fn limits_and_failures_are_audited(on_redis: bool) {
 
 on_both_stores_audit!(the_audit_trail, limits_and_failures_are_audited);
 
-/// `audit.path`: one JSON object a line, there as soon as the request is answered; after a
+/// `audit.path`: one JSON object a line, there once the writer has caught up; after a
 /// logrotate-style rename and a reload, events go to a new file at the path. A file that cannot
 /// be written fails no login: it is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,6 +498,7 @@ async fn the_audit_file_is_appended_reopened_and_never_fails_a_login() {
     let gw = Gateway::start(setup).await;
     gw.login(TRADER).await;
     assert_eq!(gw.try_login(TRADER.0, "bad").await.status(), 401);
+    gw.gateway().audit.flush().await;
     let lines: Vec<Value> =
         std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(types(&lines), ["login.ok", "login.failed"]);
@@ -494,6 +506,7 @@ async fn the_audit_file_is_appended_reopened_and_never_fails_a_login() {
     std::fs::rename(&path, logs.join("audit.jsonl.1")).unwrap();
     gw.running.as_ref().unwrap().reload().await.unwrap();
     let admin = gw.access_token(ADMIN).await;
+    gw.gateway().audit.flush().await;
     let fresh = std::fs::read_to_string(&path).unwrap();
     assert_eq!(fresh.lines().count(), 1, "the event after the reload is in the new file");
     assert!(fresh.contains("\"login\":\"alice\""));
@@ -507,8 +520,10 @@ async fn the_audit_file_is_appended_reopened_and_never_fails_a_login() {
     gw.running.as_ref().unwrap().reload().await.unwrap();
     std::fs::remove_dir_all(&logs).unwrap();
     assert_eq!(gw.try_login(TRADER.0, TRADER.1).await.status(), 200);
+    gw.gateway().audit.flush().await;
     let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("bo_gateway_audit_write_failures_total{sink=\"file\"} 1"), "{metrics}");
+    assert!(metrics.contains("bo_gateway_audit_queued 0"), "{metrics}");
     assert_eq!(audit(&gw, &admin, "?limit=1").await[0]["type"], "login.ok", "the store still has it");
 }
 
@@ -528,4 +543,83 @@ async fn grace_and_theft_are_audited() {
     assert_eq!(types(&trail), ["refresh.reused", "refresh.ok", "refresh.grace", "refresh.ok", "login.ok"]);
     assert_eq!(trail[0]["login"], "bob");
     env.finish().await;
+}
+
+/// The audit file and store are written after the answer, in order, by one writer: with the
+/// file a FIFO nobody reads (so the writer is stuck opening it), logins are still answered and
+/// the events wait in the queue (none lost, none in the store yet); a graceful shutdown waits
+/// for the writer, which then writes every event in the order they happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_writes_wait_for_nobody_and_shutdown_waits_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let _unblock = DrainFifo(fifo.clone());
+    let up = upstream::start("bo").await;
+    let setup = Setup {
+        routes: format!(
+            "[audit]\npath = \"{}\"\nkeep = 100\n\n{}",
+            fifo.display(),
+            route("api", "/api", &up.url(), "")
+        ),
+        ..Default::default()
+    };
+    let mut gw = Gateway::start(setup).await;
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        // Bounded only so that a regression fails instead of hanging: each is answered at once.
+        let answer = if i % 3 == 2 {
+            expected.push("login.failed");
+            tokio::time::timeout(Duration::from_secs(20), gw.try_login(TRADER.0, "wrong")).await
+        } else {
+            expected.push("login.ok");
+            tokio::time::timeout(Duration::from_secs(20), gw.try_login(TRADER.0, TRADER.1)).await
+        };
+        assert!(answer.is_ok(), "a login waited for the audit file");
+    }
+    let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("bo_gateway_audit_queued 6"), "{metrics}");
+    assert!(gw.gateway().store.audit_events(100).await.unwrap().is_empty(), "the store comes after the file");
+
+    let running = gw.running.take().unwrap();
+    let audit = running.gateway.clone();
+    running.shutdown();
+    let mut stopped = tokio::spawn(running.wait());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut stopped).await.is_err(),
+        "shutdown did not wait for the audit writer"
+    );
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let f = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+        f.lines().take(6).map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap()).collect::<Vec<_>>()
+    });
+    stopped.await.unwrap();
+    assert_eq!(audit.audit.queued.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let lines = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
+    assert_eq!(types(&lines), expected);
+    let stored: Vec<Value> = audit
+        .store
+        .audit_events(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut newest_first = expected.clone();
+    newest_first.reverse();
+    assert_eq!(types(&stored), newest_first, "the store has them too, in order");
+}
+
+/// On the way out, pass or fail: the FIFO gets a reader that empties it, so the writer task is
+/// never left blocked opening it (the runtime would wait for it for ever). Opened read-write,
+/// which on Linux neither blocks nor ever sees end-of-file, before the folder goes.
+struct DrainFifo(std::path::PathBuf);
+
+impl Drop for DrainFifo {
+    fn drop(&mut self) {
+        if let Ok(mut f) = std::fs::OpenOptions::new().read(true).write(true).open(&self.0) {
+            std::thread::spawn(move || std::io::copy(&mut f, &mut std::io::sink()));
+        }
+    }
 }

@@ -22,6 +22,8 @@ pub async fn list(
         return Err(GatewayError::Malformed(format!("unknown event type `{t}`")));
     }
     let since = q.get("since").map(|s| parse_time(s)).transpose()?;
+    // Events name logins as the credentials source knows them (see `auth::login`).
+    let login = q.get("login").map(|l| rt.credentials.canonical_login(l));
     let events = gw
         .store
         .audit_events(rt.raw.audit.keep)
@@ -30,7 +32,7 @@ pub async fn list(
     let wanted = |ev: &Event| {
         let is =
             |k: &str, v: &Option<String>| q.get(k).is_none_or(|want| v.as_deref() == Some(want.as_str()));
-        is("login", &ev.login)
+        login.as_ref().is_none_or(|l| ev.login.as_ref() == Some(l))
             && is("session", &ev.session)
             && q.get("type").is_none_or(|t| *t == ev.kind)
             && since.is_none_or(|s| parse_time(&ev.time).is_ok_and(|t| t >= s))

@@ -48,13 +48,18 @@ impl SessionView {
 }
 
 /// `GET /admin/sessions?login=&limit=`: that login's live sessions (newest first), or the most
-/// recent live sessions of anyone.
-pub async fn list(gw: &Gateway, query: Option<&str>) -> Result<Response<GatewayBody>, GatewayError> {
+/// recent live sessions of anyone. `login` is read as the credentials source knows it (SPEC §1:
+/// for `http`, in any case), as sessions are indexed.
+pub async fn list(
+    gw: &Gateway,
+    rt: &Runtime,
+    query: Option<&str>,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let q = parse_query(query, &["login", "limit"])?;
     let limit = limit_of(&q)?;
     let now = now_secs();
     let ids = match q.get("login") {
-        Some(login) => gw.store.sessions_of(login, now).await,
+        Some(login) => gw.store.sessions_of(&rt.credentials.canonical_login(login), now).await,
         None => gw.store.recent_sessions(limit, now).await,
     }
     .map_err(store_err)?;
@@ -84,14 +89,15 @@ pub async fn end_one(
     if record.state == SessionState::Live && record.expires_at > now_secs() {
         end_session(gw, rt, id).await.map_err(store_err)?;
         tracing::info!(login = %record.login, session = %id, by = %caller.identity.login, "session ended by an administrator");
-        revoked_event(gw, caller, &record.login, id).await;
+        revoked_event(gw, caller, &record.login, id);
     }
     let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
 }
 
-/// `DELETE /admin/sessions?login=`: ends every live session of that login; `{"revoked": n}`.
+/// `DELETE /admin/sessions?login=`: ends every live session of that login (read as `list`
+/// reads it); `{"revoked": n}`.
 /// Without `login` it is refused: nothing ends sessions nobody named.
 pub async fn end_of_login(
     gw: &Gateway,
@@ -101,22 +107,23 @@ pub async fn end_of_login(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let q = parse_query(query, &["login"])?;
     let login = q.get("login").ok_or_else(|| GatewayError::Malformed("login is required".into()))?;
-    let ended = end_sessions_of(gw, rt, login).await.map_err(store_err)?;
+    let login = rt.credentials.canonical_login(login);
+    let ended = end_sessions_of(gw, rt, &login).await.map_err(store_err)?;
     tracing::info!(%login, revoked = ended.len(), by = %caller.identity.login, "sessions ended by an administrator");
     for id in &ended {
-        revoked_event(gw, caller, login, id).await;
+        revoked_event(gw, caller, &login, id);
     }
     json_response(StatusCode::OK, &serde_json::json!({ "revoked": ended.len() }))
 }
 
 /// `session.revoked`, by the calling admin; counted in `bo_gateway_admin_sessions_ended`.
-async fn revoked_event(gw: &Gateway, caller: &Caller, login: &str, id: &str) {
+fn revoked_event(gw: &Gateway, caller: &Caller, login: &str, id: &str) {
     gw.metrics.admin_sessions_ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ev = Event::new("session.revoked", &caller.context)
         .login(login)
         .session(id)
         .detail("by", caller.identity.login.as_str());
-    audit::emit(gw, ev).await;
+    audit::emit(gw, ev);
 }
 
 /// Session ids are base64url; anything else names no session (and is not worth a store call).

@@ -235,7 +235,7 @@ async fn issue_ott(
         .put_ott(&token_hash(&ott), &id.login, now_secs() + life.one_time_token_life_time)
         .await
         .map_err(store_err)?;
-    audit::emit(gw, Event::new("ott.issued", ctx).login(&id.login).session(&id.session)).await;
+    audit::emit(gw, Event::new("ott.issued", ctx).login(&id.login).session(&id.session));
     json_response(
         StatusCode::OK,
         &serde_json::json!({ "token": ott, "lifeTime": life.one_time_token_life_time }),
@@ -257,25 +257,23 @@ async fn verify_ott(
         if let Some(l) = login {
             ev = ev.login(l);
         }
-        async move {
-            audit::emit(gw, ev).await;
-            json_response(StatusCode::OK, &serde_json::json!({ "valid": false }))
-        }
+        audit::emit(gw, ev);
+        json_response(StatusCode::OK, &serde_json::json!({ "valid": false }))
     };
     if body.token.is_empty() || body.token.len() > MAX_OPAQUE_TOKEN_BYTES {
-        return invalid(None, "malformed").await;
+        return invalid(None, "malformed");
     }
     let Some(login) = gw.store.consume_ott(&token_hash(&body.token), now_secs()).await.map_err(store_err)?
     else {
-        return invalid(None, "unknown, used or expired").await;
+        return invalid(None, "unknown, used or expired");
     };
     let roles = match rt.credentials.account(&login) {
         Some(a) if !a.disabled => a.roles,
-        _ => return invalid(Some(&login), "user disabled or removed").await,
+        _ => return invalid(Some(&login), "user disabled or removed"),
     };
     let pair = start_session(gw, rt, &login, &roles, origin).await?;
     gw.metrics.otts_verified.add("ok");
-    audit::emit(gw, Event::new("ott.verified", ctx).login(&login).session(&pair.session)).await;
+    audit::emit(gw, Event::new("ott.verified", ctx).login(&login).session(&pair.session));
     json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -300,7 +298,7 @@ async fn revoke(
     let until = gw.store.revoke_session(&id.session).await.map_err(store_err)?.unwrap_or(0).max(id.exp);
     gw.revocations.revoke(&id.session, until + rt.token_settings.leeway_secs);
     tracing::info!(login = %id.login, session = %id.session, "session revoked (logout)");
-    audit::emit(gw, Event::new("logout", ctx).login(&id.login).session(&id.session)).await;
+    audit::emit(gw, Event::new("logout", ctx).login(&id.login).session(&id.session));
     let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
@@ -332,7 +330,7 @@ async fn settings(
         .detail("by", who.login.as_str())
         .detail("old", serde_json::to_value(current).unwrap_or_default())
         .detail("new", serde_json::to_value(next).unwrap_or_default());
-    audit::emit(gw, ev).await;
+    audit::emit(gw, ev);
     json_response(StatusCode::OK, &next)
 }
 

@@ -46,7 +46,7 @@ pub(super) async fn login(
             }
         }
     };
-    audit::emit(gw, ev).await;
+    audit::emit(gw, ev);
     result.map(|(_, _, resp)| resp).map_err(|(_, e)| e)
 }
 
@@ -63,9 +63,12 @@ async fn attempt(
     if body.login.len() > MAX_LOGIN_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
         return Err((None, GatewayError::Malformed("login or password too long".into())));
     }
-    let named = |e: GatewayError| (Some(body.login.clone()), e);
+    // The login as the source knows it: what the counter, the session (and so the store's
+    // per-login index and the tokens) and the audit trail name.
+    let login = rt.credentials.canonical_login(&body.login);
+    let named = |e: GatewayError| (Some(login.clone()), e);
     let limits = &rt.login_limits;
-    let login_key = format!("login:{}", rt.credentials.counter_key(&body.login));
+    let login_key = format!("login:{login}");
     let addr_key = format!("addr:{client}");
     let keys: Vec<(&str, u32)> =
         [(login_key.as_str(), limits.per_login), (addr_key.as_str(), limits.per_address)]
@@ -92,10 +95,10 @@ async fn attempt(
     match verdict {
         Ok(Verdict::Valid { roles }) => {
             give(true).await;
-            let pair = start_session(gw, rt, &body.login, &roles, origin).await.map_err(named)?;
-            tracing::info!(login = %body.login, %client, "login");
+            let pair = start_session(gw, rt, &login, &roles, origin).await.map_err(named)?;
+            tracing::info!(%login, %client, "login");
             let resp = json_response(StatusCode::OK, &pair).map_err(named)?;
-            Ok((body.login.clone(), pair.session.clone(), resp))
+            Ok((login.clone(), pair.session.clone(), resp))
         }
         Ok(Verdict::Disabled) => {
             give(false).await;

@@ -1,21 +1,23 @@
 //! `GET /auth/token/refresh` (SPEC §1): rotation with reuse detection and the reuse grace,
-//! decided by the store in one step; a user the credentials source no longer accepts has every
-//! session ended.
+//! decided by the store in one step; a user the credentials source no longer accepts (the users
+//! file as it is now, or the BO asked through `credentials.user_url`) has every session ended.
 
 use http::{Request, Response, StatusCode};
 
+use super::credentials::Standing;
 use super::endpoints::{
     EndpointBody, MAX_OPAQUE_TOKEN_BYTES, RefreshBody, TokenPair, json_response, lifetimes, parse_json,
     read_body, store_err,
 };
 use super::refresh::RefreshToken;
+use super::sessions::{Found, end_user};
 use super::tokens::{issue_access, now_secs};
 use crate::audit::{self, Context, Event};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::runtime::Runtime;
-use crate::store::Rotation;
+use crate::store::{Rotation, SessionState};
 
 /// The refresh token from the `token` header, or `{"refreshToken"}` when the header is absent.
 async fn refresh_token_of(req: Request<EndpointBody>) -> Result<String, GatewayError> {
@@ -55,6 +57,19 @@ pub(super) async fn refresh(
     let Some(token) = RefreshToken::parse(&presented) else {
         return Err(GatewayError::TokenInvalid("not a refresh token of this gateway"));
     };
+    // The BO, where it can be asked, before the token is spent: if it cannot answer, the client
+    // keeps a token it may present again (with the grace off, presenting a spent one is theft).
+    if rt.credentials.asks_at_refresh() {
+        if let Some(login) = holder(gw, &token).await? {
+            let standing = rt.credentials.standing(&login).await?;
+            if standing != Standing::Active {
+                end_user(gw, rt, &login, standing, Found::Refresh, Some(&token.session), ctx)
+                    .await
+                    .map_err(store_err)?;
+                return Err(GatewayError::UserDisabled);
+            }
+        }
+    }
     let life = lifetimes(gw, rt).await?;
     let now = now_secs();
     let next = token.successor();
@@ -84,32 +99,24 @@ pub(super) async fn refresh(
             if let Ok(Some(rec)) = gw.store.session(&session).await {
                 ev = ev.login(&rec.login);
             }
-            audit::emit(gw, ev).await;
+            audit::emit(gw, ev);
             return Err(GatewayError::TokenReused);
         }
         Rotation::Unknown => return Err(GatewayError::TokenInvalid("unknown refresh token")),
     };
     // Roles come from the users file as it is now: a user disabled or removed since login
-    // cannot keep refreshing.
+    // cannot keep refreshing. Every session of the login ends, not only this one: a reload that
+    // disabled it may have failed to end them (store down).
     let roles = match rt.credentials.account(&session.login) {
         Some(a) if !a.disabled => a.roles,
         found => {
-            // Every session of the login, not only this one: a reload that disabled it may have
-            // failed to end them (store down).
-            crate::auth::sessions::end_session(gw, rt, &session.id).await.map_err(store_err)?;
-            let ended =
-                crate::auth::sessions::end_sessions_of(gw, rt, &session.login).await.map_err(store_err)?;
-            let ev = Event::new("user.disabled", ctx)
-                .login(&session.login)
-                .session(&session.id)
-                .detail("by", "refresh")
-                .detail("state", if found.is_some() { "disabled" } else { "removed" })
-                .detail("revoked", ended.len() + 1);
-            audit::emit(gw, ev).await;
-            return Err(if found.is_some() {
-                GatewayError::UserDisabled
-            } else {
-                GatewayError::TokenInvalid("user gone")
+            let standing = if found.is_some() { Standing::Disabled } else { Standing::Removed };
+            end_user(gw, rt, &session.login, standing, Found::Refresh, Some(&session.id), ctx)
+                .await
+                .map_err(store_err)?;
+            return Err(match standing {
+                Standing::Removed => GatewayError::TokenInvalid("user gone"),
+                _ => GatewayError::UserDisabled,
             });
         }
     };
@@ -122,7 +129,7 @@ pub(super) async fn refresh(
         life.access_token_life_time,
         now,
     )?;
-    audit::emit(gw, Event::new(kind, ctx).login(&session.login).session(&session.id)).await;
+    audit::emit(gw, Event::new(kind, ctx).login(&session.login).session(&session.id));
     json_response(
         StatusCode::OK,
         &TokenPair {
@@ -133,4 +140,13 @@ pub(super) async fn refresh(
             refresh_token_life_time: life.refresh_token_life_time,
         },
     )
+}
+
+/// The login of the session `token` belongs to, if that session is live and the token carries
+/// its proof (so only a holder of one of its tokens, not anyone who knows a session id, makes
+/// the gateway ask the BO). `None`: the rotation will refuse the token anyway.
+async fn holder(gw: &Gateway, token: &RefreshToken) -> Result<Option<String>, GatewayError> {
+    let Some(rec) = gw.store.session(&token.session).await.map_err(store_err)? else { return Ok(None) };
+    let live = rec.state == SessionState::Live && rec.expires_at > now_secs();
+    Ok((live && rec.key_hash == token.proof_hash()).then_some(rec.login))
 }

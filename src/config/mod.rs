@@ -185,6 +185,9 @@ pub struct CredentialsConfig {
     pub url: String,
     pub timeout: ConfigDuration,
     pub roles_file: PathBuf,
+    /// `http` only, optional: asked at each refresh whether the login may still refresh
+    /// (`auth::credentials::http`). Empty: the BO is asked at login only.
+    pub user_url: String,
 }
 
 impl Default for CredentialsConfig {
@@ -195,6 +198,7 @@ impl Default for CredentialsConfig {
             url: String::new(),
             timeout: ConfigDuration::secs(5),
             roles_file: PathBuf::new(),
+            user_url: String::new(),
         }
     }
 }

@@ -71,7 +71,7 @@ pub async fn serve(
         Handler::Auth(ep) => endpoints::handle(gw, rt, ep, req, client, own.admin.clone()).await,
         Handler::Metrics => health::metrics(gw),
         Handler::StatusPage => admin::status::serve(req.uri().path()).ok_or(GatewayError::NoRoute),
-        Handler::AdminSessions if req.method() == Method::GET => admin::sessions::list(gw, query).await,
+        Handler::AdminSessions if req.method() == Method::GET => admin::sessions::list(gw, rt, query).await,
         Handler::AdminSessions => admin::sessions::end_of_login(gw, rt, query, &caller(&req)?).await,
         Handler::AdminSession => {
             let id = own.endpoint.parameter(req.uri().path());

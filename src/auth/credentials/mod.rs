@@ -31,6 +31,25 @@ pub struct Account {
     pub disabled: bool,
 }
 
+/// Whether a login may still use its sessions, as the source says at a refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Active,
+    Disabled,
+    Removed,
+}
+
+impl Standing {
+    /// The `state` detail of the `user.disabled` event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Removed => "removed",
+        }
+    }
+}
+
 pub enum Credentials {
     File(FileUsers),
     Http(HttpCheck),
@@ -57,6 +76,11 @@ pub fn hashing_limit() -> Arc<Semaphore> {
 impl Credentials {
     pub fn load(cfg: &CredentialsConfig, file: &Path) -> Result<Self, ConfigError> {
         match cfg.kind.as_str() {
+            "file" if !cfg.user_url.is_empty() => Err(ConfigError::new(
+                file,
+                "credentials.user_url",
+                "only for kind = \"http\" (a users file is read at each refresh anyway)",
+            )),
             "file" => FileUsers::load(cfg, file).map(Self::File),
             "http" => HttpCheck::load(cfg, file).map(Self::Http),
             other => Err(ConfigError::new(
@@ -67,35 +91,62 @@ impl Credentials {
         }
     }
 
-    /// The name of the login's failure counter: the login as the source knows it (the users
-    /// file's exact spelling; for `http`, whose BO may ignore case, lower-cased), without
-    /// surrounding whitespace or control characters, so `ADMIN`, `Admin` and ` admin` share
-    /// one counter where the source would take them for one login.
-    pub fn counter_key(&self, login: &str) -> String {
+    /// A login in the form the source knows it (SPEC §1): the users file's exact spelling; for
+    /// `http`, whose BO may ignore case, case-folded; without surrounding whitespace or control
+    /// characters. The one name a login goes by in the gateway: its failure counter, its
+    /// sessions (and so the store's per-login index and the tokens' `sub`), its audit events and
+    /// the admin API's `?login=` all use it, so `Bob` and `bob` are one login where the source
+    /// takes them for one.
+    pub fn canonical_login(&self, login: &str) -> String {
         let core = login.trim_matches(|c: char| c.is_whitespace() || c.is_control());
         match self {
             Self::File(_) => core.to_string(),
-            Self::Http(_) => core.to_lowercase(),
+            Self::Http(_) => http::fold(core),
         }
     }
 
     /// The logins `self` accepts that `next` (a reloaded users file) disables or no longer has:
     /// whose sessions a reload ends. Only a users file can say so; the `http` source is asked
-    /// about a login when it logs in, not when the configuration changes.
-    pub fn no_longer_accepted(&self, next: &Credentials) -> Vec<String> {
+    /// about a login when it logs in and, with `user_url`, at each refresh (`standing`).
+    pub fn no_longer_accepted(&self, next: &Credentials) -> Vec<(String, Standing)> {
         let (Self::File(old), Self::File(new)) = (self, next) else { return Vec::new() };
         old.users()
-            .filter(|u| !u.disabled && new.user(&u.login).is_none_or(|n| n.disabled))
-            .map(|u| u.login.clone())
+            .filter(|u| !u.disabled)
+            .filter_map(|u| match new.user(&u.login) {
+                None => Some((u.login.clone(), Standing::Removed)),
+                Some(n) if n.disabled => Some((u.login.clone(), Standing::Disabled)),
+                Some(_) => None,
+            })
             .collect()
     }
 
-    /// The login's current roles and state; `None` if it no longer exists.
+    /// The login's current roles and state as far as the gateway holds them; `None` if it no
+    /// longer exists.
     pub fn account(&self, login: &str) -> Option<Account> {
         match self {
             Self::File(f) => f.user(login).map(|u| Account { roles: u.roles.clone(), disabled: u.disabled }),
-            // The BO is the authority on who exists; it was asked at login.
+            // The BO is the authority on who exists: asked at login, and at refresh through
+            // `standing` when it can be.
             Self::Http(h) => Some(Account { roles: h.roles(login), disabled: false }),
+        }
+    }
+
+    /// Whether a refresh must ask the source (`standing`) before rotating: only the `http`
+    /// source with `user_url`. Asking first means an unreachable BO spends no refresh token.
+    pub fn asks_at_refresh(&self) -> bool {
+        matches!(self, Self::Http(h) if h.asks_at_refresh())
+    }
+
+    /// Asks the source whether `login` (canonical) may still refresh. The users file answers
+    /// from memory; the BO over HTTP (see `http`), or `Active` when it has nothing to ask.
+    pub async fn standing(&self, login: &str) -> Result<Standing, GatewayError> {
+        match self {
+            Self::File(f) => Ok(match f.user(login) {
+                Some(u) if u.disabled => Standing::Disabled,
+                Some(_) => Standing::Active,
+                None => Standing::Removed,
+            }),
+            Self::Http(h) => h.standing(login).await,
         }
     }
 }
@@ -178,6 +229,26 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(held);
         assert!(hashing_slot(&limit, Duration::from_millis(50)).await.is_ok(), "a freed slot is taken");
+    }
+
+    #[test]
+    fn user_url_is_for_the_http_source_only() {
+        let cfg = CredentialsConfig { user_url: "http://127.0.0.1:1/users".into(), ..Default::default() };
+        let e = Credentials::load(&cfg, Path::new("gateway.toml")).err().unwrap();
+        assert_eq!(e.key, "credentials.user_url");
+    }
+
+    #[test]
+    fn the_http_source_knows_logins_case_folded() {
+        let cfg = CredentialsConfig {
+            kind: "http".into(),
+            url: "http://127.0.0.1:1/auth/token".into(),
+            ..Default::default()
+        };
+        let creds = Credentials::load(&cfg, Path::new("gateway.toml")).unwrap();
+        assert_eq!(creds.canonical_login(" Bob\t"), "bob");
+        assert_eq!(creds.canonical_login("ÄDMIN"), "ädmin");
+        assert!(!creds.asks_at_refresh());
     }
 
     #[cfg(target_os = "linux")]
