@@ -7,7 +7,7 @@
 //! passes by skipping.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -162,6 +162,10 @@ fn data_args(port: u16, dir: &Path, extra: &[String]) -> Vec<String> {
         "",
         "--appendonly",
         "no",
+        // A replica syncs at once (the default waits 5 s for more replicas to share one
+        // transfer), so a test can kill its master right after set-up.
+        "--repl-diskless-sync-delay",
+        "0",
         "--daemonize",
         "no",
         "--dir",
@@ -379,6 +383,17 @@ impl Cluster {
         );
         let mut cluster = Self { dir, nodes, first_masters: Vec::new() };
         cluster.wait_ok().await;
+        // A replica that never finished its first sync cannot take over (its data counts as
+        // too old), so wait for every replica's link.
+        for n in &cluster.nodes {
+            wait_for("cluster replicas to sync", || async {
+                info(n.port, "replication").await.is_some_and(|i| {
+                    info_field(&i, "role") == Some("master")
+                        || info_field(&i, "master_link_status") == Some("up")
+                })
+            })
+            .await;
+        }
         cluster.first_masters = cluster.master_ports().await;
         assert_eq!(cluster.first_masters.len(), 3, "a new cluster without three masters");
         Some(cluster)
@@ -468,7 +483,10 @@ impl Cluster {
                     return *new;
                 }
             }
-            assert!(Instant::now() < deadline, "no cluster failover within {SETTLE:?}");
+            if Instant::now() > deadline {
+                let nodes = query::<String>(port, &["CLUSTER", "NODES"]).await.unwrap_or_default();
+                panic!("no cluster failover within {SETTLE:?} (ok: {ok}, masters {masters:?}):\n{nodes}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -477,10 +495,4 @@ impl Cluster {
 fn toml_list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|a| format!("\"{a}\"")).collect();
     format!("[{}]", quoted.join(", "))
-}
-
-/// The folder the processes of a set write their logs to (kept while the set lives), for a
-/// failing test to point at.
-pub fn log_dir(dir: &tempfile::TempDir) -> PathBuf {
-    dir.path().to_path_buf()
 }
