@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bo_gateway::auth::refresh::RefreshToken;
 use bo_gateway::config::StoreConfig;
-use bo_gateway::store::{self, NewSession, Rotation, Store};
-use support::redis_procs::{MASTER_NAME, SentinelSet};
+use bo_gateway::store::{self, ConnectorSettings, NewSession, Rotation, Store};
+use support::redis_procs::{MASTER_NAME, SentinelSet, query};
 
 fn cfg(set: &SentinelSet, acks: u32) -> StoreConfig {
     StoreConfig {
@@ -113,12 +113,29 @@ async fn a_failover_is_followed_without_a_restart() {
     // The old master comes back as a replica of the new one; calls keep going to the master.
     set.server(old).restart().await;
     set.wait_replicas(new, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let info: Option<String> = query(old, &["INFO", "replication"]).await;
+        if info.is_some_and(|i| i.contains("master_link_status:up")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old master never synced as a replica");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A replica that has just synced may take a moment to acknowledge; settings are idempotent.
+    let settings = ConnectorSettings {
+        access_token_life_time: 60,
+        refresh_token_life_time: 600,
+        one_time_token_life_time: 10,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = acked.put_settings(settings).await {
+        assert!(Instant::now() < deadline, "the old master never acknowledged as a replica: {e}");
+    }
     let t = RefreshToken::first("after");
     other.create_session(new_session(&t, now)).await.unwrap();
-    assert!(
-        matches!(rotate(&acked, &t, now).await.0, Ok(Rotation::Rotated(_))),
-        "acknowledged by the old master, now a replica"
-    );
+    let r = rotate(&acked, &t, now).await.0;
+    assert!(matches!(r, Ok(Rotation::Rotated(_))), "acknowledged by the old master, now a replica: {r:?}");
 }
 
 /// A master name Sentinel does not know: the store opens (unready), and calls fail quickly with
