@@ -13,6 +13,7 @@ use bo_gateway::config::StoreConfig;
 use bo_gateway::store::{self, ConnectorSettings, NewSession, Reservation, Rotation, Store, StoreError};
 use serde_json::json;
 use support::redis::OwnRedis;
+use support::redis_procs::Cluster;
 use support::{Gateway, Setup, TRADER, error_code, route, upstream};
 
 async fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> T {
@@ -203,4 +204,69 @@ async fn retries_after_an_unacknowledged_change() {
         "a used OTT never verifies again"
     );
     gw.login(TRADER).await;
+}
+
+/// On Cluster, `WAIT` goes to the master that holds the key, on the connection that wrote it:
+/// with the replica of one master gone, changes to keys of that master's slots are unavailable,
+/// changes elsewhere are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_cluster_acks_are_counted_where_the_key_lives() {
+    let Some(mut cluster) = Cluster::start(1).await else { return };
+    let cfg = StoreConfig {
+        kind: "redis".into(),
+        cluster: cluster.addrs(),
+        min_replica_acks: 1,
+        key_prefix: "acks:".into(),
+        ..Default::default()
+    };
+    let acked = store::open(&cfg).await.unwrap();
+    let now = 1_000;
+    let x = "x0";
+    let master = cluster.master_of(&format!("acks:sess:{{{x}}}")).await;
+    let mut n = 0;
+    let y = loop {
+        let y = format!("y{n}");
+        if cluster.master_of(&format!("acks:sess:{{{y}}}")).await != master {
+            break y;
+        }
+        n += 1;
+    };
+    let (tx, ty) = (RefreshToken::first(x), RefreshToken::first(&y));
+    acked.create_session(new_session(&tx, now)).await.unwrap();
+    let mut sy = new_session(&ty, now);
+    sy.login = format!("{y}-login");
+    acked.create_session(sy).await.unwrap();
+
+    // Kill the replica of the master that holds x.
+    let nodes: String = query(master, &["CLUSTER", "NODES"]).await;
+    let id = nodes.lines().find(|l| l.contains("myself")).unwrap().split(' ').next().unwrap().to_string();
+    let replica: u16 = nodes
+        .lines()
+        .find(|l| l.split(' ').nth(3) == Some(id.as_str()))
+        .and_then(|l| l.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
+        .expect("the master's replica");
+    cluster.node(replica).kill();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let info: String = query(master, &["INFO", "replication"]).await;
+        if info.contains("connected_slaves:0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the master still counts its killed replica");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let rotate = |t: &RefreshToken| {
+        let next = t.successor();
+        let rec = t.successor_record(&next, now + 100, now + 20).unwrap();
+        let (s, p) = (acked.clone(), t.presented());
+        async move { s.rotate_refresh(&p, &rec, 10, now).await }
+    };
+    unavailable(rotate(&tx).await);
+    assert!(
+        matches!(rotate(&ty).await.unwrap(), Rotation::Rotated(_)),
+        "another master's replica acknowledges"
+    );
+    unavailable(acked.revoke_session(x).await);
+    assert_eq!(acked.revoke_session(&y).await.unwrap(), Some(now + 20));
 }
