@@ -41,15 +41,16 @@ async fn the_password_comes_from_the_environment() {
     let Some(redis) = OwnRedis::start().await else { return };
     let client = redis::Client::open(redis.url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    // A variable cargo sets for every test run stands for the operator's (tests never set
+    // environment variables: not thread-safe).
+    let var = "CARGO_PKG_NAME";
+    let password = std::env::var(var).expect("cargo sets CARGO_PKG_NAME when running tests");
     let _: () =
-        redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("s3cret").query_async(&mut c).await.unwrap();
-    let var = format!("BO_GATEWAY_TEST_REDIS_PASSWORD_{}", redis.port);
-    // SAFETY: a variable of this test's own, set before any thread reads it.
-    unsafe { std::env::set_var(&var, "s3cret") };
+        redis::cmd("CONFIG").arg("SET").arg("requirepass").arg(&password).query_async(&mut c).await.unwrap();
     let mut cfg = StoreConfig { kind: "redis".into(), url: redis.url(), ..Default::default() };
     let without = store::open(&cfg).await.unwrap();
     assert!(without.ping().await.is_err(), "no password, no service");
-    cfg.password_env = var;
+    cfg.password_env = var.into();
     let with = store::open(&cfg).await.unwrap();
     with.ping().await.unwrap();
     with.put_ott(&[1; 32], "alice", 2_000_000_000).await.unwrap();
