@@ -41,6 +41,8 @@ async fn attach(replica: &OwnRedis, master: Option<&OwnRedis>, watch: &OwnRedis)
         Some(p) => vec!["REPLICAOF", "127.0.0.1", p.as_str()],
         None => vec!["REPLICAOF", "NO", "ONE"],
     };
+    // The replica loads the master's data from the socket: no dump.rdb in the working folder.
+    let _: String = query(replica.port, &["CONFIG", "SET", "repl-diskless-load", "swapdb"]).await;
     let _: String = query(replica.port, &args).await;
     let want = usize::from(master.is_some());
     let deadline = Instant::now() + Duration::from_secs(15);
