@@ -186,7 +186,7 @@ impl Running {
             .await
             .map_err(|e| ConfigError::new(&self.shared.config, "", format!("reload task failed: {e}")))??;
         let old = self.gateway.runtime();
-        if runtime.raw.store.kind != old.raw.store.kind || runtime.raw.store.url != old.raw.store.url {
+        if runtime.raw.store != old.raw.store {
             tracing::warn!("[store] changes take effect at the next restart");
         }
         if runtime.max_connections != old.max_connections {

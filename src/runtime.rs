@@ -178,13 +178,9 @@ impl Runtime {
                 return Err(err("store.path", "is required when store.kind is \"file\"".into()));
             }
             "file" => {}
-            "redis" if !(st.url.starts_with("redis://") || st.url.starts_with("rediss://")) => {
-                return Err(err(
-                    "store.url",
-                    "must start with redis:// or rediss:// when store.kind is \"redis\"".into(),
-                ));
+            "redis" => {
+                crate::store::redis_target(st).map_err(|(key, why)| err(key, why))?;
             }
-            "redis" => {}
             other => return Err(err("store.kind", format!("`{other}` is not memory, file or redis"))),
         }
         let ll = &raw.login_limits;

@@ -13,6 +13,7 @@ use bo_gateway::store::{
     Store, TokenHash,
 };
 use support::redis as test_redis;
+use support::redis_procs::{Cluster, SentinelSet};
 
 /// A store under test and what to clean up after it.
 struct Backend {
@@ -346,9 +347,14 @@ async fn expiry(store: Arc<dyn Store>) {
 async fn purge_keeps_the_live(store: Arc<dyn Store>) {
     let now = 1_000;
     let mut tasks = tokio::task::JoinSet::new();
+    // Many at once, not all: 5,000 calls queued together can outlast a store call's time limit
+    // on a busy machine.
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
     for i in 0..5_000u32 {
         let s = store.clone();
+        let gate = gate.clone();
         tasks.spawn(async move {
+            let _turn = gate.acquire().await.unwrap();
             let mut hash = [7u8; 32];
             hash[..4].copy_from_slice(&i.to_le_bytes());
             let expires = if i % 1_000 == 0 { now + 500 } else { now + 5 };
@@ -489,12 +495,47 @@ macro_rules! conformance {
     };
 }
 
+/// Every case on one set of Redis processes of the test's own (a Sentinel-managed master and
+/// replica, or a three-master Cluster), each case under a fresh key prefix: one start-up for all.
+macro_rules! on_own_redis {
+    ($name:ident, $start:expr, $cfg:expr, [$($case:ident),*]) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let Some(procs) = $start.await else { return };
+            let cfg: fn(&_) -> StoreConfig = $cfg;
+            $(
+                let mut c = cfg(&procs);
+                c.key_prefix = test_redis::unique_prefix();
+                let store = store::open(&c).await.unwrap();
+                eprintln!("{}: {}", stringify!($name), stringify!($case));
+                $case(store).await;
+            )*
+        }
+    };
+}
+
 macro_rules! all_backends {
     ($($case:ident),*) => {
         conformance!(memory, memory, [$($case),*]);
         conformance!(file, file, [$($case),*]);
         conformance!(redis, redis, [$($case),*]);
+        on_own_redis!(redis_sentinel_conformance, SentinelSet::start(1), sentinel_cfg, [$($case),*]);
+        on_own_redis!(redis_cluster_conformance, Cluster::start(0), cluster_cfg, [$($case),*]);
     };
+}
+
+fn sentinel_cfg(set: &SentinelSet) -> StoreConfig {
+    StoreConfig {
+        kind: "redis".into(),
+        sentinels: set.sentinel_addrs(),
+        master_name: support::redis_procs::MASTER_NAME.into(),
+        min_replica_acks: 1,
+        ..Default::default()
+    }
+}
+
+fn cluster_cfg(cluster: &Cluster) -> StoreConfig {
+    StoreConfig { kind: "redis".into(), cluster: cluster.addrs(), ..Default::default() }
 }
 
 all_backends!(
@@ -530,6 +571,25 @@ async fn redis_revocations_reach_other_replicas() {
         key_prefix: prefix.clone(),
         ..Default::default()
     };
+    revocations_reach_other_replicas(cfg).await;
+    test_redis::cleanup(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_sentinel_revocations_reach_other_replicas() {
+    let Some(set) = SentinelSet::start(1).await else { return };
+    revocations_reach_other_replicas(sentinel_cfg(&set)).await;
+}
+
+/// On Cluster a PUBLISH reaches subscribers on every node, whichever node the two stores'
+/// connections landed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_revocations_reach_other_replicas() {
+    let Some(cluster) = Cluster::start(0).await else { return };
+    revocations_reach_other_replicas(cluster_cfg(&cluster)).await;
+}
+
+async fn revocations_reach_other_replicas(cfg: StoreConfig) {
     let a = store::open(&cfg).await.unwrap();
     let b = store::open(&cfg).await.unwrap();
     let mut feed = b.revocation_feed().expect("redis has a feed");
@@ -564,5 +624,4 @@ async fn redis_revocations_reach_other_replicas() {
     assert_eq!(m, ("last".to_string(), now + 10));
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(MemoryStore::new().revocation_feed().is_none(), "one process needs no feed");
-    test_redis::cleanup(&url, &prefix).await;
 }

@@ -203,13 +203,24 @@ impl Default for CredentialsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// "memory", "file" (embedded, persistent) or "redis" (shared by replicas).
     pub kind: String,
     pub path: PathBuf,
+    /// Redis: exactly one of `url`, `sentinels` (with `master_name`) or `cluster`; the rules are
+    /// `store::redis::Target::from_config`'s.
     pub url: String,
+    /// `host:port` of Redis Sentinels watching the master named `master_name`.
+    pub sentinels: Vec<String>,
+    pub master_name: String,
+    /// `host:port` of some Redis Cluster nodes (the others are discovered).
+    pub cluster: Vec<String>,
+    /// Name of the environment variable holding the Redis password; empty: none.
+    pub password_env: String,
+    /// Replicas that must hold a state change before it is answered (`WAIT`); 0: none.
+    pub min_replica_acks: u32,
     pub key_prefix: String,
 }
 
@@ -219,6 +230,11 @@ impl Default for StoreConfig {
             kind: "memory".into(),
             path: PathBuf::new(),
             url: String::new(),
+            sentinels: Vec::new(),
+            master_name: String::new(),
+            cluster: Vec::new(),
+            password_env: String::new(),
+            min_replica_acks: 0,
             key_prefix: "bo-gateway:".into(),
         }
     }

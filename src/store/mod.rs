@@ -27,6 +27,7 @@ pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use metered::MeteredStore;
 pub use redis::RedisStore;
+pub use redis::check as redis_target;
 pub use session::{SessionRecord, SessionState};
 
 /// A token as the store knows it: the SHA-256 of the opaque string. Plain tokens are never stored.
@@ -47,11 +48,12 @@ pub type Revoked = (String, u64);
 
 /// Opens the store `cfg` describes. A `file` store that cannot be created, locked or written is
 /// an error here, naming `store.path`; a `redis` store starts even while Redis is down (it is
-/// then reported unready and reconnects by itself), but a malformed `store.url` is refused.
+/// then reported unready and reconnects by itself), but a malformed `store.url`, `sentinels` or
+/// `cluster` is refused.
 pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match cfg.kind.as_str() {
         "file" => Arc::new(FileStore::open(&cfg.path).await?),
-        "redis" => Arc::new(RedisStore::open(&cfg.url, &cfg.key_prefix).await?),
+        "redis" => Arc::new(RedisStore::open(cfg).await?),
         _ => Arc::new(MemoryStore::new()),
     })
 }

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod redis;
+pub mod redis_procs;
 pub mod scripted;
 pub mod upstream;
 

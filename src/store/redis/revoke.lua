@@ -1,2 +1,3 @@
--- ARGV: prefix, session id. Returns the session's latest access-token exp, or nil if unknown.
-return revoke(ARGV[1], ARGV[2], 'ended')
+-- KEYS[1]: the session. ARGV: prefix, session id, '1' when every key is on this server.
+-- Returns the session's latest access-token exp, or nil if unknown.
+return revoke(KEYS[1], ARGV[1], ARGV[2], 'ended', ARGV[3] == '1')
