@@ -1,5 +1,7 @@
 //! The HTTP service of one request: request id, path normalisation, dispatch to health, auth
-//! endpoints or a route, and the access log.
+//! endpoints or a route, and the access log. Forwarding to a route's upstream is `forward`.
+
+mod forward;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +14,7 @@ use crate::error::GatewayError;
 pub use crate::gate::own::{ConnInfo, Listener};
 use crate::gate::{self, Decision, Record, endpoints, own, record};
 use crate::gateway::Gateway;
-use crate::proxy::{self, Forwarding, X_REQUEST_ID};
+use crate::proxy::{Forwarding, X_REQUEST_ID};
 use crate::routes::valid_host;
 use crate::runtime::Runtime;
 
@@ -94,7 +96,7 @@ pub async fn handle(
     // says the connection closes (the fast path's rule too; hyper would close it unsaid).
     close |= h1 && record.body_unread;
     if listener == Listener::Main {
-        // An upstream's answer streams its body (`proxy::forward`); the gateway's are whole.
+        // An upstream's answer streams its body (`forward`); the gateway's are whole.
         let from_upstream = matches!(resp.body(), http_body_util::Either::Right(_));
         gate::cors::for_request(&rt, origin.as_ref().map(HeaderValue::as_bytes), &record)
             .apply(resp.headers_mut(), from_upstream);
@@ -204,7 +206,7 @@ async fn dispatch(
                 host,
                 request_id: request_id.clone(),
             };
-            proxy::forward(&plan, &fwd, req, rt.max_body_bytes, record).await
+            forward::forward(&plan, &fwd, req, rt.max_body_bytes, record).await
         }
     }
 }

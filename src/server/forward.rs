@@ -1,0 +1,193 @@
+//! hyper's path forwarding: a request (hyper's types) to its route's upstream as the policy
+//! core's plan says, through `crate::proxy`'s connections and header policy; streaming,
+//! timeouts, retries (`crate::gate::retry`), upgrades.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::body::{GatewayBody, LimitedBody, body_fate};
+use crate::error::GatewayError;
+use crate::gate::{Plan, Record, retry};
+use crate::proxy::{
+    Failure, Forwarding, Unsent, Upstream, UpstreamBody, prepare_response, prepare_upstream_request, response,
+};
+use crate::routes::Route;
+
+/// Sends `req` to one of the route's upstreams, as `plan` says, and streams the answer back.
+pub async fn forward(
+    plan: &Plan<'_, '_>,
+    fwd: &Forwarding,
+    mut req: Request<Incoming>,
+    max_body_bytes: u64,
+    record: &mut Record,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let route = plan.route;
+    let upgrade = upgrade_protocol(&req);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let hold = req.extensions_mut().remove::<crate::activity::TunnelHold>();
+    let head_request = req.method() == http::Method::HEAD;
+
+    let first = route.pool.pick();
+    let (mut parts, body) = req.into_parts();
+    parts.version = Version::HTTP_11;
+    let target = route.upstream_path(&plan.path);
+    prepare_upstream_request(&mut parts.headers, fwd, &plan.auth, route, &first.host_header, upgrade);
+    // hyper's client sends a GET or HEAD body of unknown length (chunked, or HTTP/2 without
+    // Content-Length) as no body at all unless the request says chunked: say it.
+    if !http_body::Body::is_end_stream(&body)
+        && http_body::Body::size_hint(&body).exact().is_none()
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
+    let has_body = !http_body::Body::is_end_stream(&body);
+    let method = parts.method.clone();
+    let client_uri = parts.uri.clone();
+    parts.uri = upstream_uri(first, target, &client_uri)?;
+    let fate = Arc::new(AtomicU8::new(body_fate::READING));
+    let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, fate.clone()));
+    record.upstream = Some(first.url.clone());
+    let mut result = send(route, first, req, &method, has_body).await;
+    if let Err((f, Some(unsent))) = &mut result {
+        if let Some(second) = retry::elsewhere(f, route, first, record) {
+            let mut req = std::mem::replace(unsent, Box::new(Request::new(LimitedBody::empty())));
+            req.headers_mut().insert(header::HOST, second.host_header.clone());
+            *req.uri_mut() = upstream_uri(second, target, &client_uri)?;
+            result = send(route, second, *req, &method, has_body).await;
+        }
+    }
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err((f, _)) => {
+            let f = client_side(f, &fate);
+            // The client's body not read to its end: its connection cannot go on.
+            record.body_unread = has_body && fate.load(Ordering::Acquire) != body_fate::ENDED;
+            return Err(f.into_error());
+        }
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(GatewayError::UpstreamUnavailable("101 without an upgrade request".into()));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            // The tunnel holds its connection's slot (open tunnels count against the cap) and
+            // closes after the idle timeout without a byte either way.
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                    let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
+                    match hold {
+                        Some(hold) => tokio::select! {
+                            _ = copy => {}
+                            _ = hold.idle() => tracing::debug!("tunnel idle timeout"),
+                        },
+                        None => {
+                            let _ = copy.await;
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, crate::body::empty()));
+    }
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    let framing = response::framing(
+        head_request,
+        status,
+        h.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes),
+        h.get_all(header::TRANSFER_ENCODING).iter().map(HeaderValue::as_bytes),
+    );
+    if let Err(why) = framing {
+        // Dropped unread: its connection is closed, not reused.
+        tracing::warn!(route = %route.name, upstream = ?record.upstream, error = why, "upstream response refused");
+        return Err(GatewayError::UpstreamUnavailable(why.into()));
+    }
+    prepare_response(resp.headers_mut(), status);
+    // The client gets HTTP/1.1 and the status code's own reason phrase (`response::reason`):
+    // hyper writes a phrase it is given only for a code without one.
+    *resp.version_mut() = Version::HTTP_11;
+    if resp.status().canonical_reason().is_some() {
+        resp.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
+    }
+    Ok(resp.map(|b| Either::Right(crate::body::Streamed::new(b))))
+}
+
+/// A failed exchange whose cause was the client's body (too large, broken off, badly framed)
+/// is the client's failure, whatever the upstream call reported.
+fn client_side(f: Failure, fate: &AtomicU8) -> Failure {
+    match (f, fate.load(Ordering::Acquire)) {
+        (Failure::Timeout, _) => Failure::Timeout,
+        (_, body_fate::TOO_LARGE) => Failure::TooLarge,
+        (_, body_fate::CLIENT_FAILED) => {
+            Failure::Client("the request body broke off or its framing is invalid".into())
+        }
+        (f, _) => f,
+    }
+}
+
+/// One attempt against one upstream, bounded by the route's timeout; feeds passive health.
+async fn send(
+    route: &Route,
+    upstream: &Upstream,
+    req: Request<LimitedBody>,
+    method: &http::Method,
+    has_body: bool,
+) -> Result<Response<UpstreamBody>, (Failure, Option<Unsent>)> {
+    let _in_flight = upstream.start_request();
+    let started = std::time::Instant::now();
+    let resend = |f: &Failure, reused: bool| retry::may_resend(f, reused, method, has_body);
+    let result = tokio::time::timeout(route.timeout, upstream.conns.send(req, resend))
+        .await
+        .unwrap_or(Err((Failure::Timeout, None)));
+    retry::observe(route, upstream, started, result.as_ref().map(|_| ()).map_err(|(f, _)| f));
+    result
+}
+
+/// The origin-form target sent upstream: the upstream's base path, the normalised path and the
+/// client's query. When that is exactly what the client sent, its (shared) bytes are reused.
+fn upstream_uri(upstream: &Upstream, target: &str, client: &Uri) -> Result<Uri, GatewayError> {
+    if upstream.base_path.is_empty() && client.path() == target && client.scheme().is_none() {
+        if let Some(pq) = client.path_and_query() {
+            return Ok(Uri::from(pq.clone()));
+        }
+    }
+    let query = client.query();
+    let mut uri =
+        String::with_capacity(upstream.base_path.len() + target.len() + query.map_or(0, |q| q.len() + 1));
+    uri.push_str(&upstream.base_path);
+    uri.push_str(target);
+    if let Some(q) = query {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    Uri::try_from(uri).map_err(|e| GatewayError::Malformed(format!("upstream uri: {e}")))
+}
+
+/// The protocol of an HTTP/1.1 WebSocket upgrade (`Connection: upgrade` + `Upgrade: websocket`),
+/// the only one tunnelled: any other `Upgrade` (h2c included) is dropped as hop-by-hop and the
+/// request served as plain HTTP.
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let wants = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade =
+        req.headers().get(header::UPGRADE).filter(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if wants { upgrade.cloned() } else { None }
+}
