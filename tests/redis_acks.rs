@@ -130,6 +130,19 @@ async fn without_a_replica_every_state_change_is_unavailable() {
         Reservation::Refused { resets_at: now + 60 }
     );
     acked.ping().await.unwrap();
+
+    // A WAIT holds its connection until it returns: reads never queue behind waiting writes.
+    let mut writes = tokio::task::JoinSet::new();
+    for _ in 0..48 {
+        let s = acked.clone();
+        writes.spawn(async move { s.put_settings(settings).await });
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    acked.ping().await.expect("a read while 48 writes wait for a replica");
+    assert!(acked.session("a1").await.unwrap().is_some());
+    for r in writes.join_all().await {
+        assert!(r.is_err());
+    }
 }
 
 /// With a replica attached, the same calls succeed, and what they wrote is on the replica by the

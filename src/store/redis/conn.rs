@@ -21,6 +21,9 @@ use super::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 
 /// Multiplexed connections to one server; calls are spread over them round robin.
 const POOL_SIZE: usize = 4;
+/// Connections for writes followed by `WAIT` (with `min_replica_acks` > 0): Redis holds a
+/// connection's later commands while a `WAIT` on it waits, so these never carry anything else.
+const WAITERS: usize = 16;
 /// How often Sentinel is asked who the master is when nothing failed (a failover that no call
 /// noticed, e.g. the old master still up but demoted).
 const SENTINEL_POLL: Duration = Duration::from_secs(2);
@@ -75,21 +78,37 @@ fn manager_config() -> ConnectionManagerConfig {
 pub(super) struct Pool {
     client: Client,
     conns: Vec<ConnectionManager>,
+    /// [`WAITERS`] of them when writes are waited for, else none.
+    waiters: Vec<ConnectionManager>,
+    next: AtomicUsize,
 }
 
 impl Pool {
-    fn new(client: Client) -> RedisResult<Self> {
-        let conns = (0..POOL_SIZE)
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager_config()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { client, conns })
+    fn new(client: Client, waited: bool) -> RedisResult<Self> {
+        let make = |n: usize| {
+            (0..n)
+                .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager_config()))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let (conns, waiters) = (make(POOL_SIZE)?, make(if waited { WAITERS } else { 0 })?);
+        Ok(Self { client, conns, waiters, next: AtomicUsize::new(0) })
+    }
+
+    fn pick(&self, waited: bool) -> ConnectionManager {
+        let list = if waited && !self.waiters.is_empty() { &self.waiters } else { &self.conns };
+        list[self.next.fetch_add(1, Ordering::Relaxed) % list.len()].clone()
     }
 }
 
 pub(super) enum Nodes {
-    Server { pool: Box<Pool>, next: AtomicUsize },
+    Server(Box<Pool>),
     Sentinel(Arc<Sentinel>),
-    Cluster { conn: ClusterConnection, seeds: ClusterSeeds },
+    Cluster {
+        conn: ClusterConnection,
+        waiters: Vec<ClusterConnection>,
+        next: AtomicUsize,
+        seeds: ClusterSeeds,
+    },
 }
 
 impl Nodes {
@@ -104,7 +123,7 @@ impl Nodes {
                     let settings = info.redis_settings().clone().set_password(p);
                     client = Client::open(info.set_redis_settings(settings))?;
                 }
-                Self::Server { pool: Box::new(Pool::new(client)?), next: AtomicUsize::new(0) }
+                Self::Server(Box::new(Pool::new(client, target.acks > 0)?))
             }
             Topology::Sentinel { sentinels, master } => {
                 let addrs = sentinels.iter().map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p));
@@ -117,7 +136,7 @@ impl Nodes {
                     resolver: tokio::sync::Mutex::new(b.build()?),
                     name: master.clone(),
                     master: RwLock::new(None),
-                    next: AtomicUsize::new(0),
+                    waited: target.acks > 0,
                     kick: Notify::new(),
                     switched: watch::Sender::new(0),
                 });
@@ -135,7 +154,13 @@ impl Nodes {
                 let config = ClusterConfig::new()
                     .set_connection_timeout(CONNECT_TIMEOUT)
                     .set_response_timeout(RESPONSE_TIMEOUT);
-                Self::Cluster { conn: client.get_pending_async_connection_with_config(config), seeds }
+                // Each cluster connection holds one connection per node: fewer of them.
+                let waiters = if target.acks > 0 { WAITERS / 4 } else { 0 };
+                let waiters = (0..waiters)
+                    .map(|_| client.get_pending_async_connection_with_config(config.clone()))
+                    .collect();
+                let conn = client.get_pending_async_connection_with_config(config);
+                Self::Cluster { conn, waiters, next: AtomicUsize::new(0), seeds }
             }
         })
     }
@@ -146,19 +171,25 @@ impl Nodes {
 
     /// A connection for commands that need no particular node (routed by their keys on Cluster).
     pub(super) fn conn(&self) -> Result<Conn, String> {
+        self.pick(false)
+    }
+
+    /// `waited`: for a write followed by `WAIT`.
+    fn pick(&self, waited: bool) -> Result<Conn, String> {
         Ok(match self {
-            Self::Server { pool, next } => {
-                Conn::Server(pool.conns[next.fetch_add(1, Ordering::Relaxed) % pool.conns.len()].clone())
-            }
-            Self::Sentinel(s) => Conn::Server(s.conn()?),
-            Self::Cluster { conn, .. } => Conn::Cluster(conn.clone()),
+            Self::Server(pool) => Conn::Server(pool.pick(waited)),
+            Self::Sentinel(s) => Conn::Server(s.conn(waited)?),
+            Self::Cluster { conn, waiters, next, .. } => Conn::Cluster(match waiters.len() {
+                n if waited && n > 0 => waiters[next.fetch_add(1, Ordering::Relaxed) % n].clone(),
+                _ => conn.clone(),
+            }),
         })
     }
 
     /// Runs `pipe` (not atomic; MULTI/EXEC inside it if need be) on the master holding `key`, on
     /// one connection. Server errors come back as `Value::ServerError` items, not as `Err`.
-    pub(super) async fn send(&self, key: &str, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
-        match self.conn() {
+    pub(super) async fn send(&self, key: &str, pipe: &Pipeline, waited: bool) -> RedisResult<Vec<Value>> {
+        match self.pick(waited) {
             Ok(Conn::Server(mut c)) => c.req_packed_commands(pipe, 0, pipe.len()).await,
             Ok(Conn::Cluster(mut c)) => {
                 let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
@@ -217,7 +248,7 @@ impl Nodes {
     /// Where the revocation feed subscribes.
     pub(super) fn feed_source(&self) -> FeedSource {
         match self {
-            Self::Server { pool, .. } => FeedSource::Server(pool.client.clone()),
+            Self::Server(pool) => FeedSource::Server(pool.client.clone()),
             Self::Sentinel(s) => FeedSource::Sentinel(s.clone()),
             Self::Cluster { seeds, .. } => FeedSource::Cluster(seeds.clone()),
         }
@@ -256,20 +287,21 @@ pub(super) struct Sentinel {
     resolver: tokio::sync::Mutex<SentinelClient>,
     name: String,
     master: RwLock<Option<(String, Arc<Pool>)>>,
-    next: AtomicUsize,
+    /// Whether pools get connections for waited writes.
+    waited: bool,
     kick: Notify,
     /// Bumped at every change of master: the feed subscribes again.
     pub(super) switched: watch::Sender<u64>,
 }
 
 impl Sentinel {
-    fn conn(&self) -> Result<ConnectionManager, String> {
+    fn conn(&self, waited: bool) -> Result<ConnectionManager, String> {
         let m = self.master.read().unwrap_or_else(|e| e.into_inner());
         let Some((_, pool)) = m.as_ref() else {
             self.kick.notify_one();
             return Err(format!("no master `{}` confirmed through Sentinel yet", self.name));
         };
-        Ok(pool.conns[self.next.fetch_add(1, Ordering::Relaxed) % pool.conns.len()].clone())
+        Ok(pool.pick(waited))
     }
 
     /// The current master's client, for the feed.
@@ -292,7 +324,7 @@ impl Sentinel {
         let same =
             self.master.read().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|(a, _)| *a == addr);
         if !same {
-            let pool = Arc::new(Pool::new(client).map_err(|e| e.to_string())?);
+            let pool = Arc::new(Pool::new(client, self.waited).map_err(|e| e.to_string())?);
             *self.master.write().unwrap_or_else(|e| e.into_inner()) = Some((addr.clone(), pool));
             self.switched.send_modify(|n| *n += 1);
             tracing::info!(master = %addr, name = %self.name, "redis master found through sentinel");

@@ -233,7 +233,7 @@ impl RedisStore {
         if waited {
             pipe.cmd("WAIT").arg(self.acks).arg(WAIT_MS);
         }
-        let mut values = self.run(self.nodes.send(key, &pipe)).await?;
+        let mut values = self.run(self.nodes.send(key, &pipe, waited)).await?;
         let acks = if waited {
             match values.pop() {
                 Some(Value::Int(n)) => Some(n),

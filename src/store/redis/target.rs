@@ -9,9 +9,10 @@ use crate::config::StoreConfig;
 pub enum Topology {
     /// One server (and whatever replicas it has): `redis://` or `rediss://`.
     Url(String),
-    /// The master Sentinel names `master`, found again after every failover.
+    /// The master Sentinel names `master`, found again after every failover. Sentinels are
+    /// asked without a password; `password_env` is the data nodes'. Plain TCP (TLS: `url` only).
     Sentinel { sentinels: Vec<(String, u16)>, master: String },
-    /// Redis Cluster, from any of these nodes.
+    /// Redis Cluster, from any of these nodes (the others are discovered). Plain TCP.
     Cluster(Vec<(String, u16)>),
 }
 
