@@ -33,7 +33,8 @@
 //! that retries a refresh after that 503 within `tokens.refresh_reuse_grace` gets the same
 //! successor (the reuse grace) or, if a failover lost the rotation, a fresh rotation of the same
 //! token; never a theft signal. A retried OTT verification is refused (the OTT is spent); a
-//! retried logout or login succeeds.
+//! retried logout or login succeeds. A `WAIT` holds its connection, so waited writes travel on
+//! connections of their own (`conn.rs`) and reads never queue behind one.
 //!
 //! Every call is bounded by [`OP_TIMEOUT`], so a dead Redis answers `StoreError` quickly and
 //! the endpoints 503 instead of hanging; the connections reconnect by themselves.
