@@ -463,6 +463,16 @@ impl Cluster {
         panic!("no master serves slot {slot}");
     }
 
+    /// The ports of the replicas of the master on `port`.
+    pub async fn replicas_of(&self, port: u16) -> Vec<u16> {
+        let id: String = query(port, &["CLUSTER", "MYID"]).await.expect("CLUSTER MYID");
+        let text: String = query(port, &["CLUSTER", "NODES"]).await.expect("CLUSTER NODES");
+        text.lines()
+            .filter(|l| l.split(' ').nth(3) == Some(id.as_str()))
+            .filter_map(|l| l.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
+            .collect()
+    }
+
     pub fn node(&mut self, port: u16) -> &mut Proc {
         self.nodes.iter_mut().find(|n| n.port == port).expect("no such node")
     }
@@ -489,6 +499,31 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Cuts `replicas` off their master on `master` and keeps them off (a wrong `masterauth` fails
+/// their re-sync), so that from now on writes reach the master only: what a failover can lose.
+pub async fn cut_off(master: u16, replicas: &[u16]) {
+    for r in replicas {
+        let _: String =
+            query(*r, &["CONFIG", "SET", "masterauth", "not-the-password"]).await.expect("CONFIG SET");
+    }
+    let _: i64 = query(master, &["CLIENT", "KILL", "TYPE", "replica"]).await.expect("CLIENT KILL");
+    for r in replicas {
+        wait_for("a replica to lose its master", || async {
+            info(*r, "replication")
+                .await
+                .is_some_and(|i| info_field(&i, "master_link_status") == Some("down"))
+        })
+        .await;
+    }
+}
+
+/// Undoes [`cut_off`]: the replicas may sync with whichever master they are told to follow.
+pub async fn reconnect(replicas: &[u16]) {
+    for r in replicas {
+        let _: Option<String> = query(*r, &["CONFIG", "SET", "masterauth", ""]).await;
     }
 }
 
