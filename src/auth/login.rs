@@ -115,18 +115,93 @@ async fn attempt(
     }
 }
 
-/// Gives a reserved attempt back to every key, or resets `reset`'s count instead. Failing to is
-/// logged, not answered: the attempt then counts as a failure, which only ever errs on the safe
-/// side.
+/// Gives a reserved attempt back to every key, or resets `reset`'s count instead. One the store
+/// cannot take now (Redis failing over) is retried in the background for a while: left undone,
+/// an answered login would count as a failure, and a client retrying through a failover would
+/// lock its user out for the whole window. (A give-back whose answer was lost may so be applied
+/// twice: one attempt less counted, only while the store was failing.)
 async fn give_back(gw: &Gateway, keys: &[(&str, u32)], reset: Option<&str>, now: u64) {
     for (key, _) in keys {
-        let result = if reset == Some(*key) {
-            gw.store.clear_login_failures(key).await
-        } else {
-            gw.store.release_attempt(key, now).await
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not give a login attempt back");
+        let reset = reset == Some(*key);
+        if let Err(e) = give_back_one(&gw.store, key, reset, now).await {
+            tracing::warn!(error = %e, "could not give a login attempt back; retrying in the background");
+            let (store, key) = (gw.store.clone(), key.to_string());
+            tokio::spawn(async move {
+                let first = std::time::Duration::from_millis(250);
+                let done = retry_for(GIVE_BACK_FOR, first, || give_back_one(&store, &key, reset, now)).await;
+                if !done {
+                    tracing::warn!(key = %key, "a login attempt could not be given back: it counts as a failure");
+                }
+            });
         }
+    }
+}
+
+/// How long a give-back is retried (Redis fails over in seconds).
+const GIVE_BACK_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn give_back_one(
+    store: &std::sync::Arc<dyn crate::store::Store>,
+    key: &str,
+    reset: bool,
+    now: u64,
+) -> Result<(), crate::store::StoreError> {
+    if reset { store.clear_login_failures(key).await } else { store.release_attempt(key, now).await }
+}
+
+/// Runs `op` until it succeeds, after `first`, then backing off (doubling, at most 20 times
+/// `first`), for at most `period`; whether it succeeded.
+async fn retry_for<F, E>(
+    period: std::time::Duration,
+    first: std::time::Duration,
+    mut op: impl FnMut() -> F,
+) -> bool
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let deadline = tokio::time::Instant::now() + period;
+    let mut wait = first;
+    loop {
+        tokio::time::sleep(wait).await;
+        if op().await.is_ok() {
+            return true;
+        }
+        if tokio::time::Instant::now() + wait > deadline {
+            return false;
+        }
+        wait = (wait * 2).min(first * 20);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use super::retry_for;
+
+    #[tokio::test]
+    async fn a_give_back_is_retried_until_the_store_takes_it_and_not_for_ever() {
+        let calls = AtomicU32::new(0);
+        // Fails three times (a failover), then succeeds.
+        let ok = retry_for(Duration::from_secs(60), Duration::from_millis(1), || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 3 { Err(()) } else { Ok(()) }
+        })
+        .await;
+        assert!(ok);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let ok = retry_for(Duration::from_millis(600), Duration::from_millis(1), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), ()>(())
+        })
+        .await;
+        assert!(!ok);
+        // Given up once the period is over: 1 + 2 + 4 + 8 + 16, then every 20 ms.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(5), "{took:?}");
+        assert!(calls.load(Ordering::SeqCst) >= 10, "{} tries", calls.load(Ordering::SeqCst));
     }
 }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -55,11 +55,23 @@ impl AsyncRead for SharedStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            // Into the uninitialised room as it is (tokio's `ReadBuf` is a `BufMut`): no memset.
-            match self.stream.try_read_buf(buf) {
-                Ok(_) => return Poll::Ready(Ok(())),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+            let room = buf.remaining();
+            let mut read = None;
+            let tried = self.stream.try_io(Interest::READABLE, || {
+                // Into the uninitialised room as it is (tokio's `ReadBuf` is a `BufMut`).
+                let n = self.stream.try_read_buf(&mut *buf)?;
+                read = Some(n);
+                // A short read emptied the socket: told as `WouldBlock`, so the readiness seen
+                // before this read is cleared and nothing that came after it (as tokio's own
+                // reads do). The pool then knows the connection is quiet without asking the
+                // kernel (`pool::fit_for_reuse`).
+                if n > 0 && n < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(n) }
+            });
+            match (read, tried) {
+                (Some(_), _) => return Poll::Ready(Ok(())),
+                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (None, Err(e)) => return Poll::Ready(Err(e)),
+                (None, Ok(_)) => return Poll::Ready(Ok(())),
             }
         }
     }
