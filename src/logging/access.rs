@@ -25,6 +25,10 @@ const MAX_KEPT: usize = 4096;
 /// How long the writer sleeps when nobody wakes it (a producer wakes it after a push that
 /// found it asleep, so this only bounds a missed wake-up).
 const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// Under traffic the writer naps this long between batches without being woken: lines gather
+/// into one write. Waking it for each line cost a context switch and two system calls per
+/// request (measured: 6 µs a request with the log on, against nginx's 2.3 µs).
+const BATCH_WAIT: Duration = Duration::from_millis(10);
 
 struct Shared {
     lines: ArrayQueue<Vec<u8>>,
@@ -103,7 +107,10 @@ impl AccessWriter {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.shared.asleep.swap(false, Ordering::AcqRel) {
+        // Only a sleeping writer is woken: under traffic it naps and takes batches. (The fence
+        // pairs with the writer's: it sees this line, or this sees it asleep.)
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.shared.asleep.load(Ordering::SeqCst) && self.shared.asleep.swap(false, Ordering::SeqCst) {
             self.writer.unpark();
         }
     }
@@ -113,6 +120,7 @@ fn write_loop<W: Write, R: FnMut(u64, u64)>(shared: &Shared, mut sink: W, mut re
     let mut out = Vec::with_capacity(64 * 1024);
     let mut reported = 0;
     loop {
+        let mut wrote = false;
         while let Some(mut line) = shared.lines.pop() {
             out.extend_from_slice(&line);
             if line.capacity() <= MAX_KEPT {
@@ -128,6 +136,7 @@ fn write_loop<W: Write, R: FnMut(u64, u64)>(shared: &Shared, mut sink: W, mut re
             // event log, which is likely the same sink.
             let _ = sink.write_all(&out).and_then(|()| sink.flush());
             out.clear();
+            wrote = true;
             if !shared.lines.is_empty() {
                 continue;
             }
@@ -143,12 +152,19 @@ fn write_loop<W: Write, R: FnMut(u64, u64)>(shared: &Shared, mut sink: W, mut re
             }
             continue;
         }
-        shared.asleep.store(true, Ordering::Release);
+        if wrote {
+            // Traffic: nap, unwoken, while the next batch gathers.
+            thread::park_timeout(BATCH_WAIT);
+            continue;
+        }
+        // Nothing came during the nap: sleep until a line wakes the writer.
+        shared.asleep.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         // A line pushed before `asleep` was set found no sleeper to wake: look again.
         if shared.lines.is_empty() && !shared.stop.load(Ordering::Acquire) {
             thread::park_timeout(IDLE_WAIT);
         }
-        shared.asleep.store(false, Ordering::Release);
+        shared.asleep.store(false, Ordering::SeqCst);
     }
 }
 
