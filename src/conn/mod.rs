@@ -203,24 +203,24 @@ impl Conn {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { slot, peer, kind, gw, limits, max_head, drain, live: _live, fast, max_headers } = self;
-        let _open = (kind == Listener::Main).then(|| OpenConnection::new(gw.metrics.clone()));
+        let (peer, limits, drain) = (self.peer, self.limits, &self.drain);
+        let _open = (self.kind == Listener::Main).then(|| OpenConnection::new(self.gw.metrics.clone()));
         let activity = Arc::new(Activity::new());
         let info = ConnInfo::new(peer, tls);
-        let watch = FramingWatch::new(max_head, max_headers);
+        let watch = FramingWatch::new(self.max_head, self.max_headers);
         activity.h2.store(h2, Ordering::Relaxed);
-        let mut io = ActivityIo::new(io, activity.clone(), watch, gw.clone());
-        io.hyper = !fast || h2;
+        let mut io = ActivityIo::new(io, activity.clone(), watch, self.gw.clone());
+        io.hyper = !self.fast || h2;
         let mut buf = BytesMut::new();
         let mut draining = false;
-        if fast && !h2 {
+        if self.fast && !h2 {
             let lane = fastpath::Lane {
-                gw: &gw,
+                gw: &self.gw,
                 info: &info,
                 activity: &activity,
                 drain: &drain.signal,
-                max_head,
-                max_headers,
+                max_head: self.max_head,
+                max_headers: self.max_headers,
             };
             let mut served = Box::pin(fastpath::serve(&mut io, &mut buf, &lane));
             loop {
@@ -229,7 +229,7 @@ impl Conn {
                     outcome = served.as_mut() => match outcome {
                         fastpath::Outcome::Close => return,
                         fastpath::Outcome::Handoff => {
-                            gw.metrics.fast_path_handoffs.fetch_add(1, Ordering::Relaxed);
+                            self.gw.metrics.fast_path_handoffs.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                     },
@@ -249,22 +249,15 @@ impl Conn {
                 }
             }
         }
-        let hyper =
-            Hyper { slot, peer, kind, gw, limits, max_head, max_headers, drain, draining, activity, info };
+        let hyper = Hyper { conn: self, draining, activity, info };
         Box::pin(hyper.serve(io, buf)).await
     }
 }
 
-/// What serving a connection with hyper needs.
+/// What serving a connection with hyper needs: the connection, and what its fast path (if
+/// it had one) leaves.
 struct Hyper {
-    slot: Arc<OwnedSemaphorePermit>,
-    peer: SocketAddr,
-    kind: Listener,
-    gw: Arc<Gateway>,
-    limits: Limits,
-    max_head: usize,
-    max_headers: usize,
-    drain: Arc<Drain>,
+    conn: Conn,
     /// The drain had begun before hyper took the connection.
     draining: bool,
     activity: Arc<Activity>,
@@ -276,8 +269,9 @@ impl Hyper {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Hyper { slot, peer, kind, gw, limits, max_head, max_headers, drain, draining, activity, info } =
-            self;
+        let Hyper { conn, draining, activity, info } = self;
+        // The drain counter (`live`) is held until the connection ends.
+        let Conn { slot, peer, kind, gw, limits, max_head, max_headers, drain, live: _live, fast: _ } = conn;
         let builder = http_builder(&gw.runtime());
         let act = activity.clone();
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
