@@ -9,58 +9,19 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/sessions.rs"]
+mod sessions;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bo_gateway::auth::refresh::RefreshToken;
 use bo_gateway::auth::tokens::{random_token, token_hash};
 use bo_gateway::config::StoreConfig;
-use bo_gateway::store::{self, NewSession, Rotation, Store};
+use bo_gateway::store::{self, Store};
+use sessions::{NOW, refresh};
 use support::redis_procs::{Cluster, MASTER_NAME, SentinelSet, Single, query};
 use support::{Gateway, Setup, TRADER};
-
-const NOW: u64 = 1_000_000;
-
-fn new_session(first: &RefreshToken) -> NewSession {
-    NewSession {
-        id: first.session.clone(),
-        login: format!("user{}", first.session),
-        key_hash: first.proof_hash(),
-        secret_hash: first.secret_hash(),
-        refresh_expires: NOW + 28_800,
-        access_expires: NOW + 900,
-        created_at: NOW,
-        client_address: "127.0.0.1".into(),
-        user_agent: String::new(),
-    }
-}
-
-/// `total` refresh rotations spread over `tasks` sessions rotating concurrently; per second.
-async fn refresh(store: &Arc<dyn Store>, tasks: usize, total: usize) -> f64 {
-    let mut heads = Vec::new();
-    for _ in 0..tasks {
-        let first = RefreshToken::first(&random_token(16));
-        store.create_session(new_session(&first)).await.unwrap();
-        heads.push(first);
-    }
-    let started = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for mut current in heads {
-        let store = store.clone();
-        set.spawn(async move {
-            for _ in 0..total / tasks {
-                let next = current.successor();
-                let succ = current.successor_record(&next, NOW + 28_800, NOW + 900).unwrap();
-                let r = store.rotate_refresh(&current.presented(), &succ, 10, NOW).await.unwrap();
-                assert!(matches!(r, Rotation::Rotated(_)));
-                current = next;
-            }
-        });
-    }
-    set.join_all().await;
-    (total / tasks * tasks) as f64 / started.elapsed().as_secs_f64()
-}
 
 /// `total` OTTs each issued and then verified (consumed) by one of `tasks` concurrent tasks;
 /// issue + verify pairs per second.
@@ -85,7 +46,7 @@ async fn ott(store: &Arc<dyn Store>, tasks: usize, total: usize) -> f64 {
 async fn throughput(name: &str, cfg: StoreConfig) {
     let store = store::open(&cfg).await.unwrap_or_else(|e| panic!("{name}: {e}"));
     for (tasks, total) in [(1, 5_000), (64, 50_000)] {
-        let r = refresh(&store, tasks, total).await;
+        let r = refresh(&store, tasks, total, |f| format!("user{}", f.session)).await;
         let o = ott(&store, tasks, total).await;
         println!("{name:<38} | {tasks:>3} tasks | refresh {r:>8.0}/s | ott issue+verify {o:>8.0}/s");
     }

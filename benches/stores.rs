@@ -10,6 +10,9 @@
 #[path = "../tests/support/redis.rs"]
 mod redis_support;
 
+#[path = "common/sessions.rs"]
+mod sessions;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +21,8 @@ use std::time::Instant;
 use bo_gateway::auth::refresh::RefreshToken;
 use bo_gateway::auth::tokens::{random_token, token_hash};
 use bo_gateway::config::StoreConfig;
-use bo_gateway::store::{self, MemoryStore, NewSession, Rotation, Store, TokenHash};
+use bo_gateway::store::{self, MemoryStore, Store, TokenHash};
+use sessions::{NOW, new_session, refresh};
 
 /// Counts live heap bytes, so bytes per session is measured rather than estimated.
 struct Counting;
@@ -44,48 +48,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-const NOW: u64 = 1_000_000;
-
-fn new_session(first: &RefreshToken) -> NewSession {
-    NewSession {
-        id: first.session.clone(),
-        login: "alice".into(),
-        key_hash: first.proof_hash(),
-        secret_hash: first.secret_hash(),
-        refresh_expires: NOW + 28_800,
-        access_expires: NOW + 900,
-        created_at: NOW,
-        client_address: "127.0.0.1".into(),
-        user_agent: String::new(),
-    }
-}
-
-/// `total` refresh rotations spread over `tasks` sessions rotating concurrently; ops per second.
-async fn refresh(store: &Arc<dyn Store>, tasks: usize, total: usize) -> f64 {
-    let mut heads = Vec::new();
-    for _ in 0..tasks {
-        let first = RefreshToken::first(&random_token(16));
-        store.create_session(new_session(&first)).await.unwrap();
-        heads.push(first);
-    }
-    let started = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for mut current in heads {
-        let store = store.clone();
-        set.spawn(async move {
-            for _ in 0..total / tasks {
-                let next = current.successor();
-                let succ = current.successor_record(&next, NOW + 28_800, NOW + 900).unwrap();
-                let r = store.rotate_refresh(&current.presented(), &succ, 10, NOW).await.unwrap();
-                assert!(matches!(r, Rotation::Rotated(_)));
-                current = next;
-            }
-        });
-    }
-    set.join_all().await;
-    (total / tasks * tasks) as f64 / started.elapsed().as_secs_f64()
-}
 
 /// `total` OTTs issued beforehand, then verified (consumed) by `tasks` concurrent tasks.
 async fn ott_verify(store: &Arc<dyn Store>, tasks: usize, total: usize) -> f64 {
@@ -119,7 +81,10 @@ async fn bytes_per_session(n: usize) {
     let store = MemoryStore::new();
     let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss_bytes());
     for _ in 0..n {
-        store.create_session(new_session(&RefreshToken::first(&random_token(16)))).await.unwrap();
+        store
+            .create_session(new_session(&RefreshToken::first(&random_token(16)), "alice".into()))
+            .await
+            .unwrap();
     }
     let (heap1, rss1) = (LIVE.load(Ordering::Relaxed), rss_bytes());
     assert_eq!(store.session_count(), n);
@@ -151,7 +116,7 @@ async fn redis_store() -> Option<(Arc<dyn Store>, String, String)> {
 
 async fn run(name: &str, store: &Arc<dyn Store>, sizes: [(usize, usize); 2]) {
     for (tasks, total) in sizes {
-        let r = refresh(store, tasks, total).await;
+        let r = refresh(store, tasks, total, |_| "alice".into()).await;
         let o = ott_verify(store, tasks, total).await;
         println!("{name:>6} | {tasks:>3} tasks | refresh {r:>9.0}/s | ott verify {o:>9.0}/s");
     }
