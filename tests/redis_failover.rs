@@ -393,6 +393,22 @@ async fn until_ok(
     }
 }
 
+/// An access token from a login, once the store takes writes (503 before: at most 20 s).
+async fn first_access_token(gw: &Gateway) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = gw.try_login(TRADER.0, TRADER.1).await;
+        let status = r.status().as_u16();
+        if status == 200 {
+            let v: Value = r.json().await.unwrap();
+            return v["accessToken"].as_str().unwrap().to_string();
+        }
+        assert_eq!(status, 503, "a login before the failover");
+        assert!(Instant::now() < deadline, "the store did not take writes within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn failover_under_load(mut redis: Deployment, acks: u32) {
     let label = match &redis {
         Deployment::Sentinel(_) => "sentinel",
@@ -427,10 +443,12 @@ async fn failover_under_load(mut redis: Deployment, acks: u32) {
         killed_at: Mutex::new(None),
     });
 
-    // Sessions nobody refreshes or ends, their access tokens verified by both replicas.
+    // Sessions nobody refreshes or ends, their access tokens verified by both replicas. The
+    // first logins wait until the deployment acknowledges writes: a replica that has synced
+    // may take a moment more to be counted by `WAIT` (503 `store.unavailable` until then).
     let mut cached = Vec::new();
     for _ in 0..2 {
-        cached.push(a.access_token(TRADER).await);
+        cached.push(first_access_token(&a).await);
     }
     for t in &cached {
         for r in &load.replicas {
