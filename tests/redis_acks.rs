@@ -76,17 +76,7 @@ async fn open(url: &str, acks: u32) -> Arc<dyn Store> {
 }
 
 fn new_session(first: &RefreshToken, now: u64) -> NewSession {
-    NewSession {
-        id: first.session.clone(),
-        login: "alice".into(),
-        key_hash: first.proof_hash(),
-        secret_hash: first.secret_hash(),
-        refresh_expires: now + 100,
-        access_expires: now + 10,
-        created_at: now,
-        client_address: "192.0.2.7".into(),
-        user_agent: "acks/1".into(),
-    }
+    support::sessions::new_session(first, now, "acks/1")
 }
 
 fn unavailable<T: std::fmt::Debug>(r: Result<T, StoreError>) {

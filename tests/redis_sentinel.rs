@@ -24,17 +24,7 @@ fn cfg(set: &SentinelSet, acks: u32) -> StoreConfig {
 }
 
 fn new_session(first: &RefreshToken, now: u64) -> NewSession {
-    NewSession {
-        id: first.session.clone(),
-        login: "alice".into(),
-        key_hash: first.proof_hash(),
-        secret_hash: first.secret_hash(),
-        refresh_expires: now + 100,
-        access_expires: now + 10,
-        created_at: now,
-        client_address: "192.0.2.7".into(),
-        user_agent: "sentinel/1".into(),
-    }
+    support::sessions::new_session(first, now, "sentinel/1")
 }
 
 async fn rotate(s: &Arc<dyn Store>, t: &RefreshToken, now: u64) -> (Result<Rotation, String>, RefreshToken) {

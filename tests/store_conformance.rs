@@ -58,17 +58,7 @@ fn h(n: u8) -> TokenHash {
 }
 
 fn session(first: &RefreshToken, now: u64) -> NewSession {
-    NewSession {
-        id: first.session.clone(),
-        login: "alice".into(),
-        key_hash: first.proof_hash(),
-        secret_hash: first.secret_hash(),
-        refresh_expires: now + 100,
-        access_expires: now + 10,
-        created_at: now,
-        client_address: "192.0.2.7".into(),
-        user_agent: "conformance/1".into(),
-    }
+    support::sessions::new_session(first, now, "conformance/1")
 }
 
 /// A new session `id` in `store`; returns its first refresh token.

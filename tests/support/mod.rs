@@ -6,6 +6,7 @@ pub mod binary;
 pub mod redis;
 pub mod redis_procs;
 pub mod scripted;
+pub mod sessions;
 pub mod upstream;
 
 use std::net::SocketAddr;
