@@ -7,7 +7,7 @@ mod io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ use crate::server::{self, ConnInfo, Listener};
 #[derive(Default)]
 pub struct Drain {
     signal: CancellationToken,
+    /// The signal, for a fast path asking per request (a load, not the token's lock).
+    draining: AtomicBool,
     live: AtomicUsize,
     gone: Notify,
 }
@@ -43,6 +45,7 @@ pub struct Drain {
 impl Drain {
     /// Asks every connection to finish, then waits until none is left.
     pub async fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
         self.signal.cancel();
         loop {
             let notified = self.gone.notified();
@@ -218,7 +221,7 @@ impl Conn {
                 gw: &self.gw,
                 info: &info,
                 activity: &activity,
-                drain: &drain.signal,
+                draining: &drain.draining,
                 max_head: self.max_head,
                 max_headers: self.max_headers,
             };

@@ -18,13 +18,13 @@ pub(crate) use response::write_own;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use http::{HeaderValue, Method};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, Busy, Responding};
 use crate::auth::endpoints::EndpointBody;
@@ -58,7 +58,9 @@ pub struct Lane<'a> {
     pub gw: &'a Arc<Gateway>,
     pub info: &'a ConnInfo,
     pub activity: &'a Arc<Activity>,
-    pub drain: &'a CancellationToken,
+    /// Set once the listener drains (an atomic load: `CancellationToken::is_cancelled` takes
+    /// a lock, and is asked several times per request).
+    pub draining: &'a AtomicBool,
     /// The head limits of the snapshot the connection started with (as hyper's are).
     pub max_head: usize,
     pub max_headers: usize,
@@ -114,7 +116,7 @@ where
             // Between requests, a drain closes the connection (the listener reads the flag).
             let between = buf.is_empty();
             lane.activity.set_between_requests(between);
-            if between && lane.drain.is_cancelled() {
+            if between && lane.draining.load(Ordering::Acquire) {
                 return Outcome::Close;
             }
             if buf.capacity() - buf.len() < 1024 {
@@ -238,7 +240,7 @@ impl Exchange {
         let request_id = request_id(gw, trusted, buf, head);
         // The body bytes already read; the rest comes from the client as it is relayed.
         let body_here = head.body_here(buf.len());
-        let mut close = head.close || lane.drain.is_cancelled();
+        let mut close = head.close || lane.draining.load(Ordering::Acquire);
         let upstream = route.pool.pick();
         record.upstream = Some(upstream.url.clone());
         let fwd = Forward {
@@ -270,7 +272,7 @@ impl Exchange {
         let (status, bytes) = match result {
             Ok((stream, resp_head, upstream)) => {
                 // A drain that began while the upstream answered: the client learns it here.
-                close |= lane.drain.is_cancelled();
+                close |= lane.draining.load(Ordering::Acquire);
                 let relayed = self
                     .relay(io, stream, &resp_head, upstream, cors, request_id.as_bytes(), close, busy)
                     .await;
@@ -645,7 +647,7 @@ impl Exchange {
         let request_id = request_id(lane.gw, rt.is_trusted(lane.info.peer.ip()), buf, head);
         // A body that has not all arrived is not read on: the connection closes after the
         // answer, which says so (hyper's path: `server::handle`, the same rule).
-        let close = head.close || !head.whole_body_here(buf.len()) || lane.drain.is_cancelled();
+        let close = head.close || !head.whole_body_here(buf.len()) || lane.draining.load(Ordering::Acquire);
         let resp = answer.unwrap_or_else(|e| {
             log_failure(&e, &request_id);
             e.into_response()
@@ -704,7 +706,7 @@ impl Exchange {
             e.into_response()
         });
         let status = resp.status().as_u16();
-        let close = head.close || lane.drain.is_cancelled();
+        let close = head.close || lane.draining.load(Ordering::Acquire);
         let head_request = head.method == Method::HEAD;
         let cors = cors(rt, buf, head, &record);
         let bytes = self.respond(io, resp, cors, request_id.as_bytes(), close, head_request).await;

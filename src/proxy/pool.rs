@@ -9,7 +9,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use super::Failure;
 use super::room::{Handed, Waiters};
 use super::stream::{SharedStream, UpstreamStream};
+use crate::activity::now_ms;
 use crate::body::LimitedBody;
 
 /// Idle connections kept per upstream; past this, a finished connection is closed.
@@ -61,7 +62,8 @@ pub struct Connections {
 
 pub(super) struct IdleStream {
     stream: UpstreamStream,
-    since: Instant,
+    /// When it was given back (`crate::activity::now_ms`).
+    since: u64,
 }
 
 /// What waiting for room brought.
@@ -114,7 +116,8 @@ impl Link {
 
 pub(super) struct Idle {
     link: Link,
-    since: Instant,
+    /// When it was given back (`crate::activity::now_ms`).
+    since: u64,
 }
 
 impl Connections {
@@ -140,7 +143,7 @@ impl Connections {
     /// With every place taken, the request waits in turn (`super::room`) up to
     /// `connect_timeout`, then `Failure::Busy`.
     pub async fn stream(&self, fresh: bool) -> Result<(UpstreamStream, bool), Failure> {
-        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let mut deadline = None;
         let mut queued = None;
         loop {
             if queued.is_some() || !self.waiters.any() {
@@ -151,7 +154,7 @@ impl Connections {
                     return Ok((UpstreamStream::new(self.connect_socket().await?, slot), false));
                 }
             }
-            match self.wait(&mut queued, deadline).await? {
+            match self.wait(&mut queued, &mut deadline).await? {
                 Waited::Handed(Handed::Stream(IdleStream { stream, since }))
                     if !fresh && fit_for_reuse(since, &stream) =>
                 {
@@ -177,7 +180,7 @@ impl Connections {
 
     /// Gives back a socket whose last response was read to its end.
     pub fn keep_stream(&self, stream: UpstreamStream) {
-        self.give_back(Handed::Stream(IdleStream { stream, since: Instant::now() }));
+        self.give_back(Handed::Stream(IdleStream { stream, since: now_ms() }));
     }
 
     /// A finished connection: to the longest-waiting request, else to its idle queue.
@@ -229,12 +232,14 @@ impl Connections {
     async fn wait(
         &self,
         queued: &mut Option<tokio::sync::oneshot::Receiver<Handed>>,
-        deadline: tokio::time::Instant,
+        deadline: &mut Option<tokio::time::Instant>,
     ) -> Result<Waited, Failure> {
         let Some(handed) = queued.as_mut() else {
             *queued = Some(self.waiters.join());
             return Ok(Waited::Again);
         };
+        // Only a request that waits reads the clock for its deadline.
+        let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.connect_timeout);
         tokio::select! {
             biased;
             item = handed => {
@@ -331,7 +336,7 @@ impl Connections {
     /// A connection for hyper's client and whether it was pooled, as [`Self::stream`] finds
     /// one for the fast path.
     async fn link(&self, fresh: bool) -> Result<(Link, bool), Failure> {
-        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let mut deadline = None;
         let mut queued = None;
         loop {
             if queued.is_some() || !self.waiters.any() {
@@ -346,7 +351,7 @@ impl Connections {
                     return Ok((self.connect(slot).await?, false));
                 }
             }
-            match self.wait(&mut queued, deadline).await? {
+            match self.wait(&mut queued, &mut deadline).await? {
                 Waited::Handed(Handed::Link(idle)) if !fresh => {
                     if let Some(link) = ready(idle).await {
                         return Ok((link, true));
@@ -365,13 +370,13 @@ impl Connections {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for _ in 0..self.idle.len() {
             let Some(Idle { mut link, since }) = self.idle.pop() else { break };
-            if since.elapsed() < IDLE_FOR && link.drive(&mut cx) {
+            if now_ms().saturating_sub(since) < IDLE_FOR.as_millis() as u64 && link.drive(&mut cx) {
                 let _ = self.idle.push(Idle { link, since });
             }
         }
         for _ in 0..self.streams.len() {
             let Some(IdleStream { stream, since }) = self.streams.pop() else { break };
-            if since.elapsed() < IDLE_FOR && is_quiet(&*stream) {
+            if now_ms().saturating_sub(since) < IDLE_FOR.as_millis() as u64 && is_quiet(&*stream) {
                 let _ = self.streams.push(IdleStream { stream, since });
             }
         }
@@ -433,7 +438,7 @@ pub(super) fn bodiless_copy(req: &Request<LimitedBody>) -> Request<LimitedBody> 
 
 /// An idle connection ready for a request, or `None` (then closed).
 async fn ready(Idle { mut link, since }: Idle) -> Option<Link> {
-    if since.elapsed() >= IDLE_FOR {
+    if now_ms().saturating_sub(since) >= IDLE_FOR.as_millis() as u64 {
         return None;
     }
     // Usually ready at once; a connection still taking in the end of its last response gets a
@@ -449,8 +454,8 @@ async fn ready(Idle { mut link, since }: Idle) -> Option<Link> {
 
 /// Whether a connection idle since `since` may carry a request: not idle too long, still open,
 /// nothing unread on it. One rule for both transports' idle connections.
-fn fit_for_reuse(since: Instant, socket: &TcpStream) -> bool {
-    let idle = since.elapsed();
+fn fit_for_reuse(since: u64, socket: &TcpStream) -> bool {
+    let idle = Duration::from_millis(now_ms().saturating_sub(since));
     if idle >= IDLE_FOR {
         return false;
     }
@@ -484,7 +489,7 @@ impl Lease {
     fn release(self) {
         if self.reusable && self.link.driver.is_some() {
             // Not polled while idle; the next request drives it until it is ready.
-            self.pool.give_back(Handed::Link(Idle { link: self.link, since: Instant::now() }));
+            self.pool.give_back(Handed::Link(Idle { link: self.link, since: now_ms() }));
         }
     }
 }
@@ -637,7 +642,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let _ = stale
             .try_io(tokio::io::Interest::READABLE, || Err::<(), _>(std::io::ErrorKind::WouldBlock.into()));
-        let since = Instant::now() - TRUST_READINESS_FOR;
+        let since = now_ms() - TRUST_READINESS_FOR.as_millis() as u64;
         let _ = conns.streams.push(IdleStream { stream: stale, since });
         let (closed, up2) = pair().await;
         drop(up2);

@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::pool::Connections;
+use crate::activity::now_ms;
 use crate::body::LimitedBody;
 use http::uri::Scheme;
 use http::{HeaderValue, Request, Uri};
@@ -69,7 +70,12 @@ impl Upstream {
     }
 
     pub fn is_healthy(&self) -> bool {
-        self.check_ok.load(Ordering::Relaxed) && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms()
+        // Not ejected (0) needs no clock.
+        self.check_ok.load(Ordering::Relaxed)
+            && match self.ejected_until_ms.load(Ordering::Relaxed) {
+                0 => true,
+                until => until <= now_ms(),
+            }
     }
 
     /// Passive health: called after each attempt to connect.
@@ -118,10 +124,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub struct UpstreamPool {

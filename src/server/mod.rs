@@ -49,16 +49,13 @@ pub async fn handle(
     gw: Arc<Gateway>,
     conn: ConnInfo,
     listener: Listener,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, std::convert::Infallible> {
     let mut record = Record::new(Instant::now());
     let rt = gw.runtime();
     let trusted = rt.is_trusted(conn.peer.ip());
     let request_id =
         gate::request_id(&gw, trusted, req.headers().get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
-    // For the audit trail of the endpoints the request reaches.
-    let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
-    req.extensions_mut().insert(crate::audit::RequestId(id));
     let method = req.method().clone();
     let ambiguous = req.extensions().get::<AmbiguousFraming>().is_some();
     let coding = !plain_chunked(req.headers());
@@ -86,7 +83,7 @@ pub async fn handle(
         // single large read (its buffer grows with earlier bodies) is parsed whole.
         _ if req.headers().len() > rt.max_headers || oversized => Err(GatewayError::HeadTooLarge),
         Listener::Main => dispatch(&gw, &rt, &conn, trusted, &request_id, req, &mut record).await,
-        Listener::Admin => Box::pin(admin(&gw, &rt, &conn, req)).await,
+        Listener::Admin => Box::pin(admin(&gw, &rt, &conn, &request_id, req)).await,
     };
     let mut resp = result.unwrap_or_else(|e| {
         record::log_failure(&e, &request_id);
@@ -101,7 +98,12 @@ pub async fn handle(
         gate::cors::for_request(&rt, origin.as_ref().map(HeaderValue::as_bytes), &record)
             .apply(resp.headers_mut(), from_upstream);
     }
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    // Marked sensitive, so HTTP/2 sends it as a literal never indexed: each value is new, and
+    // indexing it would search and churn the HPACK tables of both ends for every response
+    // (HTTP/1 writes it as it is).
+    let mut id = request_id.clone();
+    id.set_sensitive(true);
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
     if close {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -136,6 +138,13 @@ fn arrived_whole(mut body: Incoming) -> bool {
     }
 }
 
+/// The request id, for the audit trail of the own endpoint the request reaches (only those:
+/// the extension map is allocated on first use).
+fn tag(req: &mut Request<Incoming>, request_id: &HeaderValue) {
+    let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
+    req.extensions_mut().insert(crate::audit::RequestId(id));
+}
+
 /// The declared `Content-Length`, when there is one readable value.
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH).and_then(|v| crate::proxy::response::parse_length(v.as_bytes()))
@@ -147,8 +156,10 @@ async fn admin(
     gw: &Gateway,
     rt: &Runtime,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    mut req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    tag(&mut req, request_id);
     let bearer = || gw.bearer().check(rt, req.headers());
     let own = endpoints::admit(Listener::Admin, &rt.api_prefix, req.uri().path(), req.method(), bearer)?
         .ok_or(GatewayError::NoRoute)?;
@@ -196,6 +207,8 @@ async fn dispatch(
         // Boxed, as the admin listener's: an own endpoint's future (a login) is as large as a
         // forward's, and every proxied request's future would carry its room.
         Decision::Own(o) => {
+            let mut req = req;
+            tag(&mut req, request_id);
             Box::pin(own::serve(gw, rt, conn, Listener::Main, o, req.map(http_body_util::Either::Left))).await
         }
         Decision::Forward(plan) => {
