@@ -21,6 +21,8 @@ if [[ -z "${BIN:-}" ]]; then
   (cd "$ROOT" && cargo build --release --locked --bin bo-gateway)
   BIN="$ROOT/target/release/bo-gateway"
 fi
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 DIR=$(mktemp -d /tmp/bo-gateway-instr.XXXXXX)
 ORIGIN_PID="" GW_PID=""
 cleanup() {
@@ -32,13 +34,7 @@ trap cleanup EXIT
 mkdir -p "$DIR/origin"
 nginx -p "$DIR/origin/" -e "$DIR/origin/error.log" -c "$HARNESS_DIR/origin/nginx-origin.conf" > /dev/null 2>&1 &
 ORIGIN_PID=$!
-printf 'bench-password' | "$BIN" hash-password > "$DIR/hash"
-cat > "$DIR/users.toml" <<USERS
-[[users]]
-login = "bench"
-password_hash = "$(cat "$DIR/hash")"
-roles = ["trader"]
-USERS
+bench_user "$DIR"
 cat > "$DIR/gateway.toml" <<CONF
 [server]
 listen = "127.0.0.1:9211"
@@ -71,8 +67,7 @@ run() {  # requests -> total instructions
   GW_PID=$!
   for _ in $(seq 300); do curl -sf http://127.0.0.1:9219/healthz > /dev/null && break; sleep 0.2; done
   local token
-  token=$(curl -sf http://127.0.0.1:9210/auth/token -d '{"login":"bench","password":"bench-password"}' \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+  token=$(bench_token 9210)
   if [[ $MODE == h2 ]]; then
     h2load -n "$n" -c 8 -m 10 -H "Authorization: Bearer $token" https://127.0.0.1:9211/ > "$DIR/load.$n" 2>&1
   else

@@ -33,6 +33,8 @@ MODES="${MODES:-cache es256 hs256 tls logins}"
 OUT="${OUT:-/tmp/bo-gateway-load}"
 PORT_PLAIN=9010 PORT_TLS=9011 PORT_ADMIN=9019
 mkdir -p "$OUT"
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 
 # BIN=/path/to/bo-gateway measures that binary as it is (no build).
 if [[ -z "${BIN:-}" ]]; then
@@ -53,13 +55,7 @@ trap cleanup EXIT
 start_gateway() {  # algorithm cache_capacity [log level] [log format]
   local alg=$1 cap=$2 level=${3:-warn} format=${4:-text} dir
   dir=$(mktemp -d /tmp/bo-gateway-load.XXXXXX)
-  printf 'bench-password' | "$BIN" hash-password > "$dir/hash"
-  cat > "$dir/users.toml" <<USERS
-[[users]]
-login = "bench"
-password_hash = "$(cat "$dir/hash")"
-roles = ["trader"]
-USERS
+  bench_user "$dir"
   local secret=""
   [[ $alg == HS256 ]] && secret="secret_file = \"$dir/hs256.secret\""
   cat > "$dir/gateway.toml" <<CONF
@@ -98,8 +94,7 @@ CONF
     curl -sf "http://127.0.0.1:$PORT_ADMIN/healthz" > /dev/null && break
     sleep 0.1
   done
-  TOKEN=$(curl -sf "http://127.0.0.1:$PORT_PLAIN/auth/token" -d '{"login":"bench","password":"bench-password"}' \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+  TOKEN=$(bench_token "$PORT_PLAIN")
   [[ -n "$TOKEN" ]] || { echo "login failed; see $dir/gateway.log" >&2; exit 1; }
 }
 
