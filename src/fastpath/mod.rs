@@ -694,11 +694,7 @@ impl Exchange {
             return false;
         }
         let result = match own_request(buf, head) {
-            Ok(mut req) => {
-                let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
-                req.extensions_mut().insert(crate::audit::RequestId(id));
-                gate::own::serve(gw, rt, lane.info, Listener::Main, o, req).await
-            }
+            Ok(req) => gate::own::serve(gw, rt, lane.info, Listener::Main, o, &request_id, req).await,
             Err(e) => Err(e),
         };
         let resp = result.unwrap_or_else(|e| {

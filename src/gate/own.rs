@@ -49,8 +49,13 @@ pub async fn serve(
     conn: &ConnInfo,
     listener: Listener,
     own: Own,
-    req: Request<EndpointBody>,
+    request_id: &HeaderValue,
+    mut req: Request<EndpointBody>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    // For the audit trail of the endpoint (only own endpoints carry it: forwarded requests
+    // never allocate the extension map).
+    let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
+    req.extensions_mut().insert(crate::audit::RequestId(id));
     let main = listener == Listener::Main;
     let client = match main {
         true => proxy::client_address(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip)),

@@ -370,13 +370,13 @@ impl Connections {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for _ in 0..self.idle.len() {
             let Some(Idle { mut link, since }) = self.idle.pop() else { break };
-            if now_ms().saturating_sub(since) < IDLE_FOR.as_millis() as u64 && link.drive(&mut cx) {
+            if idle_since(since) < IDLE_FOR && link.drive(&mut cx) {
                 let _ = self.idle.push(Idle { link, since });
             }
         }
         for _ in 0..self.streams.len() {
             let Some(IdleStream { stream, since }) = self.streams.pop() else { break };
-            if now_ms().saturating_sub(since) < IDLE_FOR.as_millis() as u64 && is_quiet(&*stream) {
+            if idle_since(since) < IDLE_FOR && is_quiet(&*stream) {
                 let _ = self.streams.push(IdleStream { stream, since });
             }
         }
@@ -438,7 +438,7 @@ pub(super) fn bodiless_copy(req: &Request<LimitedBody>) -> Request<LimitedBody> 
 
 /// An idle connection ready for a request, or `None` (then closed).
 async fn ready(Idle { mut link, since }: Idle) -> Option<Link> {
-    if now_ms().saturating_sub(since) >= IDLE_FOR.as_millis() as u64 {
+    if idle_since(since) >= IDLE_FOR {
         return None;
     }
     // Usually ready at once; a connection still taking in the end of its last response gets a
@@ -452,10 +452,15 @@ async fn ready(Idle { mut link, since }: Idle) -> Option<Link> {
     (ready && fit_for_reuse(since, &link.probe)).then_some(link)
 }
 
+/// How long a connection given back at `since` (`now_ms`) has been idle.
+fn idle_since(since: u64) -> Duration {
+    Duration::from_millis(now_ms().saturating_sub(since))
+}
+
 /// Whether a connection idle since `since` may carry a request: not idle too long, still open,
 /// nothing unread on it. One rule for both transports' idle connections.
 fn fit_for_reuse(since: u64, socket: &TcpStream) -> bool {
-    let idle = Duration::from_millis(now_ms().saturating_sub(since));
+    let idle = idle_since(since);
     if idle >= IDLE_FOR {
         return false;
     }

@@ -138,13 +138,6 @@ fn arrived_whole(mut body: Incoming) -> bool {
     }
 }
 
-/// The request id, for the audit trail of the own endpoint the request reaches (only those:
-/// the extension map is allocated on first use).
-fn tag(req: &mut Request<Incoming>, request_id: &HeaderValue) {
-    let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
-    req.extensions_mut().insert(crate::audit::RequestId(id));
-}
-
 /// The declared `Content-Length`, when there is one readable value.
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH).and_then(|v| crate::proxy::response::parse_length(v.as_bytes()))
@@ -157,13 +150,12 @@ async fn admin(
     rt: &Runtime,
     conn: &ConnInfo,
     request_id: &HeaderValue,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    tag(&mut req, request_id);
     let bearer = || gw.bearer().check(rt, req.headers());
     let own = endpoints::admit(Listener::Admin, &rt.api_prefix, req.uri().path(), req.method(), bearer)?
         .ok_or(GatewayError::NoRoute)?;
-    own::serve(gw, rt, conn, Listener::Admin, own, req.map(http_body_util::Either::Left)).await
+    own::serve(gw, rt, conn, Listener::Admin, own, request_id, req.map(http_body_util::Either::Left)).await
 }
 
 async fn dispatch(
@@ -207,9 +199,16 @@ async fn dispatch(
         // Boxed, as the admin listener's: an own endpoint's future (a login) is as large as a
         // forward's, and every proxied request's future would carry its room.
         Decision::Own(o) => {
-            let mut req = req;
-            tag(&mut req, request_id);
-            Box::pin(own::serve(gw, rt, conn, Listener::Main, o, req.map(http_body_util::Either::Left))).await
+            Box::pin(own::serve(
+                gw,
+                rt,
+                conn,
+                Listener::Main,
+                o,
+                request_id,
+                req.map(http_body_util::Either::Left),
+            ))
+            .await
         }
         Decision::Forward(plan) => {
             let fwd = Forwarding {
