@@ -20,22 +20,28 @@ pub type GatewayBody = Either<Full<Bytes>, Streamed>;
 /// An upstream's response body, whatever `proxy` streams it with (its pooled connection goes
 /// back when the body ends). Boxed so that this module, below `proxy`, need not name it: one
 /// allocation per response hyper's path relays (the fast path writes bytes, no body type).
-pub struct Streamed(Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>);
+pub struct Streamed(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>);
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Streamed {
-    pub fn new(body: impl Body<Data = Bytes, Error = hyper::Error> + Send + 'static) -> Self {
-        Self(Box::pin(body))
+    pub fn new<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self(Box::pin(http_body_util::BodyExt::map_err(body, Into::into)))
     }
 }
 
 impl Body for Streamed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.0.as_mut().poll_frame(cx)
     }
 

@@ -76,6 +76,19 @@ pub enum Scanned {
     Invalid,
 }
 
+/// What [`ChunkedScan::decode`] found at the start of the bytes given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// This many of them are chunk data (0: none given).
+    Data(usize),
+    /// This many of them are framing (sizes, extensions, line ends); data may follow.
+    Framing(usize),
+    /// The body ended after this many of them (its trailer section read past, not kept).
+    End(usize),
+    /// They are not chunked framing.
+    Invalid,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// In a chunk size: the size so far and its digit count.
@@ -409,6 +422,33 @@ impl ChunkedScan {
         self.run(data, true)
     }
 
+    /// Decodes a chunked body by the same rules: where the chunk data at the start of `data`
+    /// ends, or how much framing comes before the next data. For a body whose data is taken
+    /// out (hyper's path hands an HTTP/2 client the data, not the chunks).
+    pub fn decode(&mut self, data: &[u8]) -> Decoded {
+        let mut i = 0;
+        loop {
+            if let Chunk::Data(left) = self.0 {
+                if i > 0 {
+                    return Decoded::Framing(i);
+                }
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+                let left = left - n as u64;
+                self.0 = if left == 0 { Chunk::DataCr } else { Chunk::Data(left) };
+                return Decoded::Data(n);
+            }
+            if i == data.len() {
+                return Decoded::Framing(i);
+            }
+            // Framing a byte at a time: a few bytes per chunk, the same transitions as `scan`.
+            match self.run(&data[i..=i], false) {
+                Scanned::More => i += 1,
+                Scanned::End(_) => return Decoded::End(i + 1),
+                Scanned::Last(_) | Scanned::Invalid => return Decoded::Invalid,
+            }
+        }
+    }
+
     fn run(&mut self, data: &[u8], stop_at_last: bool) -> Scanned {
         let mut c = self.0;
         let mut i = 0;
@@ -545,9 +585,54 @@ mod tests {
         }
     }
 
+    /// Decodes `body` given in pieces of `piece` bytes: the data, or `Err` for bad framing.
+    fn decode_all(body: &[u8], piece: usize) -> Result<Vec<u8>, ()> {
+        let mut d = ChunkedScan::new();
+        let (mut data, mut pending) = (Vec::new(), Vec::new());
+        for part in body.chunks(piece) {
+            pending.extend_from_slice(part);
+            loop {
+                match d.decode(&pending) {
+                    Decoded::Data(0) | Decoded::Framing(0) => break,
+                    Decoded::Data(n) => data.extend(pending.drain(..n)),
+                    Decoded::Framing(n) => drop(pending.drain(..n)),
+                    Decoded::End(_) => return Ok(data),
+                    Decoded::Invalid => return Err(()),
+                }
+            }
+        }
+        Ok(data)
+    }
+
+    #[test]
+    fn decoding_takes_the_data_out_of_the_chunks() {
+        let body = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
+        for piece in [1, 2, 5, body.len()] {
+            assert_eq!(decode_all(body, piece).as_deref(), Ok(&b"hello 0123456789"[..]), "pieces of {piece}");
+        }
+        let mut d = ChunkedScan::new();
+        assert_eq!(d.decode(b"3\r\nab"), Decoded::Framing(3));
+        assert_eq!(d.decode(b"ab"), Decoded::Data(2));
+        assert_eq!(d.decode(b"c\r\n0\r\n\r\nNEXT"), Decoded::Data(1));
+        assert_eq!(d.decode(b"\r\n0\r\n\r\nNEXT"), Decoded::End(7));
+        assert_eq!(ChunkedScan::new().decode(b"3\nabc"), Decoded::Invalid);
+    }
+
     #[test]
     fn the_chunk_scanner_takes_strict_framing_only() {
-        let scan = |body: &[u8]| ChunkedScan::new().scan(body);
+        let scan = |body: &[u8]| {
+            let scanned = ChunkedScan::new().scan(body);
+            // Decoding follows the same framing, whatever the pieces it is given.
+            for piece in [1, 3, body.len().max(1)] {
+                let decoded = decode_all(body, piece);
+                match scanned {
+                    Scanned::End(n) if n == body.len() => assert!(decoded.is_ok(), "{body:?}"),
+                    Scanned::Invalid => assert_eq!(decoded, Err(()), "{body:?}"),
+                    _ => {}
+                }
+            }
+            scanned
+        };
         let good: &[&[u8]] = &[
             b"5\r\nhello\r\n0\r\n\r\n",
             b"5;ext=1\r\nhello\r\n0 ;last\r\nX-T: 1\r\n\r\n",

@@ -43,9 +43,6 @@ use response::{Framing, ResponseHead};
 
 /// Reads a head may take before hyper gets it: hyper bounds a slow head's parsing work.
 const MAX_HEAD_READS: u32 = 4;
-/// Reads a response head may take (each one re-parses it): more is refused (502).
-const MAX_RESPONSE_HEAD_READS: u32 = 64;
-use crate::proxy::response::MAX_HEAD as MAX_RESPONSE_HEAD;
 /// How long closing a connection cleanly may take (a peer that reads nothing cannot stall it).
 const SHUTDOWN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// Buffer capacity a connection keeps between requests.
@@ -357,10 +354,7 @@ impl Exchange {
     where
         IO: AsyncRead + Unpin,
     {
-        let closed = |e: io::Error| match e.kind() {
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Failure::Closed(e.to_string()),
-            _ => Failure::Upstream(e.to_string()),
-        };
+        let closed = Failure::from_io;
         stream.write_all(&self.out).await.map_err(closed)?;
         if *body_left > 0 {
             let mut chunk = vec![0u8; CHUNK];
@@ -378,40 +372,8 @@ impl Exchange {
                 *body_left -= n as u64;
             }
         }
-        self.up.clear();
-        let mut reads = 0;
-        loop {
-            reads += 1;
-            if reads > MAX_RESPONSE_HEAD_READS {
-                return Err(Failure::Upstream("response head in too many pieces".into()));
-            }
-            if self.up.capacity() - self.up.len() < 4096 {
-                self.up.reserve(CHUNK);
-            }
-            let n = stream.read_buf(&mut self.up).await.map_err(closed)?;
-            if n == 0 {
-                // Closed before a whole response head, whether or not part of one came.
-                return Err(Failure::Closed("upstream closed before a whole response head".into()));
-            }
-            loop {
-                match response::parse(
-                    &self.up,
-                    head.method == Method::HEAD,
-                    std::mem::take(&mut self.resp_spare),
-                ) {
-                    response::Parsed::Complete(resp) => return Ok(resp),
-                    response::Parsed::Interim(len) => self.up.advance(len),
-                    response::Parsed::Partial if self.up.len() > MAX_RESPONSE_HEAD => {
-                        return Err(Failure::Upstream("response head too large".into()));
-                    }
-                    response::Parsed::Partial => break,
-                    response::Parsed::Invalid(why) => return Err(Failure::Upstream(why.into())),
-                }
-                if self.up.is_empty() {
-                    break;
-                }
-            }
-        }
+        let head_request = head.method == Method::HEAD;
+        response::read_head(stream, &mut self.up, head_request, std::mem::take(&mut self.resp_spare)).await
     }
 
     /// Relays the response whose head is at the start of `up`; gives the socket back when the

@@ -2,84 +2,11 @@
 //! (framing, limits, status line), and the head the client gets, written by the response
 //! header fates of `crate::proxy::headers`.
 
-use std::mem::MaybeUninit;
-use std::ops::Range;
-
 use super::request::line;
 use crate::gate::cors::Cors;
-pub use crate::proxy::response::Framing;
-use crate::proxy::response::{self as rule, MAX_HEAD, MAX_HEADERS};
+use crate::proxy::response as rule;
+pub use crate::proxy::response::{Framing, Parsed, ResponseHead, parse, read_head};
 use crate::proxy::{ResponseFate, named_in, response_fate};
-
-pub struct ResponseHead {
-    pub len: usize,
-    pub status: u16,
-    pub framing: Framing,
-    /// The upstream keeps the connection open after this response.
-    pub reusable: bool,
-    /// Where the reason phrase and each header's name and value are in the buffer parsed, so
-    /// the client's head is written without parsing again.
-    reason: Range<usize>,
-    pub headers: Vec<(Range<usize>, Range<usize>)>,
-}
-
-pub enum Parsed {
-    Complete(ResponseHead),
-    /// An interim (1xx) response of this length, which the client does not get.
-    Interim(usize),
-    Partial,
-    Invalid(&'static str),
-}
-
-/// Parses the response head at the start of `buf`, answering a request with method HEAD when
-/// `head_request`. `spare` is a previous head's header list, reused.
-pub fn parse(buf: &[u8], head_request: bool, mut spare: Vec<(Range<usize>, Range<usize>)>) -> Parsed {
-    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw)
-    {
-        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
-            return Parsed::Invalid("response head too large");
-        }
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Invalid("too many response header fields"),
-        Err(_) => return Parsed::Invalid("unparsable response head"),
-    };
-    let Some(status) = resp.code else { return Parsed::Invalid("no valid status") };
-    if let Err(why) = rule::valid_status(status, false) {
-        return Parsed::Invalid(why);
-    }
-    if (100..200).contains(&status) {
-        return Parsed::Interim(len);
-    }
-    let named = |n: &'static str| values(resp.headers, n);
-    let framing =
-        match rule::framing(head_request, status, named("content-length"), named("transfer-encoding")) {
-            Ok(f) => f,
-            Err(why) => return Parsed::Invalid(why),
-        };
-    let close = named_in(named("connection"), b"close");
-    let reusable = resp.version == Some(1) && !close && framing != Framing::UntilClose;
-    let at = |s: &[u8]| {
-        // An empty slice may point anywhere (httparse's empty reason is a static).
-        if s.is_empty() {
-            return 0..0;
-        }
-        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
-        start..start + s.len()
-    };
-    spare.clear();
-    spare.extend(resp.headers.iter().map(|h| (at(h.name.as_bytes()), at(h.value))));
-    let reason = resp.reason.map_or(0..0, |r| at(r.as_bytes()));
-    Parsed::Complete(ResponseHead { len, status, framing, reusable, reason, headers: spare })
-}
-
-/// The values of the header fields named `name`.
-fn values<'b>(headers: &'b [httparse::Header<'b>], name: &'static str) -> impl Iterator<Item = &'b [u8]> {
-    headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
-}
 
 /// Writes the client's response head for the upstream head at the start of `buf`: the
 /// response fates decide each header; the framing headers are written from `head.framing`.
@@ -92,8 +19,7 @@ pub fn write_client_head(
     close: bool,
 ) {
     let headers = || head.headers.iter().map(|(n, v)| (&buf[n.clone()], &buf[v.clone()]));
-    let reason = std::str::from_utf8(&buf[head.reason.clone()]).unwrap_or("");
-    status_line(out, head.status, rule::reason(head.status, reason));
+    status_line(out, head.status, rule::reason(head.status, head.reason(buf)));
     let connection = || headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")).map(|(_, v)| v);
     let mut dated = false;
     for (name, value) in headers() {

@@ -31,6 +31,16 @@ pub enum Blame {
 }
 
 impl Failure {
+    /// An upstream socket's error: a closed or reset connection, or another one.
+    pub fn from_io(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                Failure::Closed(e.to_string())
+            }
+            _ => Failure::Upstream(e.to_string()),
+        }
+    }
+
     pub fn blame(&self) -> Blame {
         match self {
             Failure::Client(_) | Failure::TooLarge => Blame::Client,

@@ -1,8 +1,10 @@
 //! What both transports forward with: the header policy, the upstream-answer rule, who is to
 //! blame for a failure, and the upstream connections (pooled, capped, waited for in turn).
 //! Forwarding itself is each transport's: `crate::fastpath` over bytes, `crate::server::forward`
-//! over hyper's types; this module knows neither, nor the policy core.
+//! over hyper's types (a request without a body through `exchange`, over bytes too); this
+//! module knows neither, nor the policy core.
 
+pub mod exchange;
 mod failure;
 mod headers;
 mod pool;
@@ -11,6 +13,7 @@ mod room;
 mod stream;
 mod upstream;
 
+pub use exchange::BytesBody;
 pub use failure::{Blame, Failure};
 pub use headers::{
     Forwarding, HOP_BY_HOP, RequestFate, ResponseFate, X_REQUEST_ID, client_address, is_gateway_owned,

@@ -1,15 +1,29 @@
 //! The one rule for an upstream response head, whichever transport read it: how its body is
 //! framed (RFC 9112 §6.3, refusing what another parser could frame differently), how large its
-//! head may be, and which status line the client gets. The fast path reads the head as bytes,
-//! hyper's path as a `Response`; both ask these functions.
+//! head may be, and which status line the client gets; and the one reader of response heads
+//! as bytes, for both transports (hyper's path reads an upgrade's answer as a `Response`,
+//! judged by the same functions).
 
-pub use crate::framing::parse_length;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use bytes::{Buf, BytesMut};
 use http::StatusCode;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::Failure;
+use super::headers::named_in;
+pub use crate::framing::parse_length;
 
 /// An upstream response head larger than this is refused (502).
 pub const MAX_HEAD: usize = 64 * 1024;
 /// An upstream response head with more header fields than this is refused (502).
 pub const MAX_HEADERS: usize = 100;
+/// Reads a response head may take (each one re-parses it): more is refused (502).
+const MAX_HEAD_READS: u32 = 64;
+/// What one read of a response head asks for.
+const READ_SIZE: usize = 16 * 1024;
 
 /// How a response body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +34,117 @@ pub enum Framing {
     Chunked,
     /// Until the upstream closes. The client gets it chunked, so its connection stays open.
     UntilClose,
+}
+
+pub struct ResponseHead {
+    pub len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The upstream keeps the connection open after this response.
+    pub reusable: bool,
+    /// Where the reason phrase and each header's name and value are in the buffer parsed, so
+    /// the client's head is written without parsing again.
+    reason: Range<usize>,
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl ResponseHead {
+    /// The upstream's reason phrase, in the buffer the head was parsed from.
+    pub fn reason<'b>(&self, buf: &'b [u8]) -> &'b str {
+        std::str::from_utf8(&buf[self.reason.clone()]).unwrap_or("")
+    }
+}
+
+pub enum Parsed {
+    Complete(ResponseHead),
+    /// An interim (1xx) response of this length, which the client does not get.
+    Interim(usize),
+    Partial,
+    Invalid(&'static str),
+}
+
+/// Parses the response head at the start of `buf`, answering a request with method HEAD when
+/// `head_request`. `spare` is a previous head's header list, reused.
+pub fn parse(buf: &[u8], head_request: bool, mut spare: Vec<(Range<usize>, Range<usize>)>) -> Parsed {
+    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw)
+    {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return Parsed::Invalid("response head too large");
+        }
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Invalid("too many response header fields"),
+        Err(_) => return Parsed::Invalid("unparsable response head"),
+    };
+    let Some(status) = resp.code else { return Parsed::Invalid("no valid status") };
+    if let Err(why) = valid_status(status, false) {
+        return Parsed::Invalid(why);
+    }
+    if (100..200).contains(&status) {
+        return Parsed::Interim(len);
+    }
+    let named = |n: &'static str| values(resp.headers, n);
+    let framing = match framing(head_request, status, named("content-length"), named("transfer-encoding")) {
+        Ok(f) => f,
+        Err(why) => return Parsed::Invalid(why),
+    };
+    let close = named_in(named("connection"), b"close");
+    let reusable = resp.version == Some(1) && !close && framing != Framing::UntilClose;
+    let at = |s: &[u8]| {
+        // An empty slice may point anywhere (httparse's empty reason is a static).
+        if s.is_empty() {
+            return 0..0;
+        }
+        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + s.len()
+    };
+    spare.clear();
+    spare.extend(resp.headers.iter().map(|h| (at(h.name.as_bytes()), at(h.value))));
+    let reason = resp.reason.map_or(0..0, |r| at(r.as_bytes()));
+    Parsed::Complete(ResponseHead { len, status, framing, reusable, reason, headers: spare })
+}
+
+/// The values of the header fields named `name`.
+fn values<'b>(headers: &'b [httparse::Header<'b>], name: &'static str) -> impl Iterator<Item = &'b [u8]> {
+    headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+/// Reads a response head into `up` (emptied first) from `stream`, passing over interim (1xx)
+/// responses; what follows the head stays in `up`. The one reader of response heads for both
+/// transports' byte exchanges.
+pub async fn read_head(
+    stream: &mut TcpStream,
+    up: &mut BytesMut,
+    head_request: bool,
+    spare: Vec<(Range<usize>, Range<usize>)>,
+) -> Result<ResponseHead, Failure> {
+    let mut spare = Some(spare);
+    up.clear();
+    for _ in 0..MAX_HEAD_READS {
+        if up.capacity() - up.len() < 4096 {
+            up.reserve(READ_SIZE);
+        }
+        let n = stream.read_buf(up).await.map_err(Failure::from_io)?;
+        if n == 0 {
+            // Closed before a whole response head, whether or not part of one came.
+            return Err(Failure::Closed("upstream closed before a whole response head".into()));
+        }
+        while !up.is_empty() {
+            match parse(up, head_request, spare.take().unwrap_or_default()) {
+                Parsed::Complete(resp) => return Ok(resp),
+                Parsed::Interim(len) => up.advance(len),
+                Parsed::Partial if up.len() > MAX_HEAD => {
+                    return Err(Failure::Upstream("response head too large".into()));
+                }
+                Parsed::Partial => break,
+                Parsed::Invalid(why) => return Err(Failure::Upstream(why.into())),
+            }
+        }
+    }
+    Err(Failure::Upstream("response head in too many pieces".into()))
 }
 
 /// Decides the framing of a final (non-1xx) response from its `Content-Length` and

@@ -1,6 +1,7 @@
 //! hyper's path forwarding: a request (hyper's types) to its route's upstream as the policy
-//! core's plan says, through `crate::proxy`'s connections and header policy; streaming,
-//! timeouts, retries (`crate::gate::retry`), upgrades.
+//! core's plan says, through `crate::proxy`'s header policy and its byte-level exchange on the
+//! connections the fast path uses (`crate::proxy::exchange`); streaming, timeouts, retries
+//! (`crate::gate::retry`), upgrades (through hyper's client).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -14,7 +15,8 @@ use crate::body::{GatewayBody, LimitedBody, body_fate};
 use crate::error::GatewayError;
 use crate::gate::{Plan, Record, retry};
 use crate::proxy::{
-    Failure, Forwarding, Unsent, Upstream, UpstreamBody, prepare_response, prepare_upstream_request, response,
+    self, BytesBody, Failure, Forwarding, Unsent, Upstream, UpstreamBody, prepare_response,
+    prepare_upstream_request, response,
 };
 use crate::routes::Route;
 
@@ -49,9 +51,29 @@ pub async fn forward(
     let method = parts.method.clone();
     let client_uri = parts.uri.clone();
     parts.uri = upstream_uri(first, target, &client_uri)?;
-    let fate = Arc::new(AtomicU8::new(body_fate::READING));
-    let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, fate.clone()));
     record.upstream = Some(first.url.clone());
+    let fate = Arc::new(AtomicU8::new(body_fate::READING));
+    if client_upgrade.is_none() {
+        // Over bytes, as the fast path's requests (`crate::proxy::exchange`).
+        let mut body = has_body.then(|| LimitedBody::new(body, max_body_bytes, fate.clone()));
+        let mut result = send_bytes(route, first, &parts, body.as_mut()).await;
+        if let Err(f) = &result {
+            // Only after a failure to connect: the body is still unread.
+            if let Some(second) = retry::elsewhere(f, route, first, record) {
+                parts.headers.insert(header::HOST, second.host_header.clone());
+                parts.uri = upstream_uri(second, target, &client_uri)?;
+                result = send_bytes(route, second, &parts, body.as_mut()).await;
+            }
+        }
+        return match result {
+            Ok(resp) => Ok(relayed(resp)),
+            Err(f) => {
+                record.body_unread = has_body && fate.load(Ordering::Acquire) != body_fate::ENDED;
+                Err(client_side(f, &fate).into_error())
+            }
+        };
+    }
+    let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, fate.clone()));
     let mut result = send(route, first, req, &method, has_body).await;
     if let Err((f, Some(unsent))) = &mut result {
         if let Some(second) = retry::elsewhere(f, route, first, record) {
@@ -112,14 +134,42 @@ pub async fn forward(
         tracing::warn!(route = %route.name, upstream = ?record.upstream, error = why, "upstream response refused");
         return Err(GatewayError::UpstreamUnavailable(why.into()));
     }
+    Ok(relayed(resp))
+}
+
+/// The response the client gets: the response header fates applied, HTTP/1.1, and the status
+/// code's own reason phrase (`response::reason`): hyper writes a phrase it is given only for a
+/// code without one.
+fn relayed<B>(mut resp: Response<B>) -> Response<GatewayBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::body::BoxError>,
+{
+    let status = resp.status().as_u16();
     prepare_response(resp.headers_mut(), status);
-    // The client gets HTTP/1.1 and the status code's own reason phrase (`response::reason`):
-    // hyper writes a phrase it is given only for a code without one.
     *resp.version_mut() = Version::HTTP_11;
     if resp.status().canonical_reason().is_some() {
         resp.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
     }
-    Ok(resp.map(|b| Either::Right(crate::body::Streamed::new(b))))
+    resp.map(|b| Either::Right(crate::body::Streamed::new(b)))
+}
+
+/// One attempt over bytes against one upstream, bounded by the route's timeout; feeds passive
+/// health.
+async fn send_bytes(
+    route: &Route,
+    upstream: &Upstream,
+    parts: &http::request::Parts,
+    body: Option<&mut LimitedBody>,
+) -> Result<Response<BytesBody>, Failure> {
+    let _in_flight = upstream.start_request();
+    let started = std::time::Instant::now();
+    let has_body = body.is_some();
+    let resend = |f: &Failure, reused: bool| retry::may_resend(f, reused, &parts.method, has_body);
+    let exchange = proxy::exchange::send(&upstream.conns, parts, body, resend);
+    let result = tokio::time::timeout(route.timeout, exchange).await.unwrap_or(Err(Failure::Timeout));
+    retry::observe(route, upstream, started, result.as_ref().map(|_| ()));
+    result
 }
 
 /// A failed exchange whose cause was the client's body (too large, broken off, badly framed)
