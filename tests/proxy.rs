@@ -534,3 +534,71 @@ both_transports! {
         }
     }
 }
+
+/// HTTP/2 clients are hyper's path's alone, and their requests go upstream over bytes
+/// (`proxy::exchange`): every upstream framing reaches them as data (chunks taken apart, a
+/// close-delimited body ended), request bodies go upstream with their length or chunked, and
+/// a body that breaks off or is framed badly is an error to the client, never a short success.
+#[tokio::test]
+async fn http2_clients_get_every_response_framing_and_send_bodies_of_both_kinds() {
+    let up = upstream::start("bo").await;
+    let raw = |reply: &'static [u8]| upstream::raw(reply.to_vec());
+    let (until_close, ..) = raw(b"HTTP/1.1 200 OK\r\nX-Kind: close\r\n\r\nuntil the end").await;
+    let (chunked, ..) = raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n").await;
+    let (short, ..) = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..").await;
+    let (bad_chunks, ..) =
+        raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n").await;
+    let (cut_chunks, ..) = raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await;
+    let mut routes = route("pub", "/", &up.url(), "auth = \"public\"");
+    for (name, addr) in [
+        ("close", until_close),
+        ("chunked", chunked),
+        ("short", short),
+        ("bad", bad_chunks),
+        ("cut", cut_chunks),
+    ] {
+        routes.push_str(&route(name, &format!("/{name}"), &format!("http://{addr}"), "auth = \"public\""));
+    }
+    let gw = Gateway::start(Setup::routes(routes)).await;
+    let h2 = gw.http2_client();
+
+    let r = h2.get(gw.url("/bytes?n=300000")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.bytes().await.unwrap().len(), 300_000, "a streamed (chunked) body, whole");
+    let r = h2.get(gw.url("/chunked/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("transfer-encoding").is_none());
+    assert_eq!(r.text().await.unwrap(), "hello world", "chunk sizes, extensions and trailers taken out");
+    let r = h2.get(gw.url("/close/x")).send().await.unwrap();
+    assert_eq!(r.headers().get("x-kind").unwrap(), "close");
+    assert_eq!(r.text().await.unwrap(), "until the end");
+    let r = h2.head(gw.url("/json/1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = h2.get(gw.url("/status/204")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+
+    let e: Value =
+        h2.post(gw.url("/post")).body(vec![b'a'; 100_000]).send().await.unwrap().json().await.unwrap();
+    assert_eq!(e["body_len"], 100_000);
+    assert_eq!(header(&e, "content-length"), Some("100000"));
+    let parts: Vec<Result<Vec<u8>, std::io::Error>> = (0..5).map(|i| Ok(vec![b'0' + i; 30_000])).collect();
+    let r =
+        h2.put(gw.url("/put")).body(reqwest::Body::wrap_stream(futures_stream(parts))).send().await.unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["body_len"], 150_000, "a body of unknown length goes upstream chunked");
+    assert_eq!(header(&e, "transfer-encoding"), Some("chunked"));
+    assert_eq!(header(&e, "content-length"), None);
+
+    for broken in ["/short/x", "/bad/x", "/cut/x"] {
+        // The stream is reset: before the client has the head, or inside the body.
+        let got = match h2.get(gw.url(broken)).send().await {
+            Ok(r) => r.bytes().await.map(|b| b.len()),
+            Err(e) => Err(e),
+        };
+        assert!(got.is_err(), "{broken}: a broken body is an error, not a short success: {got:?}");
+    }
+    // The connection and the gateway carry on.
+    let e: Value = h2.get(gw.url("/after")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(e["uri"], "/after");
+}
