@@ -373,7 +373,8 @@ impl Exchange {
             }
         }
         let head_request = head.method == Method::HEAD;
-        response::read_head(stream, &mut self.up, head_request, std::mem::take(&mut self.resp_spare)).await
+        response::read_head(stream, &mut self.up, head_request, false, std::mem::take(&mut self.resp_spare))
+            .await
     }
 
     /// Relays the response whose head is at the start of `up`; gives the socket back when the
@@ -755,7 +756,7 @@ pub mod fuzzing {
     /// A response head at the start of `buf`: `None` unless complete and relayed; else its
     /// status, framing, and the head the client would get.
     pub fn response_head(buf: &[u8], head_request: bool) -> Option<(u16, super::Framing, Vec<u8>)> {
-        match super::response::parse(buf, head_request, Vec::new()) {
+        match super::response::parse(buf, head_request, false, Vec::new()) {
             super::response::Parsed::Complete(h) => {
                 let mut out = Vec::new();
                 super::response::write_client_head(&mut out, buf, &h, Default::default(), b"fuzz", false);

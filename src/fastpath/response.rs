@@ -120,7 +120,7 @@ mod tests {
     use super::*;
 
     fn framing(head: &str, head_request: bool) -> Result<(Framing, bool), &'static str> {
-        match parse(head.as_bytes(), head_request, Vec::new()) {
+        match parse(head.as_bytes(), head_request, false, Vec::new()) {
             Parsed::Complete(h) => Ok((h.framing, h.reusable)),
             Parsed::Invalid(why) => Err(why),
             _ => Err("not complete"),
@@ -158,7 +158,7 @@ mod tests {
             assert!(framing(bad, false).is_err(), "{bad:?}");
         }
         assert!(matches!(
-            parse(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1", false, Vec::new()),
+            parse(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1", false, false, Vec::new()),
             Parsed::Interim(40)
         ));
     }
@@ -167,7 +167,9 @@ mod tests {
     fn the_client_head_loses_hop_by_hop_and_named_headers() {
         let up = "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
                   X-Request-Id: theirs\r\nDate: d\r\nTransfer-Encoding: chunked\r\nX-Kept: 2\r\n\r\n";
-        let Parsed::Complete(head) = parse(up.as_bytes(), false, Vec::new()) else { panic!("complete") };
+        let Parsed::Complete(head) = parse(up.as_bytes(), false, false, Vec::new()) else {
+            panic!("complete")
+        };
         let mut out = Vec::new();
         write_client_head(&mut out, up.as_bytes(), &head, Cors::Off, b"ours", false);
         let out = String::from_utf8(out).unwrap();

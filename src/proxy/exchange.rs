@@ -4,7 +4,8 @@
 //! (`super::response`); the response body is streamed from the socket, which goes back to the
 //! pool at its end. hyper's client (its dispatcher, encoder and a copy of the request kept for
 //! a resend) cost a fifth of an HTTP/2 request's instructions, and kept connections apart from
-//! the fast path's. Only upgrades still go through hyper's client (`super::pool`).
+//! the fast path's. An upgrade is sent the same way; its 101 leaves the socket to the tunnel
+//! ([`BytesBody::into_tunnel`]).
 
 use std::io;
 use std::pin::Pin;
@@ -29,7 +30,8 @@ use crate::framing::{ChunkedScan, Decoded};
 const READ_SIZE: usize = 16 * 1024;
 
 /// Sends a request (its head prepared in `parts`; its body, if any, chunked when `parts` says
-/// `Transfer-Encoding`) and reads the response head. A reused connection that ended before a
+/// `Transfer-Encoding`; an upgrade when it says `Upgrade`, which the header policy keeps only
+/// for one it tunnels) and reads the response head. A reused connection that ended before a
 /// whole answer is tried once more on a fresh one where `resend(failure, reused)` (the policy
 /// core's rule) allows it: only a request without a body. A failure to connect leaves the body
 /// unread, for another upstream.
@@ -43,6 +45,7 @@ pub async fn send(
     write_head(&mut out, parts);
     let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
     let head_request = parts.method == Method::HEAD;
+    let upgrade = parts.headers.contains_key(http::header::UPGRADE);
     let mut up = BytesMut::new();
     let mut fresh = false;
     loop {
@@ -55,7 +58,7 @@ pub async fn send(
             Some(body) => write_body(&mut stream, &mut out, body, chunked).await,
         };
         let head = match sent {
-            Ok(()) => response::read_head(&mut stream, &mut up, head_request, Vec::new()).await,
+            Ok(()) => response::read_head(&mut stream, &mut up, head_request, upgrade, Vec::new()).await,
             Err(f) => Err(f),
         };
         match head {
@@ -145,6 +148,7 @@ fn answer(
         buf: up,
         conns: conns.clone(),
         reusable: head.reusable,
+        switched: status == StatusCode::SWITCHING_PROTOCOLS,
     });
     *resp.status_mut() = status;
     *resp.version_mut() = Version::HTTP_11;
@@ -156,7 +160,8 @@ fn answer(
             resp.extensions_mut().insert(phrase);
         }
     }
-    if resp.body().state == State::Done {
+    // A 101's socket is the tunnel's, not the pool's.
+    if resp.body().state == State::Done && !resp.body().switched {
         resp.body_mut().finish();
     }
     Ok(resp)
@@ -181,9 +186,21 @@ pub struct BytesBody {
     buf: BytesMut,
     conns: Arc<Connections>,
     reusable: bool,
+    /// A 101: the socket is the tunnel's.
+    switched: bool,
 }
 
 impl BytesBody {
+    /// After a 101: the socket, and what the upstream sent after its head (the tunnel's first
+    /// bytes). `None` for any other answer.
+    pub fn into_tunnel(mut self) -> Option<(UpstreamStream, Bytes)> {
+        if !self.switched {
+            return None;
+        }
+        let stream = self.stream.take()?;
+        Some((stream, std::mem::take(&mut self.buf).freeze()))
+    }
+
     /// The body has ended: its connection back to the pool if nothing beyond it was read.
     fn finish(&mut self) {
         self.state = State::Done;

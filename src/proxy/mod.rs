@@ -19,6 +19,5 @@ pub use headers::{
     Forwarding, HOP_BY_HOP, RequestFate, ResponseFate, X_REQUEST_ID, client_address, is_gateway_owned,
     is_hop_by_hop, named_in, prepare_response, prepare_upstream_request, request_fate, response_fate,
 };
-pub use pool::{Unsent, UpstreamBody};
 pub use stream::UpstreamStream;
 pub use upstream::{Balance, Upstream, UpstreamPool, spawn_upkeep};

@@ -1,33 +1,22 @@
-//! Upstream connections: opened on demand, kept alive and reused (HTTP/1.1), one idle queue per
-//! upstream. Built on hyper's connection-level client rather than hyper-util's legacy `Client`,
-//! which spawns a task and takes its pool's mutex for every request. Here a request pops a
-//! connection from a lock-free queue and drives it from its own task, as does the response
-//! body, which pushes it back when it ends: no task, channel hop or wake-up between the request
-//! and its connection.
+//! Upstream connections: opened on demand, kept alive and reused (HTTP/1.1), one idle queue
+//! per upstream, shared by both transports (each speaks HTTP/1.1 on them as bytes: the fast
+//! path, and `super::exchange` for hyper's path). A request pops a socket from a lock-free
+//! queue and gives it back when its response has been read to the end: no task, channel hop or
+//! wake-up between the request and its connection.
 
-use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::Duration;
 
-use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
-use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::Failure;
-use super::room::{Handed, Waiters};
-use super::stream::{SharedStream, UpstreamStream};
+use super::room::Waiters;
+use super::stream::UpstreamStream;
 use crate::activity::now_ms;
-use crate::body::LimitedBody;
 
 /// Idle connections kept per upstream; past this, a finished connection is closed.
 const MAX_IDLE: usize = 256;
@@ -40,20 +29,14 @@ const IDLE_FOR: Duration = Duration::from_secs(50);
 /// or a close within a fraction of this (it is polled every few dozen task polls), and servers
 /// close idle keep-alive connections after seconds (Node.js 5 s, nginx 60 s).
 const TRUST_READINESS_FOR: Duration = Duration::from_millis(50);
-/// The read buffer of an upstream connection.
-const READ_BUF: usize = 16 * 1024;
-/// How long a connection taken from the pool may take to be ready for a request.
-const SETTLE_FOR: Duration = Duration::from_secs(1);
-
 /// The connections to one upstream.
 pub struct Connections {
     authority: Authority,
     connect_timeout: Duration,
-    idle: ArrayQueue<Idle>,
-    /// Idle plain sockets of the fast path (`crate::fastpath`), which speaks HTTP/1.1 itself.
+    /// Idle sockets.
     streams: ArrayQueue<IdleStream>,
-    /// One permit per connection open to the upstream, in use or idle, on either transport
-    /// (the route's `max_connections`).
+    /// One permit per connection open to the upstream, in use or idle (the route's
+    /// `max_connections`).
     slots: Arc<Semaphore>,
     max_connections: usize,
     /// Requests waiting for a connection while every place is taken (`super::room`).
@@ -68,56 +51,10 @@ pub(super) struct IdleStream {
 
 /// What waiting for room brought.
 enum Waited {
-    Handed(Handed),
+    Handed(IdleStream),
     Slot(OwnedSemaphorePermit),
     /// Queued, or handed nothing: look at the idle queues again.
     Again,
-}
-
-/// hyper's connection future with upgrade support (its type cannot be named, hence the box).
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send + Sync>>;
-
-/// One upstream connection: the handle requests are sent through, and the future that does
-/// the connection's reading and writing whenever whoever holds it polls it.
-struct Link {
-    sender: SendRequest<LimitedBody>,
-    /// `None` once the connection has ended.
-    driver: Option<Driver>,
-    /// The socket hyper speaks on (shared, not duplicated), to ask the kernel whether an idle
-    /// connection is still open before it is reused.
-    probe: Arc<TcpStream>,
-}
-
-impl Link {
-    /// Lets the connection read and write; false once it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(driver) = self.driver.as_mut() else { return false };
-        match driver.as_mut().poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(r) => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-                self.driver = None;
-                false
-            }
-        }
-    }
-
-    /// Drives the connection until it can take a request: `Pending` while it settles, false
-    /// when it has ended.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        if !self.drive(cx) {
-            return Poll::Ready(false);
-        }
-        self.sender.poll_ready(cx).map(|r| r.is_ok())
-    }
-}
-
-pub(super) struct Idle {
-    link: Link,
-    /// When it was given back (`crate::activity::now_ms`).
-    since: u64,
 }
 
 impl Connections {
@@ -125,7 +62,6 @@ impl Connections {
         Arc::new(Self {
             authority,
             connect_timeout,
-            idle: ArrayQueue::new(MAX_IDLE.min(max_connections)),
             streams: ArrayQueue::new(MAX_IDLE.min(max_connections)),
             slots: Arc::new(Semaphore::new(max_connections)),
             max_connections,
@@ -155,9 +91,7 @@ impl Connections {
                 }
             }
             match self.wait(&mut queued, &mut deadline).await? {
-                Waited::Handed(Handed::Stream(IdleStream { stream, since }))
-                    if !fresh && fit_for_reuse(since, &stream) =>
-                {
+                Waited::Handed(IdleStream { stream, since }) if !fresh && fit_for_reuse(since, &stream) => {
                     return Ok((stream, true));
                 }
                 // Of the other transport, or unfit: closing it frees its place.
@@ -180,39 +114,26 @@ impl Connections {
 
     /// Gives back a socket whose last response was read to its end.
     pub fn keep_stream(&self, stream: UpstreamStream) {
-        self.give_back(Handed::Stream(IdleStream { stream, since: now_ms() }));
+        self.give_back(IdleStream { stream, since: now_ms() });
     }
 
-    /// A finished connection: to the longest-waiting request, else to its idle queue.
-    fn give_back(&self, item: Handed) {
+    /// A finished connection: to the longest-waiting request, else to the idle queue (closed
+    /// when that is full).
+    fn give_back(&self, item: IdleStream) {
         let Some(item) = self.waiters.hand_over(item) else { return };
-        let stream = matches!(item, Handed::Stream(_));
-        self.put_idle(item);
+        drop(self.streams.push(item));
         // A request that queued while this was put back may have looked before it was there
         // (see `Waiters::join`).
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         if self.waiters.any() {
-            let again = if stream {
-                self.streams.pop().map(Handed::Stream)
-            } else {
-                self.idle.pop().map(Handed::Link)
-            };
-            if let Some(back) = again.and_then(|i| self.waiters.hand_over(i)) {
-                self.put_idle(back);
+            if let Some(back) = self.streams.pop().and_then(|i| self.waiters.hand_over(i)) {
+                drop(self.streams.push(back));
             }
         }
     }
 
-    /// Into its idle queue; closed when that is full.
-    fn put_idle(&self, item: Handed) {
-        match item {
-            Handed::Stream(s) => drop(self.streams.push(s)),
-            Handed::Link(l) => drop(self.idle.push(l)),
-        }
-    }
-
     /// A free place under the cap, if there is one now: a place no connection holds, or one
-    /// an idle connection (of either transport) gives up by closing.
+    /// an idle connection gives up by closing.
     fn free_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Failure> {
         loop {
             match self.slots.clone().try_acquire_owned() {
@@ -220,7 +141,7 @@ impl Connections {
                 Err(TryAcquireError::Closed) => return Err(Failure::Busy),
                 Err(TryAcquireError::NoPermits) => {}
             }
-            if self.streams.pop().is_none() && self.idle.pop().is_none() {
+            if self.streams.pop().is_none() {
                 return Ok(None);
             }
         }
@@ -231,7 +152,7 @@ impl Connections {
     /// is missed).
     async fn wait(
         &self,
-        queued: &mut Option<tokio::sync::oneshot::Receiver<Handed>>,
+        queued: &mut Option<tokio::sync::oneshot::Receiver<IdleStream>>,
         deadline: &mut Option<tokio::time::Instant>,
     ) -> Result<Waited, Failure> {
         let Some(handed) = queued.as_mut() else {
@@ -266,114 +187,9 @@ impl Connections {
         Ok(stream)
     }
 
-    /// Sends `req` (origin-form URI) on a pooled connection, or on a new one. A request that a
-    /// pooled connection refused unsent (the upstream closed it while idle) goes on another;
-    /// one that failed after it went out goes once more, on a fresh connection, where
-    /// `resend(failure, reused)` (the policy core's rule) allows it. When no connection could
-    /// be opened, the request comes back with the failure, untouched, for another upstream.
-    pub async fn send(
-        self: &Arc<Self>,
-        mut req: Request<LimitedBody>,
-        resend: impl Fn(&Failure, bool) -> bool,
-    ) -> Result<Response<UpstreamBody>, (Failure, Option<Unsent>)> {
-        let mut fresh_only = false;
-        loop {
-            let (mut link, reused) = match self.link(fresh_only).await {
-                Ok(got) => got,
-                Err(f) => return Err((f, Some(Box::new(req)))),
-            };
-            // The copy for a resend is made only where the rule could allow one (the probe
-            // failure allocates nothing).
-            let again = (reused && !fresh_only && resend(&Failure::Closed(String::new()), true))
-                .then(|| bodiless_copy(&req));
-            // Let the other requests that are ready be read first, so their upstream writes go
-            // out together: an upstream on the same core (the load benchmark's origin) then
-            // wakes once per batch instead of once per request (measured: 39k -> 44k req/s).
-            tokio::task::yield_now().await;
-            let mut response = std::pin::pin!(link.sender.try_send_request(req));
-            let result = poll_fn(|cx| {
-                link.drive(cx);
-                response.as_mut().poll(cx)
-            })
-            .await;
-            match result {
-                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    // The connection hands its socket to the upgrade when driven past the 101;
-                    // it is not the pool's any more.
-                    if let Some(driver) = link.driver.take() {
-                        tokio::spawn(driver);
-                    }
-                    return Ok(resp.map(|body| UpstreamBody { inner: body, lease: None, ended: false }));
-                }
-                Ok(resp) => {
-                    let reusable = resp.version() == http::Version::HTTP_11;
-                    let lease = Lease { link, pool: self.clone(), reusable };
-                    return Ok(resp.map(|body| UpstreamBody {
-                        inner: body,
-                        lease: Some(lease),
-                        ended: false,
-                    }));
-                }
-                Err(mut e) => {
-                    if let (Some(unsent), true) = (e.take_message(), reused) {
-                        req = unsent;
-                        continue;
-                    }
-                    let failure = classify(e.into_error());
-                    match again {
-                        Some(copy) if resend(&failure, reused) => {
-                            tracing::debug!(failure = ?failure, "a reused upstream connection failed; sending again");
-                            req = copy;
-                            fresh_only = true;
-                        }
-                        _ => return Err((failure, None)),
-                    }
-                }
-            }
-        }
-    }
-
-    /// A connection for hyper's client and whether it was pooled, as [`Self::stream`] finds
-    /// one for the fast path.
-    async fn link(&self, fresh: bool) -> Result<(Link, bool), Failure> {
-        let mut deadline = None;
-        let mut queued = None;
-        loop {
-            if queued.is_some() || !self.waiters.any() {
-                if !fresh {
-                    while let Some(idle) = self.idle.pop() {
-                        if let Some(link) = ready(idle).await {
-                            return Ok((link, true));
-                        }
-                    }
-                }
-                if let Some(slot) = self.free_slot()? {
-                    return Ok((self.connect(slot).await?, false));
-                }
-            }
-            match self.wait(&mut queued, &mut deadline).await? {
-                Waited::Handed(Handed::Link(idle)) if !fresh => {
-                    if let Some(link) = ready(idle).await {
-                        return Ok((link, true));
-                    }
-                }
-                // Of the other transport: closing it frees its place.
-                Waited::Handed(_) | Waited::Again => {}
-                Waited::Slot(slot) => return Ok((self.connect(slot).await?, false)),
-            }
-        }
-    }
-
     /// Closes idle connections that have ended or been idle too long, so an upstream that
     /// closed them is not left with half-closed sockets until the next request comes.
     pub fn sweep(&self) {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        for _ in 0..self.idle.len() {
-            let Some(Idle { mut link, since }) = self.idle.pop() else { break };
-            if idle_since(since) < IDLE_FOR && link.drive(&mut cx) {
-                let _ = self.idle.push(Idle { link, since });
-            }
-        }
         for _ in 0..self.streams.len() {
             let Some(IdleStream { stream, since }) = self.streams.pop() else { break };
             if idle_since(since) < IDLE_FOR && is_quiet(&*stream) {
@@ -381,75 +197,6 @@ impl Connections {
             }
         }
     }
-
-    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Link, Failure> {
-        let (stream, probe) = SharedStream::new(self.connect_socket().await?, slot);
-        // The response head limits of `super::response`: its byte size set here; its header
-        // count is hyper's default (100, `response::MAX_HEADERS`), which setting would move
-        // hyper's header array to the heap for every response.
-        let (sender, conn) = http1::Builder::new()
-            .max_header_size(super::response::MAX_HEAD)
-            // What one upstream read brings in, as the fast path's reads: the most a response
-            // not yet taken by its client holds per stream, beside the HTTP/2 send buffer
-            // (`crate::listener`). Fixed, so no connection's buffer grows with its bodies.
-            .read_buf_exact_size(Some(READ_BUF))
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Failure::Connect(e.to_string()))?;
-        let mut link = Link { sender, driver: Some(Box::pin(conn.with_upgrades())), probe };
-        match poll_fn(|cx| link.poll_ready(cx)).await {
-            true => Ok(link),
-            false => Err(Failure::Connect(format!("connection to {} ended at once", self.authority))),
-        }
-    }
-}
-
-/// A request no upstream connection took: nothing of it was sent.
-pub type Unsent = Box<Request<LimitedBody>>;
-
-/// What a hyper client error says of the exchange: the connection ended (closed or reset)
-/// before a whole response head, or the upstream answered what is not HTTP/1.1.
-fn classify(e: hyper::Error) -> Failure {
-    let io_kind = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .map(std::io::Error::kind);
-    let closed = e.is_incomplete_message()
-        || e.is_canceled()
-        || matches!(
-            io_kind,
-            Some(
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            )
-        );
-    if closed { Failure::Closed(e.to_string()) } else { Failure::Upstream(e.to_string()) }
-}
-
-/// A request without a body, again: method, target, version and headers (for a resend).
-pub(super) fn bodiless_copy(req: &Request<LimitedBody>) -> Request<LimitedBody> {
-    let mut copy = Request::new(LimitedBody::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
-}
-
-/// An idle connection ready for a request, or `None` (then closed).
-async fn ready(Idle { mut link, since }: Idle) -> Option<Link> {
-    if idle_since(since) >= IDLE_FOR {
-        return None;
-    }
-    // Usually ready at once; a connection still taking in the end of its last response gets a
-    // moment, and one that ended while idle is dropped.
-    let ready = match poll_fn(|cx| Poll::Ready(link.poll_ready(cx))).await {
-        Poll::Ready(ready) => ready,
-        Poll::Pending => {
-            tokio::time::timeout(SETTLE_FOR, poll_fn(|cx| link.poll_ready(cx))).await == Ok(true)
-        }
-    };
-    (ready && fit_for_reuse(since, &link.probe)).then_some(link)
 }
 
 /// How long a connection given back at `since` (`now_ms`) has been idle.
@@ -481,82 +228,6 @@ fn is_quiet(socket: &impl std::os::fd::AsFd) -> bool {
     matches!(socket2::SockRef::from(socket).peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-/// A connection lent to one exchange; back to the pool when its response has been read to the end.
-struct Lease {
-    link: Link,
-    pool: Arc<Connections>,
-    /// The upstream answered in HTTP/1.1: an HTTP/1.0 answer's connection is not reused, as
-    /// hyper would speak HTTP/1.0 on it from then on (and drop a chunked body's framing).
-    reusable: bool,
-}
-
-impl Lease {
-    fn release(self) {
-        if self.reusable && self.link.driver.is_some() {
-            // Not polled while idle; the next request drives it until it is ready.
-            self.pool.give_back(Handed::Link(Idle { link: self.link, since: now_ms() }));
-        }
-    }
-}
-
-/// An upstream response body; its connection goes back to the pool when it has been read to
-/// the end, and is closed when it is dropped before (the rest of the response would be unread).
-pub struct UpstreamBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-    /// Read to the end (a chunked body never reports `is_end_stream`; its last poll does).
-    ended: bool,
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            if self.ended || self.inner.is_end_stream() {
-                lease.release();
-            }
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if polled.is_pending() {
-            // The body's bytes come from the connection, which only moves when polled: let it
-            // read, then look again (it has usually buffered the whole body already).
-            if let Some(lease) = this.lease.as_mut() {
-                lease.link.drive(cx);
-                polled = Pin::new(&mut this.inner).poll_frame(cx);
-            }
-        }
-        match &polled {
-            Poll::Ready(None) => self.ended = true,
-            // Trailers are not relayed (on either transport): the body ends before them.
-            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
-                self.ended = true;
-                return Poll::Ready(None);
-            }
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,9 +257,10 @@ mod tests {
         format!("127.0.0.1:{}", addr.port()).parse().unwrap()
     }
 
-    async fn get(conns: &Arc<Connections>) -> Bytes {
-        let req = Request::get("/").header("host", "a").body(LimitedBody::empty()).unwrap();
-        let resp = conns.send(req, |_, _| false).await.map_err(|(f, _)| f).unwrap();
+    async fn get(conns: &Arc<Connections>) -> bytes::Bytes {
+        let (req, ()) = http::Request::get("/").header("host", "a").body(()).unwrap().into_parts();
+        let resend = |f: &Failure, reused: bool| reused && matches!(f, Failure::Closed(_));
+        let resp = super::super::exchange::send(conns, &req, None, resend).await.unwrap();
         resp.into_body().collect().await.unwrap().to_bytes()
     }
 
@@ -600,12 +272,12 @@ mod tests {
             256,
         );
         assert_eq!(get(&conns).await, "ok");
-        assert_eq!(conns.idle.len(), 1, "a response read to the end gives its connection back");
+        assert_eq!(conns.streams.len(), 1, "a response read to the end gives its connection back");
         conns.sweep();
-        assert_eq!(conns.idle.len(), 1, "still open upstream: kept");
+        assert_eq!(conns.streams.len(), 1, "still open upstream: kept");
         tokio::time::sleep(Duration::from_millis(400)).await;
         conns.sweep();
-        assert_eq!(conns.idle.len(), 0, "closed by the upstream while idle: swept");
+        assert_eq!(conns.streams.len(), 0, "closed by the upstream while idle: swept");
         // The next request opens a new connection.
         assert_eq!(get(&conns).await, "ok");
     }

@@ -64,8 +64,15 @@ pub enum Parsed {
 }
 
 /// Parses the response head at the start of `buf`, answering a request with method HEAD when
-/// `head_request`. `spare` is a previous head's header list, reused.
-pub fn parse(buf: &[u8], head_request: bool, mut spare: Vec<(Range<usize>, Range<usize>)>) -> Parsed {
+/// `head_request`, and one asking for an upgrade when `upgrade` (its 101 is then the final
+/// answer, with no body, and its connection the tunnel's). `spare` is a previous head's header
+/// list, reused.
+pub fn parse(
+    buf: &[u8],
+    head_request: bool,
+    upgrade: bool,
+    mut spare: Vec<(Range<usize>, Range<usize>)>,
+) -> Parsed {
     let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -80,19 +87,20 @@ pub fn parse(buf: &[u8], head_request: bool, mut spare: Vec<(Range<usize>, Range
         Err(_) => return Parsed::Invalid("unparsable response head"),
     };
     let Some(status) = resp.code else { return Parsed::Invalid("no valid status") };
-    if let Err(why) = valid_status(status, false) {
+    if let Err(why) = valid_status(status, upgrade) {
         return Parsed::Invalid(why);
     }
-    if (100..200).contains(&status) {
+    if (100..200).contains(&status) && status != 101 {
         return Parsed::Interim(len);
     }
     let named = |n: &'static str| values(resp.headers, n);
     let framing = match framing(head_request, status, named("content-length"), named("transfer-encoding")) {
+        Ok(_) if status == 101 => Framing::Empty,
         Ok(f) => f,
         Err(why) => return Parsed::Invalid(why),
     };
     let close = named_in(named("connection"), b"close");
-    let reusable = resp.version == Some(1) && !close && framing != Framing::UntilClose;
+    let reusable = resp.version == Some(1) && !close && framing != Framing::UntilClose && status != 101;
     let at = |s: &[u8]| {
         // An empty slice may point anywhere (httparse's empty reason is a static).
         if s.is_empty() {
@@ -119,6 +127,7 @@ pub async fn read_head(
     stream: &mut TcpStream,
     up: &mut BytesMut,
     head_request: bool,
+    upgrade: bool,
     spare: Vec<(Range<usize>, Range<usize>)>,
 ) -> Result<ResponseHead, Failure> {
     let mut spare = Some(spare);
@@ -133,7 +142,7 @@ pub async fn read_head(
             return Err(Failure::Closed("upstream closed before a whole response head".into()));
         }
         while !up.is_empty() {
-            match parse(up, head_request, spare.take().unwrap_or_default()) {
+            match parse(up, head_request, upgrade, spare.take().unwrap_or_default()) {
                 Parsed::Complete(resp) => return Ok(resp),
                 Parsed::Interim(len) => up.advance(len),
                 Parsed::Partial if up.len() > MAX_HEAD => {

@@ -10,13 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crossbeam_queue::SegQueue;
 use tokio::sync::oneshot;
 
-use super::pool::{Idle, IdleStream};
+use super::pool::IdleStream;
 
-/// An idle connection of either transport, handed to a waiting request.
-pub(super) enum Handed {
-    Stream(IdleStream),
-    Link(Idle),
-}
+/// An idle connection, handed to a waiting request.
+pub(super) type Handed = IdleStream;
 
 /// The requests waiting for a connection to one upstream, oldest first.
 #[derive(Default)]

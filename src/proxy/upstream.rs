@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::pool::Connections;
 use crate::activity::now_ms;
-use crate::body::LimitedBody;
 use http::uri::Scheme;
 use http::{HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -225,19 +224,18 @@ fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
             let Some(pool) = weak.upgrade() else { return };
             for up in &pool.upstreams {
                 let uri = format!("{}{}", up.base_path, path);
-                let Ok(req) = Request::get(uri)
-                    .header(http::header::HOST, up.host_header.clone())
-                    .body(LimitedBody::empty())
+                let Ok(req) = Request::get(uri).header(http::header::HOST, up.host_header.clone()).body(())
                 else {
                     continue;
                 };
+                let (req, ()) = req.into_parts();
                 let timeout = interval.min(Duration::from_secs(5));
                 let check = async {
                     // A probe that met a pooled connection the upstream had closed goes once
                     // more on a fresh one: that is no sign of ill health.
                     let stale =
                         |f: &super::Failure, reused: bool| reused && matches!(f, super::Failure::Closed(_));
-                    let resp = up.conns.send(req, stale).await.ok()?;
+                    let resp = super::exchange::send(&up.conns, &req, None, stale).await.ok()?;
                     let good = resp.status().is_success() || resp.status().is_redirection();
                     // Read to the end so the connection goes back to the pool (bounded: a check
                     // is not a download).

@@ -1,7 +1,7 @@
 //! hyper's path forwarding: a request (hyper's types) to its route's upstream as the policy
 //! core's plan says, through `crate::proxy`'s header policy and its byte-level exchange on the
 //! connections the fast path uses (`crate::proxy::exchange`); streaming, timeouts, retries
-//! (`crate::gate::retry`), upgrades (through hyper's client).
+//! (`crate::gate::retry`), upgrades.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -10,13 +10,14 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use crate::body::{GatewayBody, LimitedBody, body_fate};
 use crate::error::GatewayError;
 use crate::gate::{Plan, Record, retry};
 use crate::proxy::{
-    self, BytesBody, Failure, Forwarding, Unsent, Upstream, UpstreamBody, prepare_response,
-    prepare_upstream_request, response,
+    self, BytesBody, Failure, Forwarding, Upstream, UpstreamStream, prepare_response,
+    prepare_upstream_request,
 };
 use crate::routes::Route;
 
@@ -32,109 +33,83 @@ pub async fn forward(
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let hold = req.extensions_mut().remove::<crate::activity::TunnelHold>();
-    let head_request = req.method() == http::Method::HEAD;
 
     let first = route.pool.pick();
     let (mut parts, body) = req.into_parts();
     parts.version = Version::HTTP_11;
     let target = route.upstream_path(&plan.path);
     prepare_upstream_request(&mut parts.headers, fwd, &plan.auth, route, &first.host_header, upgrade);
-    // hyper's client sends a GET or HEAD body of unknown length (chunked, or HTTP/2 without
-    // Content-Length) as no body at all unless the request says chunked: say it.
-    if !http_body::Body::is_end_stream(&body)
+    let has_body = !http_body::Body::is_end_stream(&body);
+    // A body of unknown length (chunked, or HTTP/2 without Content-Length) goes chunked.
+    if has_body
         && http_body::Body::size_hint(&body).exact().is_none()
         && !parts.headers.contains_key(header::CONTENT_LENGTH)
     {
         parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
-    let has_body = !http_body::Body::is_end_stream(&body);
-    let method = parts.method.clone();
     let client_uri = parts.uri.clone();
     parts.uri = upstream_uri(first, target, &client_uri)?;
     record.upstream = Some(first.url.clone());
     let fate = Arc::new(AtomicU8::new(body_fate::READING));
-    if client_upgrade.is_none() {
-        // Over bytes, as the fast path's requests (`crate::proxy::exchange`).
-        let mut body = has_body.then(|| LimitedBody::new(body, max_body_bytes, fate.clone()));
-        let mut result = send_bytes(route, first, &parts, body.as_mut()).await;
-        if let Err(f) = &result {
-            // Only after a failure to connect: the body is still unread.
-            if let Some(second) = retry::elsewhere(f, route, first, record) {
-                parts.headers.insert(header::HOST, second.host_header.clone());
-                parts.uri = upstream_uri(second, target, &client_uri)?;
-                result = send_bytes(route, second, &parts, body.as_mut()).await;
-            }
-        }
-        return match result {
-            Ok(resp) => Ok(relayed(resp)),
-            Err(f) => {
-                record.body_unread = has_body && fate.load(Ordering::Acquire) != body_fate::ENDED;
-                Err(client_side(f, &fate).into_error())
-            }
-        };
-    }
-    let req = Request::from_parts(parts, LimitedBody::new(body, max_body_bytes, fate.clone()));
-    let mut result = send(route, first, req, &method, has_body).await;
-    if let Err((f, Some(unsent))) = &mut result {
+    let mut body = has_body.then(|| LimitedBody::new(body, max_body_bytes, fate.clone()));
+    let mut result = send(route, first, &parts, body.as_mut()).await;
+    if let Err(f) = &result {
+        // Only after a failure to connect: the body is still unread.
         if let Some(second) = retry::elsewhere(f, route, first, record) {
-            let mut req = std::mem::replace(unsent, Box::new(Request::new(LimitedBody::empty())));
-            req.headers_mut().insert(header::HOST, second.host_header.clone());
-            *req.uri_mut() = upstream_uri(second, target, &client_uri)?;
-            result = send(route, second, *req, &method, has_body).await;
+            parts.headers.insert(header::HOST, second.host_header.clone());
+            parts.uri = upstream_uri(second, target, &client_uri)?;
+            result = send(route, second, &parts, body.as_mut()).await;
         }
     }
-    let mut resp = match result {
+    let resp = match result {
         Ok(resp) => resp,
-        Err((f, _)) => {
-            let f = client_side(f, &fate);
+        Err(f) => {
             // The client's body not read to its end: its connection cannot go on.
             record.body_unread = has_body && fate.load(Ordering::Acquire) != body_fate::ENDED;
-            return Err(f.into_error());
+            return Err(client_side(f, &fate).into_error());
         }
     };
-
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(GatewayError::UpstreamUnavailable("101 without an upgrade request".into()));
-        };
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            // The tunnel holds its connection's slot (open tunnels count against the cap) and
-            // closes after the idle timeout without a byte either way.
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client, upstream)) => {
-                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-                    let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
-                    match hold {
-                        Some(hold) => tokio::select! {
-                            _ = copy => {}
-                            _ = hold.idle() => tracing::debug!("tunnel idle timeout"),
-                        },
-                        None => {
-                            let _ = copy.await;
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    match client_upgrade {
+        // Only an upgrade request's answer can be a 101 (`proxy::response::parse`).
+        Some(client_upgrade) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let (parts, body) = resp.into_parts();
+            if let Some((upstream, early)) = body.into_tunnel() {
+                tokio::spawn(tunnel(client_upgrade, upstream, early, hold));
             }
-        });
-        let (parts, _) = resp.into_parts();
-        return Ok(Response::from_parts(parts, crate::body::empty()));
+            Ok(Response::from_parts(parts, crate::body::empty()))
+        }
+        _ => Ok(relayed(resp)),
     }
-    let status = resp.status().as_u16();
-    let h = resp.headers();
-    let framing = response::framing(
-        head_request,
-        status,
-        h.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes),
-        h.get_all(header::TRANSFER_ENCODING).iter().map(HeaderValue::as_bytes),
-    );
-    if let Err(why) = framing {
-        // Dropped unread: its connection is closed, not reused.
-        tracing::warn!(route = %route.name, upstream = ?record.upstream, error = why, "upstream response refused");
-        return Err(GatewayError::UpstreamUnavailable(why.into()));
+}
+
+/// Carries bytes both ways between the upgraded client connection and the upstream socket
+/// (first what the upstream sent after its 101). The tunnel holds its upstream connection's
+/// place (open tunnels count against the cap) and closes after the idle timeout without a
+/// byte either way.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    mut upstream: UpstreamStream,
+    early: bytes::Bytes,
+    hold: Option<crate::activity::TunnelHold>,
+) {
+    let client = match client.await {
+        Ok(client) => client,
+        Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+    };
+    let mut client = TokioIo::new(client);
+    let copy = async {
+        client.write_all(&early).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut *upstream).await
+    };
+    match hold {
+        Some(hold) => tokio::select! {
+            _ = copy => {}
+            _ = hold.idle() => tracing::debug!("tunnel idle timeout"),
+        },
+        None => {
+            let _ = copy.await;
+        }
     }
-    Ok(relayed(resp))
 }
 
 /// The response the client gets: the response header fates applied, HTTP/1.1, and the status
@@ -154,9 +129,8 @@ where
     resp.map(|b| Either::Right(crate::body::Streamed::new(b)))
 }
 
-/// One attempt over bytes against one upstream, bounded by the route's timeout; feeds passive
-/// health.
-async fn send_bytes(
+/// One attempt against one upstream, bounded by the route's timeout; feeds passive health.
+async fn send(
     route: &Route,
     upstream: &Upstream,
     parts: &http::request::Parts,
@@ -183,24 +157,6 @@ fn client_side(f: Failure, fate: &AtomicU8) -> Failure {
         }
         (f, _) => f,
     }
-}
-
-/// One attempt against one upstream, bounded by the route's timeout; feeds passive health.
-async fn send(
-    route: &Route,
-    upstream: &Upstream,
-    req: Request<LimitedBody>,
-    method: &http::Method,
-    has_body: bool,
-) -> Result<Response<UpstreamBody>, (Failure, Option<Unsent>)> {
-    let _in_flight = upstream.start_request();
-    let started = std::time::Instant::now();
-    let resend = |f: &Failure, reused: bool| retry::may_resend(f, reused, method, has_body);
-    let result = tokio::time::timeout(route.timeout, upstream.conns.send(req, resend))
-        .await
-        .unwrap_or(Err((Failure::Timeout, None)));
-    retry::observe(route, upstream, started, result.as_ref().map(|_| ()).map_err(|(f, _)| f));
-    result
 }
 
 /// The origin-form target sent upstream: the upstream's base path, the normalised path and the

@@ -205,3 +205,45 @@ both_transports! {
         assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
     }
 }
+
+both_transports! {
+    /// What the upstream sends right behind its 101 (here in the same write) is the tunnel's
+    /// first bytes: the client gets them after the 101 head, and the tunnel then carries both ways.
+    #[tokio::test]
+    async fn bytes_the_upstream_sends_with_its_101_reach_the_client() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut b).await.unwrap();
+                head.extend_from_slice(&b[..n]);
+            }
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nHELLO")
+                .await
+                .unwrap();
+            let n = s.read(&mut b).await.unwrap();
+            s.write_all(&b[..n].to_ascii_uppercase()).await.unwrap();
+        });
+        let gw =
+            Gateway::start(Setup::routes(route("raw", "/raw", &format!("http://{addr}"), "auth = \"public\"")))
+                .await;
+        let mut s = tls_stream(&gw).await;
+        s.write_all(b"GET /raw HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 1024];
+        while !got.ends_with(b"HELLO") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await.unwrap().unwrap();
+            assert!(n > 0, "closed before the tunnel's first bytes: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&b[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 101"), "{:?}", String::from_utf8_lossy(&got));
+        s.write_all(b"ping").await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await.unwrap().unwrap();
+        assert_eq!(&b[..n], b"PING");
+    }
+}
