@@ -602,3 +602,25 @@ async fn http2_clients_get_every_response_framing_and_send_bodies_of_both_kinds(
     let e: Value = h2.get(gw.url("/after")).send().await.unwrap().json().await.unwrap();
     assert_eq!(e["uri"], "/after");
 }
+
+/// An HTTP/2 client sends each cookie as a field of its own; the upstream, spoken to in
+/// HTTP/1.1, gets them as one `Cookie` line (RFC 9113 §8.2.3), and the other headers as sent.
+#[tokio::test]
+async fn http2_cookie_fields_reach_the_upstream_as_one_line() {
+    let up = upstream::start("bo").await;
+    let gw = Gateway::start(Setup::routes(route("pub", "/", &up.url(), "auth = \"public\""))).await;
+    let r = gw
+        .http2_client()
+        .get(gw.url("/c"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("x-multi", "one")
+        .header("x-multi", "two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["headers"]["cookie"], serde_json::json!(["a=1; b=2"]));
+    assert_eq!(e["headers"]["x-multi"], serde_json::json!(["one", "two"]));
+}

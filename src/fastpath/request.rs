@@ -312,12 +312,7 @@ pub fn write_upstream_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, f:
     out.extend_from_slice(b"\r\n");
 }
 
-pub fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
+pub use crate::proxy::line;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
-//! hyper's path over bytes: a request goes out as HTTP/1.1 bytes written from the `HeaderMap`
-//! the header policy prepared (its body after them, as it comes), on the pooled plain sockets
+//! hyper's path over bytes: a request goes out as HTTP/1.1 bytes, its head written from the
+//! `HeaderMap` by the header policy (`super::headers::write_upstream_request`), its body after
+//! it as it comes, on the pooled plain sockets
 //! the fast path uses, and its answer is read by the one response-head reader and framing rule
 //! (`super::response`); the response body is streamed from the socket, which goes back to the
 //! pool at its end. hyper's client (its dispatcher, encoder and a copy of the request kept for
@@ -13,8 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 
@@ -29,36 +29,42 @@ use crate::framing::{ChunkedScan, Decoded};
 /// What one read of a response body asks for.
 const READ_SIZE: usize = 16 * 1024;
 
-/// Sends a request (its head prepared in `parts`; its body, if any, chunked when `parts` says
-/// `Transfer-Encoding`; an upgrade when it says `Upgrade`, which the header policy keeps only
-/// for one it tunnels) and reads the response head. A reused connection that ended before a
-/// whole answer is tried once more on a fresh one where `resend(failure, reused)` (the policy
-/// core's rule) allows it: only a request without a body. A failure to connect leaves the body
-/// unread, for another upstream.
+/// A request on its way upstream over bytes.
+pub struct Outgoing<'a> {
+    /// Its head, as `super::headers::write_upstream_request` wrote it.
+    pub head: &'a [u8],
+    pub head_request: bool,
+    /// It asks for an upgrade (the header policy keeps only one it tunnels).
+    pub upgrade: bool,
+    /// Its body goes chunked.
+    pub chunked: bool,
+}
+
+/// Sends a request (its body, if any, after the head) and reads the response head. A reused
+/// connection that ended before a whole answer is tried once more on a fresh one where
+/// `resend(failure, reused)` (the policy core's rule) allows it: only a request without a
+/// body. A failure to connect leaves the body unread, for another upstream.
 pub async fn send(
     conns: &Arc<Connections>,
-    parts: &Parts,
+    req: &Outgoing<'_>,
     mut body: Option<&mut LimitedBody>,
     resend: impl Fn(&Failure, bool) -> bool,
 ) -> Result<Response<BytesBody>, Failure> {
-    let mut out = Vec::with_capacity(1024);
-    write_head(&mut out, parts);
-    let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
-    let head_request = parts.method == Method::HEAD;
-    let upgrade = parts.headers.contains_key(http::header::UPGRADE);
     let mut up = BytesMut::new();
     let mut fresh = false;
     loop {
         let (mut stream, reused) = conns.stream(fresh).await?;
         // Let the other requests that are ready be read first, so their upstream writes go
-        // out together (as `super::pool` and the fast path do).
+        // out together (as the fast path does).
         tokio::task::yield_now().await;
         let sent = match body.as_deref_mut() {
-            None => stream.write_all(&out).await.map_err(Failure::from_io),
-            Some(body) => write_body(&mut stream, &mut out, body, chunked).await,
+            None => stream.write_all(req.head).await.map_err(Failure::from_io),
+            Some(body) => write_body(&mut stream, req.head, body, req.chunked).await,
         };
         let head = match sent {
-            Ok(()) => response::read_head(&mut stream, &mut up, head_request, upgrade, Vec::new()).await,
+            Ok(()) => {
+                response::read_head(&mut stream, &mut up, req.head_request, req.upgrade, Vec::new()).await
+            }
             Err(f) => Err(f),
         };
         match head {
@@ -76,10 +82,11 @@ pub async fn send(
 /// (the head goes with the first frame).
 async fn write_body(
     stream: &mut UpstreamStream,
-    out: &mut Vec<u8>,
+    head: &[u8],
     body: &mut LimitedBody,
     chunked: bool,
 ) -> Result<(), Failure> {
+    let out = &mut head.to_vec();
     while let Some(frame) = body.frame().await {
         // The body's fate (`crate::body::body_fate`) says whose fault this was.
         let frame = frame.map_err(|e| Failure::Client(e.to_string()))?;
@@ -102,21 +109,6 @@ async fn write_body(
         out.extend_from_slice(b"0\r\n\r\n");
     }
     stream.write_all(out).await.map_err(Failure::from_io)
-}
-
-/// The request head as HTTP/1.1 bytes: the target in origin form, the headers as prepared.
-fn write_head(out: &mut Vec<u8>, parts: &Parts) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The response for a head at the start of `up`: its headers share the head's bytes.

@@ -162,27 +162,6 @@ fn is_framing_lookalike(name: &str) -> bool {
     name.contains('_') && NAMES.iter().any(|n| same_like(name, n))
 }
 
-/// Removes what the request fates drop for `route`, and headers named in `Connection`, in one
-/// pass over the names (no allocation when there is nothing to remove, the common case).
-fn strip_request(headers: &mut HeaderMap, route: &crate::routes::Route) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for v in headers.get_all(header::CONNECTION) {
-        for token in v.to_str().unwrap_or("").split(',') {
-            if let Ok(n) = HeaderName::from_bytes(token.trim().as_bytes()) {
-                doomed.push(n);
-            }
-        }
-    }
-    for n in headers.keys() {
-        if !request_fate(n.as_str().as_bytes()).forwarded(route) {
-            doomed.push(n.clone());
-        }
-    }
-    for n in doomed {
-        headers.remove(n);
-    }
-}
-
 /// What the request carried that the gateway keeps, read before anything is stripped.
 pub struct Forwarding {
     /// The peer's address as a header value, made once per connection.
@@ -193,53 +172,113 @@ pub struct Forwarding {
     pub request_id: HeaderValue,
 }
 
-/// Rewrites the client's headers into the upstream request's (SPEC §2).
-pub fn prepare_upstream_request(
-    headers: &mut HeaderMap,
+/// The request line and what the gateway adds to the upstream request of one attempt.
+pub struct UpstreamHead<'a> {
+    pub method: &'a http::Method,
+    /// The origin-form target: the upstream's base path, the normalised path, the query.
+    pub base_path: &'a str,
+    pub target: &'a str,
+    pub query: Option<&'a str>,
+    /// The upstream's `Host`.
+    pub host: &'a HeaderValue,
+    /// The WebSocket upgrade asked for (`Connection: upgrade` and this `Upgrade`).
+    pub upgrade: Option<&'a HeaderValue>,
+    /// The body goes chunked (its length unknown).
+    pub chunked: bool,
+    /// The client spoke HTTP/2, which sends each cookie as a field of its own: they go as one
+    /// line (RFC 9113 §8.2.3).
+    pub join_cookies: bool,
+}
+
+/// Writes the upstream request head for a request hyper read, as HTTP/1.1 bytes (SPEC §2): the
+/// client's headers the request fates keep for `route`, minus those its `Connection` names and
+/// those a configured `upstream_headers` entry replaces, then the gateway's own. hyper's
+/// writer of the one policy; the fast path's writes from the client's bytes
+/// (`fastpath::request::write_upstream_head`), in the same order.
+pub fn write_upstream_request(
+    out: &mut Vec<u8>,
+    head: &UpstreamHead<'_>,
+    headers: &HeaderMap,
     fwd: &Forwarding,
     auth: &Authenticated,
     route: &crate::routes::Route,
-    upstream_host: &HeaderValue,
-    upgrade: Option<HeaderValue>,
 ) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.base_path.as_bytes());
+    out.extend_from_slice(head.target.as_bytes());
+    if let Some(q) = head.query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
     let extra = &route.upstream_headers;
-    // Read what a trusted proxy told us before stripping: a `Connection: x-forwarded-for` must
-    // not make us lose the chain we are about to extend.
-    let xff = if fwd.trusted_peer { joined(headers, &X_FORWARDED_FOR) } else { None };
-    let xfp = if fwd.trusted_peer { headers.get(&X_FORWARDED_PROTO).cloned() } else { None };
-    let xfh = if fwd.trusted_peer { headers.get(&X_FORWARDED_HOST).cloned() } else { None };
-
-    strip_request(headers, route);
-    // Room for what is added below in one step, rather than the map growing twice on the way.
-    let _ = headers.try_reserve(10 + extra.len());
-
-    if let Some(id) = auth.identity() {
-        headers.insert(X_AUTH_LOGIN.clone(), id.login_header.clone());
-        headers.insert(X_AUTH_ROLES.clone(), id.roles_header.clone());
-        headers.insert(X_AUTH_SESSION.clone(), id.session_header.clone());
-    }
-    let chain = match xff {
-        Some(prev) => {
-            HeaderValue::from_str(&format!("{prev}, {}", fwd.peer_header.to_str().unwrap_or("-"))).ok()
+    let connection = headers.get_all(header::CONNECTION);
+    let mut cookies = false;
+    for (name, value) in headers {
+        let n = name.as_str().as_bytes();
+        if !request_fate(n).forwarded(route)
+            || extra.iter().any(|(e, _)| e == name)
+            || named_in(connection.iter().map(HeaderValue::as_bytes), n)
+        {
+            continue;
         }
-        None => Some(fwd.peer_header.clone()),
+        if head.join_cookies && name == header::COOKIE {
+            if !std::mem::replace(&mut cookies, true) {
+                let all: Vec<&[u8]> =
+                    headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+                line(out, n, &all.join(&b"; "[..]));
+            }
+            continue;
+        }
+        line(out, n, value.as_bytes());
+    }
+    // A configured header replaces the gateway's own of that name.
+    let set = |out: &mut Vec<u8>, name: &HeaderName, value: &[u8]| {
+        if !extra.iter().any(|(e, _)| e == name) {
+            line(out, name.as_str().as_bytes(), value);
+        }
     };
-    if let Some(v) = chain {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    if let Some(id) = auth.identity() {
+        set(out, &X_AUTH_LOGIN, id.login_header.as_bytes());
+        set(out, &X_AUTH_ROLES, id.roles_header.as_bytes());
+        set(out, &X_AUTH_SESSION, id.session_header.as_bytes());
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), xfp.unwrap_or(HeaderValue::from_static(fwd.proto)));
-    if let Some(h) = xfh.or_else(|| fwd.host.clone()) {
-        headers.insert(X_FORWARDED_HOST.clone(), h);
+    // What a trusted proxy told us; a chain that is not text is dropped (the fast path's rule).
+    let trusted =
+        |name: &HeaderName| headers.get(name).filter(|_| fwd.trusted_peer).map(HeaderValue::as_bytes);
+    match joined(headers, &X_FORWARDED_FOR).filter(|_| fwd.trusted_peer) {
+        Some(prev) => {
+            let chain = [prev.as_bytes(), b", ", fwd.peer_header.as_bytes()].concat();
+            set(out, &X_FORWARDED_FOR, &chain);
+        }
+        None => set(out, &X_FORWARDED_FOR, fwd.peer_header.as_bytes()),
     }
-    headers.insert(X_REQUEST_ID.clone(), fwd.request_id.clone());
-    headers.insert(header::HOST, upstream_host.clone());
+    set(out, &X_FORWARDED_PROTO, trusted(&X_FORWARDED_PROTO).unwrap_or(fwd.proto.as_bytes()));
+    if let Some(h) = trusted(&X_FORWARDED_HOST).or(fwd.host.as_ref().map(HeaderValue::as_bytes)) {
+        set(out, &X_FORWARDED_HOST, h);
+    }
+    set(out, &X_REQUEST_ID, fwd.request_id.as_bytes());
+    line(out, b"host", head.host.as_bytes());
     for (name, value) in extra {
-        headers.insert(name.clone(), value.clone());
+        line(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if let Some(proto) = upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, proto);
+    if head.chunked {
+        line(out, b"transfer-encoding", b"chunked");
     }
+    if let Some(proto) = head.upgrade {
+        line(out, b"connection", b"upgrade");
+        line(out, b"upgrade", proto.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One header line of an HTTP/1.1 head.
+pub fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {

@@ -258,7 +258,9 @@ mod tests {
     }
 
     async fn get(conns: &Arc<Connections>) -> bytes::Bytes {
-        let (req, ()) = http::Request::get("/").header("host", "a").body(()).unwrap().into_parts();
+        let head = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        let req =
+            super::super::exchange::Outgoing { head, head_request: false, upgrade: false, chunked: false };
         let resend = |f: &Failure, reused: bool| reused && matches!(f, Failure::Closed(_));
         let resp = super::super::exchange::send(conns, &req, None, resend).await.unwrap();
         resp.into_body().collect().await.unwrap().to_bytes()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::pool::Connections;
 use crate::activity::now_ms;
 use http::uri::Scheme;
-use http::{HeaderValue, Request, Uri};
+use http::{HeaderValue, Uri};
 use http_body_util::{BodyExt, Limited};
 
 /// Consecutive connect failures after which an upstream is taken out of rotation for a while.
@@ -223,12 +223,19 @@ fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
             tick.tick().await;
             let Some(pool) = weak.upgrade() else { return };
             for up in &pool.upstreams {
-                let uri = format!("{}{}", up.base_path, path);
-                let Ok(req) = Request::get(uri).header(http::header::HOST, up.host_header.clone()).body(())
-                else {
-                    continue;
+                let mut head = Vec::with_capacity(256);
+                head.extend_from_slice(b"GET ");
+                head.extend_from_slice(up.base_path.as_bytes());
+                head.extend_from_slice(path.as_bytes());
+                head.extend_from_slice(b" HTTP/1.1\r\n");
+                super::line(&mut head, b"host", up.host_header.as_bytes());
+                head.extend_from_slice(b"\r\n");
+                let req = super::exchange::Outgoing {
+                    head: &head,
+                    head_request: false,
+                    upgrade: false,
+                    chunked: false,
                 };
-                let (req, ()) = req.into_parts();
                 let timeout = interval.min(Duration::from_secs(5));
                 let check = async {
                     // A probe that met a pooled connection the upstream had closed goes once

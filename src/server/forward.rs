@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -15,9 +15,10 @@ use tokio::io::AsyncWriteExt;
 use crate::body::{GatewayBody, LimitedBody, body_fate};
 use crate::error::GatewayError;
 use crate::gate::{Plan, Record, retry};
+use crate::proxy::exchange::Outgoing;
 use crate::proxy::{
-    self, BytesBody, Failure, Forwarding, Upstream, UpstreamStream, prepare_response,
-    prepare_upstream_request,
+    self, BytesBody, Failure, Forwarding, Upstream, UpstreamHead, UpstreamStream, prepare_response,
+    write_upstream_request,
 };
 use crate::routes::Route;
 
@@ -35,30 +36,46 @@ pub async fn forward(
     let hold = req.extensions_mut().remove::<crate::activity::TunnelHold>();
 
     let first = route.pool.pick();
-    let (mut parts, body) = req.into_parts();
-    parts.version = Version::HTTP_11;
+    let (parts, body) = req.into_parts();
     let target = route.upstream_path(&plan.path);
-    prepare_upstream_request(&mut parts.headers, fwd, &plan.auth, route, &first.host_header, upgrade);
     let has_body = !http_body::Body::is_end_stream(&body);
     // A body of unknown length (chunked, or HTTP/2 without Content-Length) goes chunked.
-    if has_body
+    let chunked = has_body
         && http_body::Body::size_hint(&body).exact().is_none()
-        && !parts.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-    }
-    let client_uri = parts.uri.clone();
-    parts.uri = upstream_uri(first, target, &client_uri)?;
+        && !parts.headers.contains_key(header::CONTENT_LENGTH);
+    let head_for = |upstream: &Upstream, out: &mut Vec<u8>| {
+        let head = UpstreamHead {
+            method: &parts.method,
+            base_path: &upstream.base_path,
+            target,
+            query: parts.uri.query(),
+            host: &upstream.host_header,
+            upgrade: upgrade.as_ref(),
+            chunked,
+            join_cookies: parts.version == Version::HTTP_2,
+        };
+        out.clear();
+        write_upstream_request(out, &head, &parts.headers, fwd, &plan.auth, route);
+    };
+    let mut head = Vec::with_capacity(1024);
+    head_for(first, &mut head);
+    let asked = Outgoing {
+        head: &[],
+        head_request: parts.method == http::Method::HEAD,
+        upgrade: upgrade.is_some(),
+        chunked,
+    };
     record.upstream = Some(first.url.clone());
     let fate = Arc::new(AtomicU8::new(body_fate::READING));
     let mut body = has_body.then(|| LimitedBody::new(body, max_body_bytes, fate.clone()));
-    let mut result = send(route, first, &parts, body.as_mut()).await;
+    let mut result =
+        send(route, first, &Outgoing { head: &head, ..asked }, &parts.method, body.as_mut()).await;
     if let Err(f) = &result {
         // Only after a failure to connect: the body is still unread.
         if let Some(second) = retry::elsewhere(f, route, first, record) {
-            parts.headers.insert(header::HOST, second.host_header.clone());
-            parts.uri = upstream_uri(second, target, &client_uri)?;
-            result = send(route, second, &parts, body.as_mut()).await;
+            head_for(second, &mut head);
+            result =
+                send(route, second, &Outgoing { head: &head, ..asked }, &parts.method, body.as_mut()).await;
         }
     }
     let resp = match result {
@@ -133,14 +150,15 @@ where
 async fn send(
     route: &Route,
     upstream: &Upstream,
-    parts: &http::request::Parts,
+    req: &Outgoing<'_>,
+    method: &http::Method,
     body: Option<&mut LimitedBody>,
 ) -> Result<Response<BytesBody>, Failure> {
     let _in_flight = upstream.start_request();
     let started = std::time::Instant::now();
     let has_body = body.is_some();
-    let resend = |f: &Failure, reused: bool| retry::may_resend(f, reused, &parts.method, has_body);
-    let exchange = proxy::exchange::send(&upstream.conns, parts, body, resend);
+    let resend = |f: &Failure, reused: bool| retry::may_resend(f, reused, method, has_body);
+    let exchange = proxy::exchange::send(&upstream.conns, req, body, resend);
     let result = tokio::time::timeout(route.timeout, exchange).await.unwrap_or(Err(Failure::Timeout));
     retry::observe(route, upstream, started, result.as_ref().map(|_| ()));
     result
@@ -157,26 +175,6 @@ fn client_side(f: Failure, fate: &AtomicU8) -> Failure {
         }
         (f, _) => f,
     }
-}
-
-/// The origin-form target sent upstream: the upstream's base path, the normalised path and the
-/// client's query. When that is exactly what the client sent, its (shared) bytes are reused.
-fn upstream_uri(upstream: &Upstream, target: &str, client: &Uri) -> Result<Uri, GatewayError> {
-    if upstream.base_path.is_empty() && client.path() == target && client.scheme().is_none() {
-        if let Some(pq) = client.path_and_query() {
-            return Ok(Uri::from(pq.clone()));
-        }
-    }
-    let query = client.query();
-    let mut uri =
-        String::with_capacity(upstream.base_path.len() + target.len() + query.map_or(0, |q| q.len() + 1));
-    uri.push_str(&upstream.base_path);
-    uri.push_str(target);
-    if let Some(q) = query {
-        uri.push('?');
-        uri.push_str(q);
-    }
-    Uri::try_from(uri).map_err(|e| GatewayError::Malformed(format!("upstream uri: {e}")))
 }
 
 /// The protocol of an HTTP/1.1 WebSocket upgrade (`Connection: upgrade` + `Upgrade: websocket`),
