@@ -31,6 +31,18 @@ async fn ws_echo() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     (format!("http://{addr}"), count)
 }
 
+/// Reads from a raw upstream's socket up to the end of a request head (and whatever came with it).
+async fn read_head(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut b).await.unwrap();
+        assert!(n > 0, "closed inside the request head");
+        head.extend_from_slice(&b[..n]);
+    }
+    head
+}
+
 async fn tls_stream(gw: &Gateway) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
     tls_connector(&gw.cert_pem)
@@ -88,12 +100,7 @@ both_transports! {
         let (tx, rx) = tokio::sync::oneshot::channel::<(Vec<u8>, Vec<u8>)>();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut b = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut b).await.unwrap();
-                head.extend_from_slice(&b[..n]);
-            }
+            let mut head = read_head(&mut s).await;
             let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
             let mut early = head.split_off(end);
             let mut more = vec![0u8; 4096];
@@ -215,12 +222,8 @@ both_transports! {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
+            read_head(&mut s).await;
             let mut b = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut b).await.unwrap();
-                head.extend_from_slice(&b[..n]);
-            }
             s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nHELLO")
                 .await
                 .unwrap();
