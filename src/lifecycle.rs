@@ -75,7 +75,11 @@ pub enum ReloadError {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    // Linux gives each accepted socket its listener's TCP_NODELAY: one system call here instead
+    // of one per connection (`conn::accept_loop` sets it per connection elsewhere).
+    let _ = socket2::SockRef::from(&listener).set_tcp_nodelay(true);
+    Ok(listener)
 }
 
 impl Shared {
@@ -253,5 +257,19 @@ async fn drain_on(signal: CancellationToken, shared: Arc<Shared>) {
 async fn drain(conns: &Drain, grace: Duration) {
     if tokio::time::timeout(grace, conns.drain()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with requests still in flight");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What `conn::accept_loop` relies on to skip a system call per connection.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_sockets_inherit_no_delay_from_the_listener() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (_client, (accepted, _)) = (client.unwrap(), accepted.unwrap());
+        assert!(accepted.nodelay().unwrap());
     }
 }

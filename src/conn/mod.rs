@@ -142,6 +142,8 @@ pub async fn accept_loop(accept: Accept, gw: Arc<Gateway>, stop: CancellationTok
             drop(stream);
             continue;
         };
+        // Inherited from the listener on Linux (`lifecycle::bind`).
+        #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         let rt = gw.runtime();
         let acceptor = if accept.tls { rt.tls.clone().map(TlsAcceptor::from) } else { None };

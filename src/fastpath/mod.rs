@@ -156,8 +156,12 @@ where
         buf.advance(head.len + head.body_here(buf.len()));
         x.spare = head.headers;
         if !keep {
-            // A clean end (TLS close_notify, then FIN), as hyper's path ends a connection.
-            let _ = tokio::time::timeout(SHUTDOWN_FOR, io.shutdown()).await;
+            // A clean end over TLS: close_notify, then FIN, as hyper's path ends a connection.
+            // A plain socket's FIN comes with closing it (a shutdown first would only cost a
+            // system call: nothing is read after it, so unread bytes would reset it either way).
+            if lane.info.tls {
+                let _ = tokio::time::timeout(SHUTDOWN_FOR, io.shutdown()).await;
+            }
             return Outcome::Close;
         }
     }
