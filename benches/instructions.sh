@@ -6,6 +6,7 @@
 #
 #   benches/instructions.sh                    # plain HTTP/1.1 (fast path), N = 4000
 #   MODE=h2 N=4000 benches/instructions.sh     # HTTP/2 over TLS (hyper's path)
+#   MODE=newconn benches/instructions.sh       # plain HTTP/1.1, a new connection per request
 #   BIN=/path/to/bo-gateway ...                # that binary (default: a release build)
 #
 # Needs valgrind, h2load (nghttp2-client), nginx, curl, python3.
@@ -70,6 +71,9 @@ run() {  # requests -> total instructions
   token=$(bench_token 9210)
   if [[ $MODE == h2 ]]; then
     h2load -n "$n" -c 8 -m 10 -H "Authorization: Bearer $token" https://127.0.0.1:9211/ > "$DIR/load.$n" 2>&1
+  elif [[ $MODE == newconn ]]; then
+    h2load --h1 -n "$n" -c 8 -H "Connection: close" -H "Authorization: Bearer $token" \
+      http://127.0.0.1:9210/ > "$DIR/load.$n" 2>&1
   else
     h2load --h1 -n "$n" -c 16 -H "Authorization: Bearer $token" http://127.0.0.1:9210/ > "$DIR/load.$n" 2>&1
   fi
