@@ -76,6 +76,28 @@ pub enum Scanned {
     Invalid,
 }
 
+/// The end of a chunked body: the last chunk and an empty trailer section.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends `data` to `out` as one chunk of a chunked body (RFC 9112 §7.1); `data` not empty.
+pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    let mut size = [0u8; 16];
+    let mut i = size.len();
+    let mut n = data.len();
+    loop {
+        i -= 1;
+        size[i] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&size[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// What [`ChunkedScan::decode`] found at the start of the bytes given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded {
@@ -602,6 +624,18 @@ mod tests {
             }
         }
         Ok(data)
+    }
+
+    #[test]
+    fn written_chunks_decode_back() {
+        let mut body = Vec::new();
+        for piece in [&b"x"[..], &[b'y'; 0x1a][..], &[b'z'; 4096][..]] {
+            write_chunk(&mut body, piece);
+        }
+        assert!(body.starts_with(b"1\r\nx\r\n1a\r\n"));
+        body.extend_from_slice(LAST_CHUNK);
+        assert_eq!(ChunkedScan::new().scan(&body), Scanned::End(body.len()));
+        assert_eq!(decode_all(&body, 7).map(|d| d.len()), Ok(1 + 0x1a + 4096));
     }
 
     #[test]

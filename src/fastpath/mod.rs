@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use crate::activity::{Activity, Busy, Responding};
 use crate::auth::endpoints::EndpointBody;
 use crate::error::GatewayError;
-use crate::framing::{ChunkedScan, Scanned};
+use crate::framing::{ChunkedScan, LAST_CHUNK, Scanned, write_chunk};
 use crate::gate::cors::Cors;
 use crate::gate::own::{ConnInfo, Listener};
 use crate::gate::record::log_failure;
@@ -435,11 +435,7 @@ impl Exchange {
                     let n = self.up.len();
                     if n > 0 {
                         total += n as u64;
-                        let mut size = [0u8; 16];
-                        self.out.extend_from_slice(hex(n, &mut size));
-                        self.out.extend_from_slice(b"\r\n");
-                        self.out.extend_from_slice(&self.up);
-                        self.out.extend_from_slice(b"\r\n");
+                        write_chunk(&mut self.out, &self.up);
                         self.up.clear();
                     }
                     if n > 0 || matches!(busy, Sending::Head(_)) {
@@ -449,7 +445,7 @@ impl Exchange {
                         break;
                     }
                 }
-                self.out.extend_from_slice(b"0\r\n\r\n");
+                self.out.extend_from_slice(LAST_CHUNK);
                 self.write_out(io, &mut busy).await?;
                 Some(total)
             }
@@ -712,19 +708,6 @@ fn request_id(gw: &Gateway, trusted: bool, buf: &[u8], head: &RequestHead) -> He
 /// The path as the client sent it (ASCII: the target was checked byte by byte).
 fn raw_path<'b>(buf: &'b [u8], head: &RequestHead) -> &'b str {
     std::str::from_utf8(&buf[head.path.clone()]).unwrap_or("/")
-}
-
-/// `n` in lower-case hex, as a chunk size.
-fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
-    let mut i = out.len();
-    loop {
-        i -= 1;
-        out[i] = b"0123456789abcdef"[n % 16];
-        n /= 16;
-        if n == 0 {
-            return &out[i..];
-        }
-    }
 }
 
 /// The fast path's parsers, for the fuzz targets (`fuzz/`): not an interface.

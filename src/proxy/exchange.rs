@@ -24,15 +24,14 @@ use super::pool::Connections;
 use super::response::{self, Framing, ResponseHead};
 use super::{Failure, UpstreamStream};
 use crate::body::LimitedBody;
-use crate::framing::{ChunkedScan, Decoded};
+use crate::framing::{ChunkedScan, Decoded, LAST_CHUNK, write_chunk};
 
 /// What one read of a response body asks for.
 const READ_SIZE: usize = 16 * 1024;
 
-/// A request on its way upstream over bytes.
-pub struct Outgoing<'a> {
-    /// Its head, as `super::headers::write_upstream_request` wrote it.
-    pub head: &'a [u8],
+/// How a request goes out and is answered, beside its head.
+#[derive(Clone, Copy)]
+pub struct Outgoing {
     pub head_request: bool,
     /// It asks for an upgrade (the header policy keeps only one it tunnels).
     pub upgrade: bool,
@@ -40,13 +39,20 @@ pub struct Outgoing<'a> {
     pub chunked: bool,
 }
 
-/// Sends a request (its body, if any, after the head) and reads the response head. A reused
+impl Outgoing {
+    /// Not HEAD, no upgrade, no body of unknown length: a health check's GET.
+    pub const PLAIN: Self = Self { head_request: false, upgrade: false, chunked: false };
+}
+
+/// Sends a request (its head as `super::headers::write_upstream_request` wrote it, its body,
+/// if any, after it) and reads the response head. A reused
 /// connection that ended before a whole answer is tried once more on a fresh one where
 /// `resend(failure, reused)` (the policy core's rule) allows it: only a request without a
 /// body. A failure to connect leaves the body unread, for another upstream.
 pub async fn send(
     conns: &Arc<Connections>,
-    req: &Outgoing<'_>,
+    head: &[u8],
+    req: Outgoing,
     mut body: Option<&mut LimitedBody>,
     resend: impl Fn(&Failure, bool) -> bool,
 ) -> Result<Response<BytesBody>, Failure> {
@@ -58,17 +64,17 @@ pub async fn send(
         // out together (as the fast path does).
         tokio::task::yield_now().await;
         let sent = match body.as_deref_mut() {
-            None => stream.write_all(req.head).await.map_err(Failure::from_io),
-            Some(body) => write_body(&mut stream, req.head, body, req.chunked).await,
+            None => stream.write_all(head).await.map_err(Failure::from_io),
+            Some(body) => write_body(&mut stream, head, body, req.chunked).await,
         };
-        let head = match sent {
+        let answered = match sent {
             Ok(()) => {
                 response::read_head(&mut stream, &mut up, req.head_request, req.upgrade, Vec::new()).await
             }
             Err(f) => Err(f),
         };
-        match head {
-            Ok(head) => return answer(head, up, stream, conns),
+        match answered {
+            Ok(answered) => return answer(answered, up, stream, conns),
             Err(f) if body.is_none() && resend(&f, reused) => {
                 tracing::debug!(failure = ?f, "a reused upstream connection failed; sending again");
                 fresh = true;
@@ -96,9 +102,7 @@ async fn write_body(
             continue;
         }
         if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            out.extend_from_slice(&data);
-            out.extend_from_slice(b"\r\n");
+            write_chunk(out, &data);
         } else {
             out.extend_from_slice(&data);
         }
@@ -106,7 +110,7 @@ async fn write_body(
         out.clear();
     }
     if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
+        out.extend_from_slice(LAST_CHUNK);
     }
     stream.write_all(out).await.map_err(Failure::from_io)
 }
@@ -273,14 +277,11 @@ impl Body for BytesBody {
             // Nothing to hand on in what was read: read more.
             let n = ready!(this.poll_fill(cx))?;
             if n == 0 {
-                if this.state == State::UntilClose {
-                    this.stream = None;
-                    this.state = State::Done;
-                    return Poll::Ready(None);
-                }
+                // The end of a body that ends with its connection; any other ended early.
+                let until_close = this.state == State::UntilClose;
                 this.stream = None;
                 this.state = State::Done;
-                return Poll::Ready(Some(Err(ended_early())));
+                return Poll::Ready((!until_close).then(|| Err(ended_early())));
             }
         }
     }

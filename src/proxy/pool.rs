@@ -53,7 +53,7 @@ pub(super) struct IdleStream {
 enum Waited {
     Handed(IdleStream),
     Slot(OwnedSemaphorePermit),
-    /// Queued, or handed nothing: look at the idle queues again.
+    /// Queued, or handed nothing: look at the idle queue again.
     Again,
 }
 
@@ -74,7 +74,7 @@ impl Connections {
         self.max_connections
     }
 
-    /// A socket for the fast path and whether it was pooled: a kept-alive one the upstream has
+    /// A socket and whether it was pooled: a kept-alive one the upstream has
     /// not closed and has sent nothing more on, else a new one (`fresh`: always a new one).
     /// With every place taken, the request waits in turn (`super::room`) up to
     /// `connect_timeout`, then `Failure::Busy`.
@@ -94,7 +94,7 @@ impl Connections {
                 Waited::Handed(IdleStream { stream, since }) if !fresh && fit_for_reuse(since, &stream) => {
                     return Ok((stream, true));
                 }
-                // Of the other transport, or unfit: closing it frees its place.
+                // Unfit, or a new connection is wanted: closing it frees its place.
                 Waited::Handed(_) | Waited::Again => {}
                 Waited::Slot(slot) => {
                     return Ok((UpstreamStream::new(self.connect_socket().await?, slot), false));
@@ -259,10 +259,9 @@ mod tests {
 
     async fn get(conns: &Arc<Connections>) -> bytes::Bytes {
         let head = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
-        let req =
-            super::super::exchange::Outgoing { head, head_request: false, upgrade: false, chunked: false };
         let resend = |f: &Failure, reused: bool| reused && matches!(f, Failure::Closed(_));
-        let resp = super::super::exchange::send(conns, &req, None, resend).await.unwrap();
+        let plain = super::super::exchange::Outgoing::PLAIN;
+        let resp = super::super::exchange::send(conns, head, plain, None, resend).await.unwrap();
         resp.into_body().collect().await.unwrap().to_bytes()
     }
 

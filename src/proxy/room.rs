@@ -12,13 +12,10 @@ use tokio::sync::oneshot;
 
 use super::pool::IdleStream;
 
-/// An idle connection, handed to a waiting request.
-pub(super) type Handed = IdleStream;
-
 /// The requests waiting for a connection to one upstream, oldest first.
 #[derive(Default)]
 pub(super) struct Waiters {
-    queue: SegQueue<oneshot::Sender<Handed>>,
+    queue: SegQueue<oneshot::Sender<IdleStream>>,
     /// Entries in `queue` (some may have stopped waiting), read without the lock.
     count: AtomicUsize,
 }
@@ -35,7 +32,7 @@ impl Waiters {
     }
 
     /// Gives `item` to the longest-waiting request that still waits; back when none does.
-    pub fn hand_over(&self, item: Handed) -> Option<Handed> {
+    pub fn hand_over(&self, item: IdleStream) -> Option<IdleStream> {
         if !self.any() {
             return Some(item);
         }
@@ -52,7 +49,7 @@ impl Waiters {
 
     /// Queues a request; what it is handed arrives on the receiver. Dropping the receiver
     /// stops waiting (what is then handed to it goes to the next).
-    pub fn join(&self) -> oneshot::Receiver<Handed> {
+    pub fn join(&self) -> oneshot::Receiver<IdleStream> {
         let (tx, rx) = oneshot::channel();
         self.queue.push(tx);
         self.count.fetch_add(1, Ordering::SeqCst);

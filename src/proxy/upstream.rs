@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::exchange::Outgoing;
 use super::pool::Connections;
 use crate::activity::now_ms;
 use http::uri::Scheme;
@@ -230,19 +231,14 @@ fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
                 head.extend_from_slice(b" HTTP/1.1\r\n");
                 super::line(&mut head, b"host", up.host_header.as_bytes());
                 head.extend_from_slice(b"\r\n");
-                let req = super::exchange::Outgoing {
-                    head: &head,
-                    head_request: false,
-                    upgrade: false,
-                    chunked: false,
-                };
                 let timeout = interval.min(Duration::from_secs(5));
                 let check = async {
                     // A probe that met a pooled connection the upstream had closed goes once
                     // more on a fresh one: that is no sign of ill health.
                     let stale =
                         |f: &super::Failure, reused: bool| reused && matches!(f, super::Failure::Closed(_));
-                    let resp = super::exchange::send(&up.conns, &req, None, stale).await.ok()?;
+                    let resp =
+                        super::exchange::send(&up.conns, &head, Outgoing::PLAIN, None, stale).await.ok()?;
                     let good = resp.status().is_success() || resp.status().is_redirection();
                     // Read to the end so the connection goes back to the pool (bounded: a check
                     // is not a download).

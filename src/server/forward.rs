@@ -59,23 +59,17 @@ pub async fn forward(
     };
     let mut head = Vec::with_capacity(1024);
     head_for(first, &mut head);
-    let asked = Outgoing {
-        head: &[],
-        head_request: parts.method == http::Method::HEAD,
-        upgrade: upgrade.is_some(),
-        chunked,
-    };
+    let asked =
+        Outgoing { head_request: parts.method == http::Method::HEAD, upgrade: upgrade.is_some(), chunked };
     record.upstream = Some(first.url.clone());
     let fate = Arc::new(AtomicU8::new(body_fate::READING));
     let mut body = has_body.then(|| LimitedBody::new(body, max_body_bytes, fate.clone()));
-    let mut result =
-        send(route, first, &Outgoing { head: &head, ..asked }, &parts.method, body.as_mut()).await;
+    let mut result = send(route, first, &head, asked, &parts.method, body.as_mut()).await;
     if let Err(f) = &result {
         // Only after a failure to connect: the body is still unread.
         if let Some(second) = retry::elsewhere(f, route, first, record) {
             head_for(second, &mut head);
-            result =
-                send(route, second, &Outgoing { head: &head, ..asked }, &parts.method, body.as_mut()).await;
+            result = send(route, second, &head, asked, &parts.method, body.as_mut()).await;
         }
     }
     let resp = match result {
@@ -150,7 +144,8 @@ where
 async fn send(
     route: &Route,
     upstream: &Upstream,
-    req: &Outgoing<'_>,
+    head: &[u8],
+    req: Outgoing,
     method: &http::Method,
     body: Option<&mut LimitedBody>,
 ) -> Result<Response<BytesBody>, Failure> {
@@ -158,7 +153,7 @@ async fn send(
     let started = std::time::Instant::now();
     let has_body = body.is_some();
     let resend = |f: &Failure, reused: bool| retry::may_resend(f, reused, method, has_body);
-    let exchange = proxy::exchange::send(&upstream.conns, req, body, resend);
+    let exchange = proxy::exchange::send(&upstream.conns, head, req, body, resend);
     let result = tokio::time::timeout(route.timeout, exchange).await.unwrap_or(Err(Failure::Timeout));
     retry::observe(route, upstream, started, result.as_ref().map(|_| ()));
     result
