@@ -5,16 +5,20 @@
 #
 #   NEW=target/release/bo-gateway BASE=/tmp/bo-gateway-old benches/ab.sh             # plain HTTP/1.1
 #   NEW=... BASE=... MODE=h2 benches/ab.sh                                            # HTTP/2 over TLS
+#   NEW=... FLOOR=1 benches/ab.sh          # beside benches/floor/nullproxy.c (plain HTTP/1.1 only)
 #
 # Each gateway is started as benches/load.sh starts one (pinned to CPU 1, one worker thread, log
-# at warn, EdDSA with the token cache): NEW on 9010/9011/9019, BASE on 9110/9111/9119.
+# at warn, EdDSA with the token cache): NEW on 9010/9011/9019, BASE (optional) on 9110/9111/9119.
+# FLOOR=1 adds the null proxy (bytes copied both ways on a connection per client, no HTTP) on
+# 9030, pinned the same way: the most any proxy could reach against nginx-proxy here.
 # ROUNDS (default 5) and the harness's other settings pass through.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HARNESS="${HARNESS:-$ROOT/../shared/bench/run.sh}"
 MODE="${MODE:-keepalive}"
-: "${NEW:?NEW=/path/to/the new build}" "${BASE:?BASE=/path/to/the build to compare with}"
+: "${NEW:?NEW=/path/to/the new build}"
+BASE="${BASE:-}" FLOOR="${FLOOR:-0}"
 # shellcheck source=benches/common.sh
 source "$ROOT/benches/common.sh"
 
@@ -62,16 +66,30 @@ CONF
 }
 
 start "$NEW" 9010 9011 9019
-start "$BASE" 9110 9111 9119
 NEW_TOKEN=$(bench_token 9010)
-BASE_TOKEN=$(bench_token 9110)
 if [[ $MODE == h2 ]]; then
   scheme=https new_port=9011 base_port=9111 peer=nginx-proxy-h2
 else
   scheme=http new_port=9010 base_port=9110 peer=nginx-proxy
 fi
-EXTRA_NAME=gw-new EXTRA_URL="$scheme://127.0.0.1:$new_port/" EXTRA_AUTH_HEADER="Bearer $NEW_TOKEN" \
-EXTRA_PEER=$peer \
-EXTRA2_NAME=gw-base EXTRA2_URL="$scheme://127.0.0.1:$base_port/" EXTRA2_AUTH_HEADER="Bearer $BASE_TOKEN" \
-EXTRA2_PEER=$peer \
+export EXTRA_NAME=gw-new EXTRA_URL="$scheme://127.0.0.1:$new_port/" EXTRA_AUTH_HEADER="Bearer $NEW_TOKEN" \
+  EXTRA_PEER=$peer
+extra=2
+if [[ -n $BASE ]]; then
+  start "$BASE" 9110 9111 9119
+  BASE_TOKEN=$(bench_token 9110)
+  export EXTRA2_NAME=gw-base EXTRA2_URL="$scheme://127.0.0.1:$base_port/" \
+    EXTRA2_AUTH_HEADER="Bearer $BASE_TOKEN" EXTRA2_PEER=$peer
+  extra=3
+fi
+if [[ $FLOOR == 1 ]]; then
+  [[ $MODE == h2 ]] && { echo "benches/ab.sh: FLOOR=1 measures plain HTTP/1.1 only" >&2; exit 2; }
+  floor=$(mktemp -d /tmp/bo-gateway-floor.XXXXXX)
+  cc -O2 -o "$floor/nullproxy" "$ROOT/benches/floor/nullproxy.c"
+  taskset -c 1 "$floor/nullproxy" 9030 9001 &
+  PIDS+=($!)
+  # No auth header: it forwards anything, so the harness checks only that it answers 200.
+  export "EXTRA${extra}_NAME=floor" "EXTRA${extra}_URL=http://127.0.0.1:9030/" \
+    "EXTRA${extra}_AUTH_HEADER=" "EXTRA${extra}_PEER=$peer"
+fi
 TARGETS="${TARGETS:-$peer}" ROUNDS="${ROUNDS:-5}" MODE="$MODE" bash "$HARNESS"

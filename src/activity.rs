@@ -113,6 +113,12 @@ impl Activity {
         }
     }
 
+    /// The fast path's note, after parsing what it has read, of whether part of a head is
+    /// waiting for the rest (as of its last read: it reads its own heads, not the watch).
+    pub(crate) fn head_read(&self, pending: bool) {
+        self.head_pending(pending, self.last_ms.load(Ordering::Relaxed));
+    }
+
     /// Counts a request handed to the service; true when the watch refuses it. HTTP/1 hands
     /// requests over one at a time, in the order their heads arrived.
     pub(crate) fn next_is_malformed(&self) -> bool {

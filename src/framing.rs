@@ -10,6 +10,11 @@
 //! fast path reads heads with ([`unreadable_head`]), so hyper's path answers it with the SPEC's
 //! error body instead of hyper's empty 400 or 431.
 //!
+//! The fast path parses and frames its own requests by the same rules (it leaves any request
+//! with `Transfer-Encoding` or more than one `Content-Length` to hyper's path), so the watch
+//! does not read what the fast path reads: it [`resumes`](FramingWatch::resume) at the head the
+//! fast path hands on, counting the requests served before it.
+//!
 //! It fails open: on anything it cannot follow (HTTP/2, an upgrade) it stops watching, so it
 //! never refuses what hyper would have framed differently.
 
@@ -234,6 +239,17 @@ impl FramingWatch {
             fed: 0,
             head_start: 0,
         }
+    }
+
+    /// Starts watching again at a head boundary: the head of request `index` begins at offset
+    /// `fed` of the connection's bytes. The fast path reads and frames its own requests (the
+    /// same rules), so the watch takes over only where the fast path hands the connection on.
+    pub fn resume(&mut self, fed: u64, index: u64) {
+        self.state = State::Head;
+        self.partial.clear();
+        self.index = index;
+        self.fed = fed;
+        self.head_start = fed;
     }
 
     pub fn is_off(&self) -> bool {
@@ -545,6 +561,26 @@ mod tests {
             }
         }
         (Finding::Fine, w)
+    }
+
+    #[test]
+    fn a_resumed_watch_counts_from_where_the_fast_path_handed_on() {
+        // The fast path served 3 requests (120 bytes) without the watch, which then resumes
+        // in the middle of a body it never saw: it must not take that body for a head.
+        let mut w = FramingWatch::new(65536, 100);
+        w.feed(b"POST /a HTTP/1.1\r\nContent-Length: 40\r\n\r\nGET /x HTTP/1.1\r\n");
+        w.resume(120, 3);
+        assert!(!w.head_pending());
+        let two = b"POST /b HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+        assert_eq!(w.feed(two), Finding::Ambiguous(3));
+        let mut w = FramingWatch::new(65536, 100);
+        w.resume(120, 3);
+        w.feed(b"GET /c HTTP/1.1\r\nHost: a\r\n");
+        assert_eq!(w.pending_head_start(), Some(120));
+        assert_eq!(
+            w.feed(b"Bad Header\r\n\r\n"),
+            Finding::Unreadable { at: 120, why: Unreadable::Malformed("invalid header name") }
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The connection's IO as both transports read it: every byte read is shown to the framing
-//! watch and counted as activity; on hyper's path, a head is given to hyper only once it is
-//! complete and readable, and one nobody can read is answered in its place with the SPEC §3
-//! body (the fast path answers those itself).
+//! The connection's IO as both transports read it: every byte read counts as activity; on
+//! hyper's path every byte is shown to the framing watch, and a head is given to hyper only once
+//! it is complete and readable, and one nobody can read is answered in its place with the SPEC §3
+//! body. The fast path frames its own requests by the same rules (and answers unreadable heads
+//! itself), so the watch sleeps while it reads and resumes at the head it hands to hyper.
 
 use std::io;
 use std::pin::Pin;
@@ -64,6 +65,11 @@ impl<T> ActivityIo<T> {
     /// hyper serves the rest of the connection, starting with `pre` (read, not yet served).
     pub(super) fn hand_to_hyper(&mut self, pre: BytesMut) {
         self.pos = self.read - pre.len() as u64;
+        if !self.hyper {
+            // The fast path framed what it read itself; `pre` starts at the head it hands on.
+            self.watch.resume(self.pos, self.activity.requests.load(Ordering::Relaxed));
+            self.watch_over(&pre, self.activity.last_ms.load(Ordering::Relaxed));
+        }
         self.pre = pre;
         self.hyper = true;
     }
@@ -86,11 +92,21 @@ impl<T> ActivityIo<T> {
 
     /// Takes note of bytes read from the client: activity, and what the watch finds in them.
     fn observe(&mut self, data: &[u8]) {
+        let now = self.moved(data);
+        self.watch_over(data, now);
+    }
+
+    /// Counts bytes read from the client as activity; returns the time.
+    fn moved(&mut self, data: &[u8]) -> u64 {
         if self.read == 0 && data.starts_with(b"PRI * HTTP/2.0") {
             self.activity.h2.store(true, Ordering::Relaxed);
         }
-        let now = self.activity.moved();
         self.read += data.len() as u64;
+        self.activity.moved()
+    }
+
+    /// Shows bytes read from the client to the framing watch.
+    fn watch_over(&mut self, data: &[u8], now: u64) {
         if !self.watch.is_off() {
             match self.watch.feed(data) {
                 Finding::Ambiguous(i) => self.activity.malformed.store(i + 1, Ordering::Relaxed),
@@ -158,12 +174,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ActivityIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.hyper {
-            // The fast path reads its own heads (and answers those nobody can read).
+            // The fast path reads and frames its own requests by the watch's rules (and answers
+            // heads nobody can read, and notes a head pending): the watch resumes at a handoff.
             let before = buf.filled().len();
             let r = Pin::new(&mut this.inner).poll_read(cx, buf);
             let got = buf.filled().len() - before;
             if matches!(r, Poll::Ready(Ok(()))) && got > 0 {
-                this.observe(&buf.filled()[before..]);
+                this.moved(&buf.filled()[before..]);
             }
             return r;
         }

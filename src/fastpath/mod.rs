@@ -102,12 +102,15 @@ where
         let head = loop {
             if !buf.is_empty() {
                 match request::parse(buf, lane.max_head, lane.max_headers, std::mem::take(&mut x.spare)) {
-                    Parsed::Complete(head) => break head,
+                    Parsed::Complete(head) => {
+                        lane.activity.head_read(false);
+                        break head;
+                    }
                     Parsed::Unfit => return Outcome::Handoff,
                     Parsed::Unreadable(why) => return x.unreadable(io, why.into_error(), lane).await,
                     // A head trickling in a byte at a time: hyper's path reads the rest.
                     Parsed::Partial if reads >= MAX_HEAD_READS => return Outcome::Handoff,
-                    Parsed::Partial => {}
+                    Parsed::Partial => lane.activity.head_read(true),
                 }
             }
             // Between requests, a drain closes the connection (the listener reads the flag).
