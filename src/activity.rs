@@ -126,15 +126,13 @@ impl Activity {
         self.malformed.load(Ordering::Relaxed) == index + 1
     }
 
-    /// Counts a request the fast path is about to serve; false (and not counted) when the
-    /// watch refuses it, which hyper's path then does.
-    pub(crate) fn claim_request(&self) -> bool {
-        let index = self.requests.load(Ordering::Relaxed);
-        if self.malformed.load(Ordering::Relaxed) == index + 1 {
-            return false;
-        }
-        self.requests.store(index + 1, Ordering::Relaxed);
-        true
+    /// Counts a request the fast path serves. It frames its own requests (the watch sleeps
+    /// until hyper's path takes over, then numbers requests from this count), and hands any it
+    /// would refuse to hyper's path before counting them.
+    pub(crate) fn count_request(&self) {
+        // Only the connection's own task counts while the fast path serves it.
+        let n = self.requests.load(Ordering::Relaxed);
+        self.requests.store(n + 1, Ordering::Relaxed);
     }
 
     pub(crate) fn set_between_requests(&self, between: bool) {

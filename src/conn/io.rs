@@ -18,9 +18,9 @@ use crate::fastpath;
 use crate::framing::{Finding, FramingWatch, Unreadable};
 use crate::gateway::Gateway;
 
-/// The connection's IO, noting the time of every successful read or write and showing what the
-/// client sends to the framing watch. `pre` holds bytes the fast path read (and the watch saw)
-/// before handing the connection to hyper, which reads them first.
+/// The connection's IO, noting the time of every successful read or write and, on hyper's path,
+/// showing what the client sends to the framing watch. `pre` holds bytes the fast path read
+/// before handing the connection to hyper, which reads them first (the watch sees them then).
 pub(super) struct ActivityIo<T> {
     inner: T,
     activity: Arc<Activity>,

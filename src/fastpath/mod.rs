@@ -139,10 +139,7 @@ where
                 return Outcome::Handoff;
             }
         }
-        if !lane.activity.claim_request() {
-            // The framing watch refuses this request: hyper's path answers it.
-            return Outcome::Handoff;
-        }
+        lane.activity.count_request();
         let busy = lane.activity.enter();
         let keep = match decision {
             Ok(Decision::Forward(plan)) => x.serve(io, buf, &head, &rt, plan, lane, busy, &mut record).await,
@@ -153,10 +150,11 @@ where
             Err(e) => x.reply(io, buf, &head, Err(e), lane, record).await,
         };
         x.trim();
+        buf.advance(head.len + head.body_here(buf.len()));
+        // A buffer grown by a large head or a burst of pipelined requests is not kept idle.
         if buf.is_empty() && buf.capacity() > RETAIN {
             *buf = BytesMut::new();
         }
-        buf.advance(head.len + head.body_here(buf.len()));
         x.spare = head.headers;
         if !keep {
             // A clean end over TLS: close_notify, then FIN, as hyper's path ends a connection.
