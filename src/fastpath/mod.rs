@@ -150,11 +150,12 @@ where
             Err(e) => x.reply(io, buf, &head, Err(e), lane, record).await,
         };
         x.trim();
-        buf.advance(head.len + head.body_here(buf.len()));
-        // A buffer grown by a large head or a burst of pipelined requests is not kept idle.
+        // (Never true here, the head is still in `buf`; moved after the advance, it dropped the
+        // buffer after every request and cost 400 instructions each: see benches/README.md.)
         if buf.is_empty() && buf.capacity() > RETAIN {
             *buf = BytesMut::new();
         }
+        buf.advance(head.len + head.body_here(buf.len()));
         x.spare = head.headers;
         if !keep {
             // A clean end over TLS: close_notify, then FIN, as hyper's path ends a connection.
