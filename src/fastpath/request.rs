@@ -10,7 +10,7 @@ use crate::auth::Authenticated;
 pub use crate::auth::tokens::trim_spaces as trim;
 use crate::framing::{Unreadable, malformed_why, unreadable_head};
 use crate::proxy::response::parse_length;
-use crate::proxy::{RequestFate as Fate, request_fate};
+use crate::proxy::{GatewayLines, RequestFate as Fate, request_fate, request_line, write_gateway_lines};
 use crate::routes::Route;
 
 /// Headers parsed per head. A head with more goes to hyper, which applies `max_headers`.
@@ -260,15 +260,7 @@ pub struct Forward<'a> {
 /// Writes the upstream request head for `head` (read from `buf`) into `out`.
 pub fn write_upstream_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, f: &Forward<'_>) {
     let b = |r: &Range<usize>| &buf[r.clone()];
-    out.extend_from_slice(head.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(f.base_path.as_bytes());
-    out.extend_from_slice(f.target.as_bytes());
-    if let Some(q) = &head.query {
-        out.push(b'?');
-        out.extend_from_slice(b(q));
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    request_line(out, &head.method, f.base_path, f.target, head.query.as_ref().map(b));
     let extra = &f.route.upstream_headers;
     for h in &head.headers {
         let keep = h.fate.forwarded(f.route);
@@ -277,38 +269,19 @@ pub fn write_upstream_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, f:
             line(out, name, b(&h.value));
         }
     }
-    // A configured header replaces the gateway's own of that name, as on hyper's path.
-    let configured = |name: &[u8]| extra.iter().any(|(n, _)| n.as_str().as_bytes() == name);
-    let set = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
-        if !configured(name) {
-            line(out, name, value);
-        }
-    };
-    if let Some(id) = f.auth.identity() {
-        set(out, b"x-auth-login", id.login_header.as_bytes());
-        set(out, b"x-auth-roles", id.roles_header.as_bytes());
-        set(out, b"x-auth-session", id.session_header.as_bytes());
-    }
     let trusted = |r: &Option<Range<usize>>| r.as_ref().filter(|_| f.trusted_peer).map(|r| trim(b(r)));
-    if !configured(b"x-forwarded-for") {
-        out.extend_from_slice(b"x-forwarded-for: ");
-        // A chain that is not text is dropped (hyper's path cannot read it as text either).
-        let readable =
-            |p: &&[u8]| !p.is_empty() && p.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
-        if let Some(prev) = trusted(&head.forwarded_for).filter(readable) {
-            out.extend_from_slice(prev);
-            out.extend_from_slice(b", ");
-        }
-        out.extend_from_slice(f.peer);
-        out.extend_from_slice(b"\r\n");
-    }
-    set(out, b"x-forwarded-proto", trusted(&head.forwarded_proto).unwrap_or(f.proto));
-    set(out, b"x-forwarded-host", trusted(&head.forwarded_host).unwrap_or(b(&head.host)));
-    set(out, b"x-request-id", f.request_id);
-    set(out, b"host", f.upstream_host);
-    for (name, value) in extra {
-        line(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    // A chain that is not text is dropped (hyper's path cannot read it as text either).
+    let readable = |p: &&[u8]| !p.is_empty() && p.iter().all(|&c| c == b'\t' || (0x20..0x7f).contains(&c));
+    let own = GatewayLines {
+        auth: f.auth,
+        forwarded_for: trusted(&head.forwarded_for).filter(readable),
+        peer: f.peer,
+        proto: trusted(&head.forwarded_proto).unwrap_or(f.proto),
+        host: Some(trusted(&head.forwarded_host).unwrap_or(b(&head.host))),
+        request_id: f.request_id,
+        upstream_host: f.upstream_host,
+    };
+    write_gateway_lines(out, &own, extra);
     out.extend_from_slice(b"\r\n");
 }
 

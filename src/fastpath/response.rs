@@ -20,22 +20,20 @@ pub fn write_client_head(
 ) {
     let headers = || head.headers.iter().map(|(n, v)| (&buf[n.clone()], &buf[v.clone()]));
     status_line(out, head.status, rule::reason(head.status, head.reason(buf)));
-    // The `Connection` fields, found once rather than once per header (rarely more than one).
+    let connection = || headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")).map(|(_, v)| v);
+    // The `Connection` fields, found once rather than once per header (rarely more than one;
+    // past four, each header looks again).
     let mut listed: [&[u8]; 4] = [b""; 4];
     let mut lists = 0;
-    for (name, value) in headers() {
-        if name.eq_ignore_ascii_case(b"connection") {
-            if let Some(slot) = listed.get_mut(lists) {
-                *slot = value;
-            }
-            lists += 1;
+    for value in connection() {
+        if let Some(slot) = listed.get_mut(lists) {
+            *slot = value;
         }
+        lists += 1;
     }
     let named = |name: &[u8]| match listed.get(..lists) {
         Some(values) => named_in(values.iter().copied(), name),
-        None => {
-            named_in(headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")).map(|(_, v)| v), name)
-        }
+        None => named_in(connection(), name),
     };
     let mut dated = false;
     for (name, value) in headers() {

@@ -6,9 +6,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::auth::Authenticated;
 
-pub static X_AUTH_LOGIN: HeaderName = HeaderName::from_static("x-auth-login");
-pub static X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
-pub static X_AUTH_SESSION: HeaderName = HeaderName::from_static("x-auth-session");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -208,15 +205,7 @@ pub fn write_upstream_request(
     auth: &Authenticated,
     route: &crate::routes::Route,
 ) {
-    out.extend_from_slice(head.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(head.base_path.as_bytes());
-    out.extend_from_slice(head.target.as_bytes());
-    if let Some(q) = head.query {
-        out.push(b'?');
-        out.extend_from_slice(q.as_bytes());
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    request_line(out, head.method, head.base_path, head.target, head.query.map(str::as_bytes));
     let extra = &route.upstream_headers;
     let connection = headers.get_all(header::CONNECTION);
     let mut cookies = false;
@@ -238,36 +227,20 @@ pub fn write_upstream_request(
         }
         line(out, n, value.as_bytes());
     }
-    // A configured header replaces the gateway's own of that name.
-    let set = |out: &mut Vec<u8>, name: &HeaderName, value: &[u8]| {
-        if !extra.iter().any(|(e, _)| e == name) {
-            line(out, name.as_str().as_bytes(), value);
-        }
-    };
-    if let Some(id) = auth.identity() {
-        set(out, &X_AUTH_LOGIN, id.login_header.as_bytes());
-        set(out, &X_AUTH_ROLES, id.roles_header.as_bytes());
-        set(out, &X_AUTH_SESSION, id.session_header.as_bytes());
-    }
-    // What a trusted proxy told us; a chain that is not text is dropped (the fast path's rule).
+    // What a trusted proxy told us; a chain that is not text is dropped.
     let trusted =
         |name: &HeaderName| headers.get(name).filter(|_| fwd.trusted_peer).map(HeaderValue::as_bytes);
-    match joined(headers, &X_FORWARDED_FOR).filter(|_| fwd.trusted_peer) {
-        Some(prev) => {
-            let chain = [prev.as_bytes(), b", ", fwd.peer_header.as_bytes()].concat();
-            set(out, &X_FORWARDED_FOR, &chain);
-        }
-        None => set(out, &X_FORWARDED_FOR, fwd.peer_header.as_bytes()),
-    }
-    set(out, &X_FORWARDED_PROTO, trusted(&X_FORWARDED_PROTO).unwrap_or(fwd.proto.as_bytes()));
-    if let Some(h) = trusted(&X_FORWARDED_HOST).or(fwd.host.as_ref().map(HeaderValue::as_bytes)) {
-        set(out, &X_FORWARDED_HOST, h);
-    }
-    set(out, &X_REQUEST_ID, fwd.request_id.as_bytes());
-    line(out, b"host", head.host.as_bytes());
-    for (name, value) in extra {
-        line(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    let chain = joined(headers, &X_FORWARDED_FOR).filter(|_| fwd.trusted_peer);
+    let own = GatewayLines {
+        auth,
+        forwarded_for: chain.as_deref().map(str::as_bytes),
+        peer: fwd.peer_header.as_bytes(),
+        proto: trusted(&X_FORWARDED_PROTO).unwrap_or(fwd.proto.as_bytes()),
+        host: trusted(&X_FORWARDED_HOST).or(fwd.host.as_ref().map(HeaderValue::as_bytes)),
+        request_id: fwd.request_id.as_bytes(),
+        upstream_host: head.host.as_bytes(),
+    };
+    write_gateway_lines(out, &own, extra);
     if head.chunked {
         line(out, b"transfer-encoding", b"chunked");
     }
@@ -278,7 +251,81 @@ pub fn write_upstream_request(
     out.extend_from_slice(b"\r\n");
 }
 
+/// The request line of an upstream request: the origin-form target is the upstream's base path,
+/// the (normalised) path and the query.
+pub fn request_line(
+    out: &mut Vec<u8>,
+    method: &http::Method,
+    base_path: &str,
+    target: &str,
+    query: Option<&[u8]>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(base_path.as_bytes());
+    out.extend_from_slice(target.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q);
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// What the gateway itself tells the upstream about a request (SPEC §2), as each transport
+/// read it from the client.
+pub struct GatewayLines<'a> {
+    pub auth: &'a Authenticated,
+    /// A trusted peer's `X-Forwarded-For` chain, which `peer` extends (`None`: not trusted,
+    /// none sent, or not text).
+    pub forwarded_for: Option<&'a [u8]>,
+    /// The client's address.
+    pub peer: &'a [u8],
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host`: a trusted peer's, else the gateway's own.
+    pub proto: &'a [u8],
+    pub host: Option<&'a [u8]>,
+    pub request_id: &'a [u8],
+    /// The upstream's `Host`.
+    pub upstream_host: &'a [u8],
+}
+
+/// Writes the gateway's own header lines, in the one order both transports send them, each
+/// unless a configured `upstream_headers` entry of that name replaces it (`Host` cannot be
+/// configured); then the configured ones.
+pub fn write_gateway_lines(out: &mut Vec<u8>, own: &GatewayLines<'_>, extra: &[(HeaderName, HeaderValue)]) {
+    // Names as literals (not the `HeaderName` statics): their copies are then inlined.
+    let configured = |name: &[u8]| extra.iter().any(|(e, _)| e.as_str().as_bytes() == name);
+    let set = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+        if !configured(name) {
+            line(out, name, value);
+        }
+    };
+    if let Some(id) = own.auth.identity() {
+        set(out, b"x-auth-login", id.login_header.as_bytes());
+        set(out, b"x-auth-roles", id.roles_header.as_bytes());
+        set(out, b"x-auth-session", id.session_header.as_bytes());
+    }
+    if !configured(b"x-forwarded-for") {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prev) = own.forwarded_for {
+            out.extend_from_slice(prev);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(own.peer);
+        out.extend_from_slice(b"\r\n");
+    }
+    set(out, b"x-forwarded-proto", own.proto);
+    if let Some(host) = own.host {
+        set(out, b"x-forwarded-host", host);
+    }
+    set(out, b"x-request-id", own.request_id);
+    line(out, b"host", own.upstream_host);
+    for (name, value) in extra {
+        line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
 /// One header line of an HTTP/1.1 head.
+#[inline]
 pub fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");

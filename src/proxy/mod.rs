@@ -16,9 +16,9 @@ mod upstream;
 pub use exchange::BytesBody;
 pub use failure::{Blame, Failure};
 pub use headers::{
-    Forwarding, HOP_BY_HOP, RequestFate, ResponseFate, UpstreamHead, X_REQUEST_ID, client_address,
-    is_gateway_owned, is_hop_by_hop, line, named_in, prepare_response, request_fate, response_fate,
-    write_upstream_request,
+    Forwarding, GatewayLines, HOP_BY_HOP, RequestFate, ResponseFate, UpstreamHead, X_REQUEST_ID,
+    client_address, is_gateway_owned, is_hop_by_hop, line, named_in, prepare_response, request_fate,
+    request_line, response_fate, write_gateway_lines, write_upstream_request,
 };
 pub use stream::UpstreamStream;
 pub use upstream::{Balance, Upstream, UpstreamPool, spawn_upkeep};
