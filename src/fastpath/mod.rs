@@ -45,7 +45,7 @@ use response::{Framing, ResponseHead};
 const MAX_HEAD_READS: u32 = 4;
 /// How long closing a connection cleanly may take (a peer that reads nothing cannot stall it).
 const SHUTDOWN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
-/// Buffer capacity a connection keeps between requests.
+/// Capacity the upstream buffers (`out`, `up`) keep between requests.
 const RETAIN: usize = 32 * 1024;
 /// Bytes relayed per read.
 const CHUNK: usize = 16 * 1024;
@@ -150,11 +150,6 @@ where
             Err(e) => x.reply(io, buf, &head, Err(e), lane, record).await,
         };
         x.trim();
-        // (Never true here, the head is still in `buf`; moved after the advance, it dropped the
-        // buffer after every request and cost 400 instructions each: see benches/README.md.)
-        if buf.is_empty() && buf.capacity() > RETAIN {
-            *buf = BytesMut::new();
-        }
         buf.advance(head.len + head.body_here(buf.len()));
         x.spare = head.headers;
         if !keep {
